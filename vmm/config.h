@@ -67,9 +67,28 @@ struct VmConfig {
 
 constexpr unsigned kMaxVcpus = 32;
 
+// A command-line override, applied to the JSON document before validation so it gets the same
+// checks as the file; errors caused by it name the flag instead of a file position.
+struct ConfigOverride {
+    std::string flag;     // "--vcpus", for messages
+    std::string pointer;  // JSON pointer of the value to set, "/memory/size_mib"
+    std::string value;    // the flag's argument; paths should already be absolute (they came from the cwd)
+    // true: the flag takes a number, and a decimal integer argument becomes a JSON number (anything
+    // else stays a string and is refused by the type check with the flag named).
+    bool integer = false;
+    // JSON pointers removed before the value is set ("--kernel" removes "/payload").
+    std::vector<std::string> removes;
+};
+
 // Reads, parses and validates a config file. Errors read "FILE:LINE:COL: /json/path: message".
 Result<VmConfig> loadConfig(const std::filesystem::path& file);
+Result<VmConfig> loadConfig(const std::filesystem::path& file, const std::vector<ConfigOverride>& overrides);
 // Same, from text already in memory (`file` is used for messages and to resolve relative paths).
 Result<VmConfig> parseConfig(const std::string& text, const std::filesystem::path& file);
+Result<VmConfig> parseConfig(const std::string& text, const std::filesystem::path& file,
+                             const std::vector<ConfigOverride>& overrides);
+
+// One line for humans: "2 vCPUs, 512 MiB RAM, payload /abs/hello.bin (long64 at 0x100000), ...".
+std::string describeConfig(const VmConfig& config);
 
 }  // namespace conduit::vmm

@@ -18,7 +18,8 @@ struct VcpuBootState {
     kvm_regs regs{};
     kvm_sregs sregs{};
     // true: the vCPU runs from this state at once (KVM_SET_MP_STATE RUNNABLE on APs).
-    // false: an AP left in wait-for-SIPI for the guest to start with INIT/SIPI (Linux).
+    // false: an AP left in wait-for-SIPI for the guest to start with INIT/SIPI (Linux); its regs and
+    // sregs then hold the architectural reset state (what KVM already has), so applying them is harmless.
     bool runnable = true;
 };
 

@@ -40,6 +40,8 @@
  *   CR0 = PE|MP|ET|NE|WP|AM|PG, CR4 = PAE|PGE|OSFXSR|OSXMMEXCPT, EFER = SCE|LME|LMA,
  *   CR3 = CONDUIT_PML4_ADDR: identity map of [0, boot_info.identity_map_end) with 2 MiB pages,
  *   present|writable|user on every level, so CPL3 code reaches RAM, the LAPIC/IOAPIC and BARs.
+ *   2 MiB pages that hold no RAM (BAR windows, ECAM, LAPIC/IOAPIC) are mapped uncached (PCD|PWT).
+ *   GDT entries for the TSSs are marked busy (type 11), as LTR leaves them.
  * No IDT is loaded (IDTR limit 0): the payload installs its own before enabling interrupts. */
 struct conduit_boot_info {
     uint32_t magic;           /* CONDUIT_BOOT_INFO_MAGIC */

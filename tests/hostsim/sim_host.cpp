@@ -1,0 +1,1776 @@
+// The kernel side of the simulated host: VFIO container/group/device and iommufd semantics.
+// Comments name the kernel function whose behaviour each rule follows (Linux 6.x).
+#include "tests/hostsim/sim_host.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <list>
+
+#include <fmt/format.h>
+
+#include "base/log.h"
+
+namespace conduit::hostsim {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr uint64_t kOffsetShift = 40;  // VFIO_PCI_OFFSET_SHIFT
+constexpr uint64_t kOffsetMask = (1ull << kOffsetShift) - 1;
+constexpr uint64_t kPage = 4096;
+
+enum Kind { KContainer = 1, KGroup, KDevice, KIommufd, KDmaBuf, KEventfd, KQueue };
+
+Result<int> fail(int err) { return Error("simulated kernel", err); }
+
+// Is [p, p + len) mapped in this process? The kernel pins pages at map time and fails with EFAULT.
+bool userRangeMapped(uint64_t p, uint64_t len) {
+    uint64_t start = p & ~(kPage - 1);
+    uint64_t end = (p + len + kPage - 1) & ~(kPage - 1);
+    return ::msync(reinterpret_cast<void*>(start), end - start, MS_ASYNC) == 0;
+}
+
+struct Mapping {
+    uint64_t iova = 0, size = 0;
+    uint8_t* host = nullptr;
+    bool read = true, write = true;
+    void* fileMap = nullptr;  // MAP_FILE of a memfd: our own mmap of it
+    size_t fileMapLen = 0;
+    ~Mapping() {
+        if (fileMap) ::munmap(fileMap, fileMapLen);
+    }
+    Mapping() = default;
+    Mapping(Mapping&& o) noexcept { *this = std::move(o); }
+    Mapping& operator=(Mapping&& o) noexcept {
+        std::swap(iova, o.iova);
+        std::swap(size, o.size);
+        std::swap(host, o.host);
+        std::swap(read, o.read);
+        std::swap(write, o.write);
+        std::swap(fileMap, o.fileMap);
+        std::swap(fileMapLen, o.fileMapLen);
+        return *this;
+    }
+};
+
+struct AddressSpace {
+    std::map<uint64_t, Mapping> maps;  // by iova
+    const Mapping* find(uint64_t iova) const {
+        auto it = maps.upper_bound(iova);
+        if (it == maps.begin()) return nullptr;
+        --it;
+        return (iova - it->second.iova < it->second.size) ? &it->second : nullptr;
+    }
+    bool overlaps(uint64_t iova, uint64_t size) const {
+        for (auto& [a, m] : maps)
+            if (iova < m.iova + m.size && m.iova < iova + size) return true;
+        return false;
+    }
+};
+
+uint32_t hweight(uint32_t v) { return static_cast<uint32_t>(__builtin_popcount(v)); }
+
+// [0, last] minus the given (inclusive) ranges, sorted.
+std::vector<vfio::IovaRange> subtract(uint64_t first, uint64_t last, std::vector<ReservedRange> holes) {
+    std::sort(holes.begin(), holes.end(), [](auto& a, auto& b) { return a.start < b.start; });
+    std::vector<vfio::IovaRange> out;
+    uint64_t cur = first;
+    bool done = false;
+    for (auto& h : holes) {
+        if (h.type == "direct-relaxable") continue;
+        if (h.last < cur || h.start > last) continue;
+        if (h.start > cur) out.push_back({cur, h.start - 1});
+        if (h.last >= last) {
+            done = true;
+            break;
+        }
+        cur = h.last + 1;
+    }
+    if (!done && cur <= last) out.push_back({cur, last});
+    return out;
+}
+
+}  // namespace
+
+struct SimHost::Impl {
+    struct Container {
+        bool iommuSet = false;
+        bool fdOpen = true;
+        std::set<unsigned> groups;
+        AddressSpace as;
+    };
+    struct Group {
+        int fd = -1;  // open handle, -1 when closed
+        Container* container = nullptr;
+        int deviceFds = 0;
+    };
+    struct Obj {
+        enum Type { Ioas, Hwpt, Device, Viommu, Vdevice, Veventq, Fault } type;
+        int users = 0;  // references from other objects / attachments
+        std::unique_ptr<AddressSpace> as;  // Ioas
+        uint32_t ioas = 0, parent = 0;     // Hwpt
+        bool nestParent = false, nested = false, autoDomain = false;
+        SimDevice* dev = nullptr;          // Device
+        uint32_t attached = 0;             // Device: attached hwpt
+        uint32_t ref1 = 0, ref2 = 0;       // Viommu: hwpt, dev; Vdevice: viommu, dev; Veventq: viommu
+        uint64_t virtId = 0;
+        uint32_t qtype = 0;
+        int qfd = -1;                      // Veventq/Fault: handle fd given out
+        uint64_t invalidations = 0;
+    };
+    struct Ctx {
+        bool fdOpen = true;
+        std::map<uint32_t, Obj> objs;
+        uint32_t nextId = 1;  // xa_alloc with XA_FLAGS_ALLOC1: ids start at 1 (iommufd_fops_open())
+    };
+    struct Handle {
+        Kind kind;
+        Container* container = nullptr;
+        unsigned group = 0;
+        SimDevice* dev = nullptr;
+        bool cdev = false;
+        Ctx* ctx = nullptr;        // KIommufd; KDevice: bound ctx
+        uint32_t devObj = 0;       // KDevice bound id
+        unsigned bar = 0;          // KDmaBuf
+        uint64_t dbOffset = 0, dbLength = 0;
+    };
+
+    SimHost& host;
+    std::list<Container> containers;
+    std::list<Ctx> ctxs;
+    std::map<unsigned, Group> groups;
+    std::map<int, Handle> handles;
+
+    explicit Impl(SimHost& h) : host(h) {}
+
+    Result<int> newHandle(Handle h, bool asEventfd = false) {
+        int fd = asEventfd ? ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK) : ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return fail(errno);
+        handles[fd] = h;
+        host.fds_[fd] = h.kind;
+        return fd;
+    }
+
+    // ---------------------------------------------------------------- domains and translation
+    std::vector<ReservedRange> resvOf(SimDevice& d) { return host.reservedFor(d.group()); }
+
+    AddressSpace* ioasOfHwpt(Ctx& ctx, uint32_t hwpt) {
+        auto it = ctx.objs.find(hwpt);
+        if (it == ctx.objs.end()) return nullptr;
+        if (it->second.nested) return ioasOfHwpt(ctx, it->second.parent);  // stage 1 treated as identity
+        auto io = ctx.objs.find(it->second.ioas);
+        return io == ctx.objs.end() ? nullptr : io->second.as.get();
+    }
+
+    AddressSpace* domainOf(SimDevice& d) {
+        auto g = groups.find(d.group());
+        if (g != groups.end() && g->second.container && g->second.container->iommuSet) return &g->second.container->as;
+        for (auto& ctx : ctxs)
+            for (auto& [id, o] : ctx.objs)
+                if (o.type == Obj::Device && o.dev == &d && o.attached) return ioasOfHwpt(ctx, o.attached);
+        return nullptr;
+    }
+
+    // IOAS: reserved = every attached device's group reserved regions plus what is beyond the aperture
+    // (iopt_table_enforce_dev_resv_regions(), iommufd_hwpt_paging_alloc() aperture reservation).
+    std::vector<ReservedRange> ioasReserved(Ctx& ctx, uint32_t ioasId) {
+        std::vector<ReservedRange> out;
+        bool any = false;
+        for (auto& [id, o] : ctx.objs) {
+            if (o.type != Obj::Device || !o.attached) continue;
+            uint32_t h = o.attached;
+            while (ctx.objs.count(h) && ctx.objs[h].nested) h = ctx.objs[h].parent;
+            if (!ctx.objs.count(h) || ctx.objs[h].ioas != ioasId) continue;
+            any = true;
+            for (auto& r : resvOf(*o.dev)) out.push_back(r);
+        }
+        if (any && host.config_.apertureLast != ~0ull)
+            out.push_back({host.config_.apertureLast + 1, ~0ull, "aperture"});
+        return out;
+    }
+    bool ioasHasDevice(Ctx& ctx, uint32_t ioasId) {
+        for (auto& [id, o] : ctx.objs)
+            if (o.type == Obj::Hwpt && !o.nested && o.ioas == ioasId && o.users > 0) return true;
+        return false;
+    }
+
+    std::vector<vfio::IovaRange> type1Ranges(Container& c) {
+        std::vector<ReservedRange> resv;
+        for (unsigned g : c.groups)
+            for (auto& r : host.reservedFor(g)) resv.push_back(r);
+        return subtract(0, host.config_.apertureLast, resv);
+    }
+
+    // ---------------------------------------------------------------- VFIO container (type1)
+    Result<int> containerIoctl(Handle& h, unsigned long req, uintptr_t arg) {
+        Container& c = *h.container;
+        switch (req) {
+            case VFIO_GET_API_VERSION: return VFIO_API_VERSION;
+            case VFIO_CHECK_EXTENSION:
+                // vfio_container_ioctl_check_extension()
+                if (arg == VFIO_TYPE1_IOMMU || arg == VFIO_UNMAP_ALL) return 1;
+                if (arg == VFIO_TYPE1v2_IOMMU) return host.config_.type1v2 ? 1 : 0;
+                return 0;
+            case VFIO_SET_IOMMU:
+                // vfio_ioctl_set_iommu(): needs a group and no driver yet; unknown type: ENODEV.
+                if (c.groups.empty() || c.iommuSet) return fail(EINVAL);
+                if (!(arg == VFIO_TYPE1v2_IOMMU && host.config_.type1v2) && arg != VFIO_TYPE1_IOMMU) return fail(ENODEV);
+                c.iommuSet = true;
+                return 0;
+        }
+        // Everything else goes to the IOMMU driver; none set: EINVAL (vfio_fops_unl_ioctl()).
+        if (!c.iommuSet) return fail(EINVAL);
+        switch (req) {
+            case VFIO_IOMMU_GET_INFO: return type1GetInfo(c, arg);
+            case VFIO_IOMMU_MAP_DMA: return type1Map(c, arg);
+            case VFIO_IOMMU_UNMAP_DMA: return type1Unmap(c, arg);
+        }
+        return fail(ENOTTY);
+    }
+
+    Result<int> type1GetInfo(Container& c, uintptr_t arg) {
+        // vfio_iommu_type1_get_info()
+        auto* user = reinterpret_cast<uint8_t*>(arg);
+        vfio_iommu_type1_info info{};
+        const size_t minsz = offsetof(vfio_iommu_type1_info, iova_pgsizes) + sizeof(info.iova_pgsizes);
+        std::memcpy(&info, user, minsz);
+        if (info.argsz < minsz) return fail(EINVAL);
+        info.flags = VFIO_IOMMU_INFO_PGSIZES;
+        info.iova_pgsizes = host.config_.pageSizes;
+        const bool capsAllowed = info.argsz >= sizeof(vfio_iommu_type1_info);
+        std::vector<uint8_t> caps;
+        uint32_t lastHeader = 0;
+        auto addCap = [&](const void* data, size_t size) {
+            size_t at = (caps.size() + 7) & ~size_t(7);  // vfio_info_cap_add() aligns to u64
+            caps.resize(at + size, 0);
+            std::memcpy(caps.data() + at, data, size);
+            uint32_t abs = static_cast<uint32_t>(sizeof(vfio_iommu_type1_info) + at);
+            if (lastHeader) {
+                auto* prev = reinterpret_cast<vfio_info_cap_header*>(caps.data() + (lastHeader - sizeof(vfio_iommu_type1_info)));
+                prev->next = abs;
+            }
+            lastHeader = abs;
+        };
+        auto ranges = type1Ranges(c);
+        std::vector<uint8_t> cap(sizeof(vfio_iommu_type1_info_cap_iova_range) + ranges.size() * sizeof(vfio_iova_range));
+        auto* ir = reinterpret_cast<vfio_iommu_type1_info_cap_iova_range*>(cap.data());
+        ir->header = {VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE, 1, 0};
+        ir->nr_iovas = static_cast<uint32_t>(ranges.size());
+        for (size_t i = 0; i < ranges.size(); ++i) ir->iova_ranges[i] = {ranges[i].start, ranges[i].last};
+        addCap(cap.data(), cap.size());
+        vfio_iommu_type1_info_cap_migration mig{};
+        mig.header = {VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION, 1, 0};
+        mig.flags = 0;
+        mig.pgsize_bitmap = host.config_.pageSizes & -host.config_.pageSizes;
+        mig.max_dirty_bitmap_size = 256ull << 20;
+        addCap(&mig, sizeof mig);
+        vfio_iommu_type1_info_dma_avail avail{};
+        avail.header = {VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL, 1, 0};
+        avail.avail = host.config_.dmaEntryLimit - static_cast<uint32_t>(c.as.maps.size());
+        addCap(&avail, sizeof avail);
+        if (capsAllowed) {
+            info.flags |= VFIO_IOMMU_INFO_CAPS;
+            if (info.argsz < sizeof(vfio_iommu_type1_info) + caps.size()) {
+                info.argsz = static_cast<uint32_t>(sizeof(vfio_iommu_type1_info) + caps.size());
+                info.cap_offset = 0;
+            } else {
+                std::memcpy(user + sizeof(vfio_iommu_type1_info), caps.data(), caps.size());
+                info.cap_offset = sizeof(vfio_iommu_type1_info);
+            }
+        }
+        std::memcpy(user, &info, capsAllowed ? sizeof info : minsz);
+        return 0;
+    }
+
+    Result<int> type1Map(Container& c, uintptr_t arg) {
+        // vfio_iommu_type1_ioctl() MAP_DMA + vfio_dma_do_map()
+        vfio_iommu_type1_dma_map map{};
+        const size_t minsz = offsetof(vfio_iommu_type1_dma_map, size) + sizeof(map.size);
+        std::memcpy(&map, reinterpret_cast<void*>(arg), minsz);
+        const uint32_t mask = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE | VFIO_DMA_MAP_FLAG_VADDR;
+        if (map.argsz < minsz || (map.flags & ~mask)) return fail(EINVAL);
+        if (map.flags & VFIO_DMA_MAP_FLAG_VADDR) return fail(EINVAL);  // no vaddr update without a prior invalidate
+        const uint64_t pgmask = (host.config_.pageSizes & -host.config_.pageSizes) - 1;
+        bool prot = map.flags & (VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE);
+        if (!prot || !map.size || ((map.size | map.iova | map.vaddr) & pgmask)) return fail(EINVAL);
+        if (map.iova + map.size - 1 < map.iova || map.vaddr + map.size - 1 < map.vaddr) return fail(EINVAL);
+        if (c.as.overlaps(map.iova, map.size)) return fail(EEXIST);
+        if (c.as.maps.size() >= host.config_.dmaEntryLimit) return fail(ENOSPC);
+        bool valid = false;
+        for (auto& r : type1Ranges(c)) valid = valid || r.contains(map.iova, map.size);
+        if (!valid) return fail(EINVAL);  // vfio_iommu_iova_dma_valid()
+        if (!userRangeMapped(map.vaddr, map.size)) return fail(EFAULT);  // vfio_pin_pages_remote()
+        Mapping m;
+        m.iova = map.iova;
+        m.size = map.size;
+        m.host = reinterpret_cast<uint8_t*>(map.vaddr);
+        m.read = map.flags & VFIO_DMA_MAP_FLAG_READ;
+        m.write = map.flags & VFIO_DMA_MAP_FLAG_WRITE;
+        c.as.maps[map.iova] = std::move(m);
+        return 0;
+    }
+
+    Result<int> type1Unmap(Container& c, uintptr_t arg) {
+        // vfio_iommu_type1_unmap_dma() + vfio_dma_do_unmap() (v2: no bisecting a mapping)
+        vfio_iommu_type1_dma_unmap unmap{};
+        const size_t minsz = offsetof(vfio_iommu_type1_dma_unmap, size) + sizeof(unmap.size);
+        std::memcpy(&unmap, reinterpret_cast<void*>(arg), minsz);
+        const uint32_t mask = VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP | VFIO_DMA_UNMAP_FLAG_ALL | VFIO_DMA_UNMAP_FLAG_VADDR;
+        if (unmap.argsz < minsz || (unmap.flags & ~mask)) return fail(EINVAL);
+        if (unmap.flags & (VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP | VFIO_DMA_UNMAP_FLAG_VADDR)) return fail(EINVAL);
+        uint64_t first = unmap.iova, last = unmap.iova + unmap.size - 1;
+        if (unmap.flags & VFIO_DMA_UNMAP_FLAG_ALL) {
+            if (unmap.iova || unmap.size) return fail(EINVAL);
+            first = 0;
+            last = ~0ull;
+        } else {
+            const uint64_t pgmask = (host.config_.pageSizes & -host.config_.pageSizes) - 1;
+            if (!unmap.size || ((unmap.size | unmap.iova) & pgmask) || last < first) return fail(EINVAL);
+            if (auto* m = c.as.find(first); m && m->iova != first) return fail(EINVAL);
+            if (auto* m = c.as.find(last); m && m->iova + m->size - 1 != last) return fail(EINVAL);
+        }
+        uint64_t done = 0;
+        for (auto it = c.as.maps.begin(); it != c.as.maps.end();) {
+            if (it->second.iova >= first && it->second.iova + it->second.size - 1 <= last) {
+                done += it->second.size;
+                it = c.as.maps.erase(it);
+            } else {
+                ++it;
+            }
+        }
+        unmap.size = done;
+        std::memcpy(reinterpret_cast<void*>(arg), &unmap, minsz);
+        return 0;
+    }
+
+    // ---------------------------------------------------------------- VFIO group
+    Result<int> groupIoctl(Handle& h, unsigned long req, uintptr_t arg) {
+        Group& g = groups[h.group];
+        switch (req) {
+            case VFIO_GROUP_GET_STATUS: {
+                // vfio_group_ioctl_get_status()
+                vfio_group_status st{};
+                std::memcpy(&st, reinterpret_cast<void*>(arg), sizeof st);
+                if (st.argsz < sizeof st) return fail(EINVAL);
+                st.flags = (host.groupViable(h.group) ? VFIO_GROUP_FLAGS_VIABLE : 0) |
+                           (g.container ? VFIO_GROUP_FLAGS_CONTAINER_SET : 0);
+                std::memcpy(reinterpret_cast<void*>(arg), &st, sizeof st);
+                return 0;
+            }
+            case VFIO_GROUP_SET_CONTAINER: {
+                // vfio_group_ioctl_set_container(): one container per group; the container fd must be
+                // one; claiming DMA ownership of a group with a member owned by a kernel driver fails
+                // with EPERM (iommu_group_claim_dma_owner()).
+                int cfd;
+                std::memcpy(&cfd, reinterpret_cast<void*>(arg), sizeof cfd);
+                if (g.container) return fail(EINVAL);
+                auto it = handles.find(cfd);
+                if (it == handles.end()) return fail(EBADF);
+                if (it->second.kind != KContainer) return fail(EINVAL);
+                if (!host.groupViable(h.group)) return fail(EPERM);
+                g.container = it->second.container;
+                g.container->groups.insert(h.group);
+                return 0;
+            }
+            case VFIO_GROUP_UNSET_CONTAINER:
+                // vfio_group_ioctl_unset_container(): EBUSY while device fds are open.
+                if (!g.container) return fail(EINVAL);
+                if (g.deviceFds) return fail(EBUSY);
+                detachGroup(g, h.group);
+                return 0;
+            case VFIO_GROUP_GET_DEVICE_FD: {
+                // vfio_group_ioctl_get_device_fd(): needs a container with an IOMMU driver.
+                const char* name = reinterpret_cast<const char*>(arg);
+                if (!g.container || !g.container->iommuSet) return fail(EINVAL);
+                SimDevice* dev = host.device(name);
+                if (!dev || dev->group() != h.group) return fail(ENODEV);
+                Handle dh{KDevice};
+                dh.dev = dev;
+                dh.group = h.group;
+                auto fd = newHandle(dh);
+                if (!fd) return fd;
+                ++g.deviceFds;
+                ++dev->openCount_;
+                return fd;
+            }
+        }
+        return fail(ENOTTY);
+    }
+
+    void detachGroup(Group& g, unsigned id) {
+        Container* c = g.container;
+        c->groups.erase(id);
+        g.container = nullptr;
+        // __vfio_group_unset_container(): the last group takes the IOMMU (and all its mappings) along.
+        if (c->groups.empty()) {
+            c->iommuSet = false;
+            c->as.maps.clear();
+        }
+        maybeFreeContainer(c);
+    }
+    void maybeFreeContainer(Container* c) {
+        if (c->fdOpen || !c->groups.empty()) return;
+        containers.remove_if([&](Container& x) { return &x == c; });
+    }
+
+    // ---------------------------------------------------------------- VFIO device
+    Result<int> deviceIoctl(Handle& h, unsigned long req, uintptr_t arg) {
+        SimDevice& d = *h.dev;
+        if (h.cdev) {
+            if (req == VFIO_DEVICE_BIND_IOMMUFD) return bind(h, arg);
+            // vfio_device_fops_unl_ioctl(): nothing but BIND before the cdev is bound.
+            if (!h.ctx) return fail(EINVAL);
+            if (req == VFIO_DEVICE_ATTACH_IOMMUFD_PT) return attach(h, arg);
+            if (req == VFIO_DEVICE_DETACH_IOMMUFD_PT) return detach(h, arg);
+        } else if (req == VFIO_DEVICE_BIND_IOMMUFD || req == VFIO_DEVICE_ATTACH_IOMMUFD_PT ||
+                   req == VFIO_DEVICE_DETACH_IOMMUFD_PT) {
+            return fail(EINVAL);  // cdev-only ioctls on a group-obtained fd
+        }
+        switch (req) {
+            case VFIO_DEVICE_GET_INFO: {
+                // vfio_pci_ioctl_get_info()
+                vfio_device_info info{};
+                const size_t minsz = offsetof(vfio_device_info, num_irqs) + sizeof(info.num_irqs);
+                std::memcpy(&info, reinterpret_cast<void*>(arg), minsz);
+                if (info.argsz < minsz) return fail(EINVAL);
+                info.flags = VFIO_DEVICE_FLAGS_PCI | (d.config_.resetSupported ? VFIO_DEVICE_FLAGS_RESET : 0);
+                info.num_regions = VFIO_PCI_NUM_REGIONS;
+                info.num_irqs = VFIO_PCI_NUM_IRQS;
+                std::memcpy(reinterpret_cast<void*>(arg), &info, minsz);
+                return 0;
+            }
+            case VFIO_DEVICE_GET_REGION_INFO: return regionInfo(d, arg);
+            case VFIO_DEVICE_GET_IRQ_INFO: {
+                // vfio_pci_ioctl_get_irq_info()
+                vfio_irq_info info{};
+                const size_t minsz = offsetof(vfio_irq_info, count) + sizeof(info.count);
+                std::memcpy(&info, reinterpret_cast<void*>(arg), minsz);
+                if (info.argsz < minsz || info.index >= VFIO_PCI_NUM_IRQS) return fail(EINVAL);
+                info.count = d.irqCount(info.index);
+                info.flags = VFIO_IRQ_INFO_EVENTFD;
+                if (info.index == VFIO_PCI_INTX_IRQ_INDEX)
+                    info.flags |= VFIO_IRQ_INFO_MASKABLE | VFIO_IRQ_INFO_AUTOMASKED;
+                else
+                    info.flags |= VFIO_IRQ_INFO_NORESIZE;
+                std::memcpy(reinterpret_cast<void*>(arg), &info, minsz);
+                return 0;
+            }
+            case VFIO_DEVICE_SET_IRQS: return setIrqs(d, arg);
+            case VFIO_DEVICE_RESET:
+                // vfio_pci_ioctl_reset(): EINVAL when the device has no reset method.
+                if (!d.config_.resetSupported) return fail(EINVAL);
+                d.resetState();
+                return 0;
+            case VFIO_DEVICE_GET_PCI_HOT_RESET_INFO: {
+                // vfio_pci_ioctl_get_pci_hot_reset_info(): ENOSPC with count filled when argsz is short.
+                vfio_pci_hot_reset_info hdr{};
+                const size_t minsz = offsetof(vfio_pci_hot_reset_info, count) + sizeof(hdr.count);
+                std::memcpy(&hdr, reinterpret_cast<void*>(arg), minsz);
+                if (hdr.argsz < minsz) return fail(EINVAL);
+                hdr.flags = 0;
+                // Everything on the same bus segment is reset along (the sim: devices on the same bus).
+                std::vector<SimDevice*> affected;
+                for (auto& other : host.devices_)
+                    if (other->bdf().substr(0, 7) == d.bdf().substr(0, 7)) affected.push_back(other.get());
+                hdr.count = static_cast<uint32_t>(affected.size());
+                if (hdr.argsz < sizeof hdr + affected.size() * sizeof(vfio_pci_dependent_device)) {
+                    std::memcpy(reinterpret_cast<void*>(arg), &hdr, minsz);
+                    return fail(ENOSPC);
+                }
+                auto* out = reinterpret_cast<uint8_t*>(arg);
+                std::memcpy(out, &hdr, minsz);
+                for (size_t i = 0; i < affected.size(); ++i) {
+                    vfio_pci_dependent_device dd{};
+                    unsigned bus, dev, fn;
+                    std::sscanf(affected[i]->bdf().c_str(), "%*x:%x:%x.%x", &bus, &dev, &fn);
+                    dd.group_id = affected[i]->group();
+                    dd.segment = 0;
+                    dd.bus = static_cast<uint8_t>(bus);
+                    dd.devfn = static_cast<uint8_t>((dev << 3) | fn);
+                    std::memcpy(out + sizeof hdr + i * sizeof dd, &dd, sizeof dd);
+                }
+                return 0;
+            }
+            case VFIO_DEVICE_FEATURE: return feature(h, arg);
+        }
+        return fail(ENOTTY);
+    }
+
+    std::vector<vfio::SparseArea> sparseOf(const SimDevice& d, unsigned bar) {
+        auto& b = d.config_.bars[bar];
+        if (!b.sparseAreas.empty()) return b.sparseAreas;
+        if (d.config_.msixVectors && d.config_.msixBar == bar && !d.config_.msixMappable) {
+            // Areas around the MSI-X table and PBA, page aligned (what older kernels reported).
+            uint64_t lo = std::min(d.config_.msixTableOffset, d.config_.msixPbaOffset) & ~(kPage - 1);
+            uint64_t hi = (std::max(d.config_.msixTableOffset + 16ull * d.config_.msixVectors,
+                                    d.config_.msixPbaOffset + 8ull * ((d.config_.msixVectors + 63) / 64)) +
+                           kPage - 1) & ~(kPage - 1);
+            std::vector<vfio::SparseArea> out;
+            if (lo) out.push_back({0, lo});
+            if (hi < b.size) out.push_back({hi, b.size - hi});
+            return out;
+        }
+        return {};
+    }
+
+    bool mmappable(const SimDevice& d, unsigned index) {
+        if (index > VFIO_PCI_BAR5_REGION_INDEX) return false;
+        auto& b = d.config_.bars[index];
+        return b.kind == BarKind::Memory && b.size && b.mmappable;
+    }
+
+    Result<int> regionInfo(SimDevice& d, uintptr_t arg) {
+        // vfio_pci_ioctl_get_region_info()
+        auto* user = reinterpret_cast<uint8_t*>(arg);
+        vfio_region_info info{};
+        const size_t minsz = offsetof(vfio_region_info, offset) + sizeof(info.offset);
+        std::memcpy(&info, user, minsz);
+        if (info.argsz < minsz || info.index >= VFIO_PCI_NUM_REGIONS) return fail(EINVAL);
+        info.offset = uint64_t(info.index) << kOffsetShift;
+        info.flags = 0;
+        info.size = 0;
+        std::vector<uint8_t> caps;
+        if (info.index <= VFIO_PCI_BAR5_REGION_INDEX) {
+            auto& b = d.config_.bars[info.index];
+            if (b.kind != BarKind::None && b.size) {
+                info.size = b.size;
+                info.flags = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
+                if (mmappable(d, info.index)) {
+                    info.flags |= VFIO_REGION_INFO_FLAG_MMAP;
+                    auto sparse = sparseOf(d, info.index);
+                    if (!sparse.empty()) {
+                        std::vector<uint8_t> cap(sizeof(vfio_region_info_cap_sparse_mmap) +
+                                                 sparse.size() * sizeof(vfio_region_sparse_mmap_area));
+                        auto* sp = reinterpret_cast<vfio_region_info_cap_sparse_mmap*>(cap.data());
+                        sp->header = {VFIO_REGION_INFO_CAP_SPARSE_MMAP, 1, 0};
+                        sp->nr_areas = static_cast<uint32_t>(sparse.size());
+                        for (size_t i = 0; i < sparse.size(); ++i) { sp->areas[i].offset = sparse[i].offset; sp->areas[i].size = sparse[i].size; }
+                        caps = cap;
+                    }
+                    if (d.config_.msixVectors && d.config_.msixBar == info.index && d.config_.msixMappable) {
+                        size_t at = (caps.size() + 7) & ~size_t(7);
+                        if (!caps.empty())
+                            reinterpret_cast<vfio_info_cap_header*>(caps.data())->next =
+                                static_cast<uint32_t>(sizeof(vfio_region_info) + at);
+                        caps.resize(at + sizeof(vfio_info_cap_header), 0);
+                        vfio_info_cap_header hdr{VFIO_REGION_INFO_CAP_MSIX_MAPPABLE, 1, 0};
+                        std::memcpy(caps.data() + at, &hdr, sizeof hdr);
+                    }
+                }
+            }
+        } else if (info.index == VFIO_PCI_CONFIG_REGION_INDEX) {
+            info.size = 256;
+            info.flags = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
+        }
+        if (!caps.empty()) {
+            info.flags |= VFIO_REGION_INFO_FLAG_CAPS;
+            if (info.argsz < sizeof(vfio_region_info) + caps.size()) {
+                info.argsz = static_cast<uint32_t>(sizeof(vfio_region_info) + caps.size());
+                info.cap_offset = 0;
+            } else {
+                std::memcpy(user + sizeof(vfio_region_info), caps.data(), caps.size());
+                info.cap_offset = sizeof(vfio_region_info);
+            }
+            std::memcpy(user, &info, sizeof info);
+        } else {
+            std::memcpy(user, &info, minsz);
+        }
+        return 0;
+    }
+
+    Result<int> setIrqs(SimDevice& d, uintptr_t arg) {
+        // vfio_pci_ioctl_set_irqs() -> vfio_set_irqs_validate_and_prepare()
+        auto* user = reinterpret_cast<uint8_t*>(arg);
+        vfio_irq_set hdr{};
+        const size_t minsz = offsetof(vfio_irq_set, count) + sizeof(hdr.count);
+        std::memcpy(&hdr, user, minsz);
+        const uint32_t dataMask = VFIO_IRQ_SET_DATA_TYPE_MASK, actionMask = VFIO_IRQ_SET_ACTION_TYPE_MASK;
+        if (hdr.argsz < minsz || hdr.index >= VFIO_PCI_NUM_IRQS || (hdr.flags & ~(dataMask | actionMask)))
+            return fail(EINVAL);
+        if (hweight(hdr.flags & dataMask) != 1 || hweight(hdr.flags & actionMask) != 1) return fail(EINVAL);
+        const uint32_t max = d.irqCount(hdr.index);
+        if ((hdr.start >= max && hdr.count) || hdr.start + hdr.count > max) {
+            if (!(hdr.count == 0 && (hdr.flags & VFIO_IRQ_SET_DATA_NONE))) return fail(EINVAL);
+        }
+        size_t elem = (hdr.flags & VFIO_IRQ_SET_DATA_BOOL) ? 1 : (hdr.flags & VFIO_IRQ_SET_DATA_EVENTFD) ? 4 : 0;
+        if (elem && (hdr.argsz - minsz < size_t(hdr.count) * elem)) return fail(EINVAL);
+        const uint8_t* data = user + minsz;
+        const uint32_t action = hdr.flags & actionMask;
+        const uint32_t idx = hdr.index;
+
+        if (idx == VFIO_PCI_INTX_IRQ_INDEX) {
+            // vfio_pci_set_intx_mask() / _unmask() / _trigger()
+            if (action != VFIO_IRQ_SET_ACTION_TRIGGER && d.activeIndex_ != idx) return fail(EINVAL);
+            if (action == VFIO_IRQ_SET_ACTION_MASK) {
+                if (hdr.count == 0) return 0;
+                if ((hdr.flags & VFIO_IRQ_SET_DATA_EVENTFD)) return fail(EINVAL);
+                if ((hdr.flags & VFIO_IRQ_SET_DATA_NONE) || data[0]) d.intx_.masked = true;
+                return 0;
+            }
+            if (action == VFIO_IRQ_SET_ACTION_UNMASK) {
+                if (hdr.count == 0) return 0;
+                if (hdr.flags & VFIO_IRQ_SET_DATA_EVENTFD) {
+                    int32_t efd;
+                    std::memcpy(&efd, data, 4);
+                    if (d.intx_.unmaskFd >= 0) ::close(std::exchange(d.intx_.unmaskFd, -1));
+                    if (efd >= 0) {
+                        int dupfd = ::fcntl(efd, F_DUPFD_CLOEXEC, 0);
+                        if (dupfd < 0) return fail(EBADF);
+                        d.intx_.unmaskFd = dupfd;
+                    }
+                    return 0;
+                }
+                if ((hdr.flags & VFIO_IRQ_SET_DATA_NONE) || data[0]) d.intxUnmask();
+                return 0;
+            }
+            // TRIGGER
+            if (hdr.count == 0 && (hdr.flags & VFIO_IRQ_SET_DATA_NONE)) {
+                if (d.activeIndex_ == idx) disableIndex(d, idx);
+                return 0;
+            }
+            if (d.activeIndex_ != idx && d.activeIndex_ != VFIO_PCI_NUM_IRQS) return fail(EINVAL);
+            if (hdr.flags & VFIO_IRQ_SET_DATA_EVENTFD) {
+                int32_t efd;
+                std::memcpy(&efd, data, 4);
+                auto& t = d.intx_.triggers[0];
+                if (t >= 0) ::close(std::exchange(t, -1));
+                if (efd >= 0) {
+                    int dupfd = ::fcntl(efd, F_DUPFD_CLOEXEC, 0);
+                    if (dupfd < 0) return fail(EBADF);
+                    t = dupfd;
+                    d.activeIndex_ = idx;
+                    if (d.intx_.level && !d.intx_.masked) d.intxAssert();
+                } else {
+                    disableIndex(d, idx);
+                }
+                return 0;
+            }
+            if (d.activeIndex_ != idx) return fail(EINVAL);
+            if ((hdr.flags & VFIO_IRQ_SET_DATA_NONE) || data[0]) d.signal(d.intx_.triggers[0]);
+            return 0;
+        }
+        if (idx == VFIO_PCI_MSI_IRQ_INDEX || idx == VFIO_PCI_MSIX_IRQ_INDEX) {
+            // vfio_pci_set_msi_trigger(); MASK/UNMASK are not implemented for MSI/MSI-X: ENOTTY
+            // (vfio_pci_set_irqs_ioctl() has no handler for them).
+            if (action != VFIO_IRQ_SET_ACTION_TRIGGER) return fail(ENOTTY);
+            if (hdr.count == 0 && (hdr.flags & VFIO_IRQ_SET_DATA_NONE)) {
+                if (d.activeIndex_ == idx) disableIndex(d, idx);
+                return 0;
+            }
+            if (d.activeIndex_ != idx && d.activeIndex_ != VFIO_PCI_NUM_IRQS) return fail(EINVAL);
+            if (hdr.flags & VFIO_IRQ_SET_DATA_EVENTFD) {
+                auto& trig = d.irqs_[idx].triggers;
+                std::vector<int> dups;
+                for (uint32_t i = 0; i < hdr.count; ++i) {
+                    int32_t efd;
+                    std::memcpy(&efd, data + 4 * i, 4);
+                    int dupfd = -1;
+                    if (efd >= 0 && (dupfd = ::fcntl(efd, F_DUPFD_CLOEXEC, 0)) < 0) {
+                        for (int x : dups)
+                            if (x >= 0) ::close(x);
+                        return fail(EBADF);
+                    }
+                    dups.push_back(dupfd);
+                }
+                for (uint32_t i = 0; i < hdr.count; ++i) {
+                    int& slot = trig[hdr.start + i];
+                    if (slot >= 0) ::close(slot);
+                    slot = dups[i];
+                }
+                d.activeIndex_ = idx;
+                return 0;
+            }
+            if (d.activeIndex_ != idx) return fail(EINVAL);
+            for (uint32_t i = 0; i < hdr.count; ++i)
+                if ((hdr.flags & VFIO_IRQ_SET_DATA_NONE) || data[i]) d.deliver(idx, hdr.start + i);
+            return 0;
+        }
+        // ERR / REQ: trigger eventfd only (vfio_pci_set_err_trigger(), vfio_pci_set_req_trigger()).
+        if (action != VFIO_IRQ_SET_ACTION_TRIGGER) return fail(EINVAL);
+        auto& trig = d.irqs_[idx].triggers;
+        if (hdr.flags & VFIO_IRQ_SET_DATA_EVENTFD) {
+            if (hdr.count != 1) return fail(EINVAL);
+            int32_t efd;
+            std::memcpy(&efd, data, 4);
+            if (trig[0] >= 0) ::close(std::exchange(trig[0], -1));
+            if (efd >= 0 && (trig[0] = ::fcntl(efd, F_DUPFD_CLOEXEC, 0)) < 0) return fail(EBADF);
+            return 0;
+        }
+        if (hdr.count && !trig.empty()) d.signal(trig[0]);
+        return 0;
+    }
+
+    void disableIndex(SimDevice& d, uint32_t idx) {
+        auto& irq = d.irqs_[idx];
+        for (auto& fd : irq.triggers)
+            if (fd >= 0) ::close(std::exchange(fd, -1));
+        if (idx == VFIO_PCI_INTX_IRQ_INDEX) {
+            if (irq.unmaskFd >= 0) ::close(std::exchange(irq.unmaskFd, -1));
+            irq.masked = false;
+        }
+        d.activeIndex_ = VFIO_PCI_NUM_IRQS;
+    }
+
+    Result<int> feature(Handle& h, uintptr_t arg) {
+        // vfio_ioctl_device_feature() + vfio_pci_core_feature_dma_buf()
+        auto* user = reinterpret_cast<uint8_t*>(arg);
+        vfio_device_feature f{};
+        const size_t minsz = offsetof(vfio_device_feature, flags) + sizeof(f.flags);
+        std::memcpy(&f, user, minsz);
+        const uint32_t ops = VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_SET | VFIO_DEVICE_FEATURE_PROBE;
+        if (f.argsz < minsz || (f.flags & ~(VFIO_DEVICE_FEATURE_MASK | ops))) return fail(EINVAL);
+        if ((f.flags & VFIO_DEVICE_FEATURE_GET) && (f.flags & VFIO_DEVICE_FEATURE_SET)) return fail(EINVAL);
+        if ((f.flags & VFIO_DEVICE_FEATURE_MASK) != VFIO_DEVICE_FEATURE_DMA_BUF) return fail(ENOTTY);
+        if (f.flags & VFIO_DEVICE_FEATURE_SET) return fail(EINVAL);  // GET only
+        if (f.flags & VFIO_DEVICE_FEATURE_PROBE) return 0;
+        vfio_device_feature_dma_buf db{};
+        if (f.argsz < minsz + sizeof db) return fail(EINVAL);
+        std::memcpy(&db, user + minsz, sizeof db);
+        if (db.flags || db.nr_ranges != 1 || f.argsz < minsz + sizeof db + sizeof(vfio_region_dma_range))
+            return fail(EINVAL);
+        vfio_region_dma_range r;
+        std::memcpy(&r, user + minsz + sizeof db, sizeof r);
+        SimDevice& d = *h.dev;
+        if (!mmappable(d, db.region_index)) return fail(ENODEV);
+        uint64_t size = d.config_.bars[db.region_index].size;
+        if (!r.length || (r.offset | r.length) & (kPage - 1) || r.offset > size || r.length > size - r.offset)
+            return fail(EINVAL);
+        Handle bh{KDmaBuf};
+        bh.dev = &d;
+        bh.bar = db.region_index;
+        bh.dbOffset = r.offset;
+        bh.dbLength = r.length;
+        return newHandle(bh);
+    }
+
+    // ---------------------------------------------------------------- cdev bind / attach
+    Result<int> bind(Handle& h, uintptr_t arg) {
+        // vfio_df_ioctl_bind_iommufd()
+        vfio_device_bind_iommufd b{};
+        const size_t minsz = offsetof(vfio_device_bind_iommufd, out_devid) + sizeof(b.out_devid);
+        std::memcpy(&b, reinterpret_cast<void*>(arg), minsz);
+        if (b.argsz < minsz || b.flags) return fail(EINVAL);
+        if (h.ctx) return fail(EINVAL);  // already bound
+        auto it = handles.find(b.iommufd);
+        if (it == handles.end()) return fail(EBADF);
+        if (it->second.kind != KIommufd) return fail(EINVAL);
+        // iommufd_device_bind() -> iommu_device_claim_dma_owner(): a group member owned by a
+        // kernel driver (or a type1 user) blocks it.
+        Group& g = groups[h.dev->group()];
+        if (!host.groupViable(h.dev->group()) || g.container) return fail(EBUSY);
+        for (auto& [fd, other] : handles)
+            if (other.kind == KDevice && other.dev == h.dev && other.ctx) return fail(EBUSY);
+        Ctx& ctx = *it->second.ctx;
+        uint32_t id = ctx.nextId++;
+        Impl::Obj o{Obj::Device};
+        o.dev = h.dev;
+        ctx.objs[id] = std::move(o);
+        h.ctx = &ctx;
+        h.devObj = id;
+        b.out_devid = id;
+        std::memcpy(reinterpret_cast<void*>(arg), &b, minsz);
+        return 0;
+    }
+
+    Result<int> attach(Handle& h, uintptr_t arg) {
+        // vfio_df_ioctl_attach_pt() -> iommufd_device_attach()
+        vfio_device_attach_iommufd_pt a{};
+        const size_t minsz = offsetof(vfio_device_attach_iommufd_pt, pt_id) + sizeof(a.pt_id);
+        std::memcpy(&a, reinterpret_cast<void*>(arg), std::min<size_t>(sizeof a, reinterpret_cast<uint32_t*>(arg)[0]));
+        if (a.argsz < minsz || (a.flags & ~VFIO_DEVICE_ATTACH_PASID)) return fail(EINVAL);
+        if (a.flags & VFIO_DEVICE_ATTACH_PASID) {
+            if (a.argsz < sizeof a) return fail(EINVAL);
+            return fail(EOPNOTSUPP);  // the simulated IOMMU has no PASID support
+        }
+        Ctx& ctx = *h.ctx;
+        auto pt = ctx.objs.find(a.pt_id);
+        if (pt == ctx.objs.end()) return fail(ENOENT);
+        Obj& dev = ctx.objs[h.devObj];
+        uint32_t hwpt;
+        if (pt->second.type == Obj::Ioas) {
+            // Attaching must not cover an existing mapping with the device's reserved regions
+            // (iopt_table_enforce_dev_resv_regions(): EADDRINUSE).
+            for (auto& r : resvOf(*h.dev)) {
+                if (r.type == "direct-relaxable") continue;
+                if (pt->second.as->overlaps(r.start, r.last - r.start + 1)) return fail(EADDRINUSE);
+            }
+            if (host.config_.apertureLast != ~0ull &&
+                pt->second.as->overlaps(host.config_.apertureLast + 1, ~0ull - host.config_.apertureLast))
+                return fail(EADDRINUSE);
+            // iommufd_device_auto_get_domain(): reuse an auto domain of this IOAS or make one.
+            hwpt = 0;
+            for (auto& [id, o] : ctx.objs)
+                if (o.type == Obj::Hwpt && o.autoDomain && o.ioas == a.pt_id) hwpt = id;
+            if (!hwpt) {
+                hwpt = ctx.nextId++;
+                Obj o{Obj::Hwpt};
+                o.ioas = a.pt_id;
+                o.autoDomain = true;
+                ctx.objs[hwpt] = std::move(o);
+                ctx.objs[a.pt_id].users++;
+            }
+        } else if (pt->second.type == Obj::Hwpt) {
+            hwpt = a.pt_id;
+        } else {
+            return fail(EINVAL);
+        }
+        if (dev.attached) releaseAttachment(ctx, dev.attached);  // replacement
+        dev.attached = hwpt;
+        ctx.objs[hwpt].users++;
+        a.pt_id = hwpt;
+        std::memcpy(reinterpret_cast<void*>(arg), &a, minsz);
+        return 0;
+    }
+
+    void releaseAttachment(Ctx& ctx, uint32_t hwpt) {
+        auto it = ctx.objs.find(hwpt);
+        if (it == ctx.objs.end()) return;
+        if (--it->second.users == 0 && it->second.autoDomain) {
+            // Auto domains die with their last attachment (iommufd_hw_pagetable_put()).
+            ctx.objs[it->second.ioas].users--;
+            ctx.objs.erase(it);
+        }
+    }
+
+    Result<int> detach(Handle& h, uintptr_t arg) {
+        // vfio_df_ioctl_detach_pt()
+        vfio_device_detach_iommufd_pt dt{};
+        const size_t minsz = offsetof(vfio_device_detach_iommufd_pt, flags) + sizeof(dt.flags);
+        std::memcpy(&dt, reinterpret_cast<void*>(arg), minsz);
+        if (dt.argsz < minsz || (dt.flags & ~VFIO_DEVICE_DETACH_PASID)) return fail(EINVAL);
+        if (dt.flags) return fail(EOPNOTSUPP);
+        Obj& dev = h.ctx->objs[h.devObj];
+        if (dev.attached) releaseAttachment(*h.ctx, std::exchange(dev.attached, 0));
+        return 0;
+    }
+
+    void unbind(Handle& h) {
+        if (!h.ctx) return;
+        Ctx& ctx = *h.ctx;
+        Obj& dev = ctx.objs[h.devObj];
+        if (dev.attached) releaseAttachment(ctx, dev.attached);
+        // vDEVICEs of this device are destroyed with it (iommufd_device_destroy()).
+        for (auto it = ctx.objs.begin(); it != ctx.objs.end();) {
+            if (it->second.type == Obj::Vdevice && it->second.ref2 == h.devObj) {
+                ctx.objs[it->second.ref1].users--;
+                it = ctx.objs.erase(it);
+            } else {
+                ++it;
+            }
+        }
+        ctx.objs.erase(h.devObj);
+        h.ctx = nullptr;
+        maybeFreeCtx(&ctx);
+    }
+
+    void maybeFreeCtx(Ctx* ctx) {
+        if (ctx->fdOpen) return;
+        for (auto& [id, o] : ctx->objs)
+            if (o.type == Obj::Device) return;  // bound devices keep the context alive
+        ctxs.remove_if([&](Ctx& c) { return &c == ctx; });
+    }
+
+    // ---------------------------------------------------------------- iommufd
+    // iommufd_fops_ioctl(): size below the op's minimum is EINVAL; a larger struct is fine when the
+    // extra bytes are zero, else E2BIG (copy_struct_from_user()).
+    template <class T>
+    int copyIn(uintptr_t arg, size_t minsz, T& out) {
+        uint32_t size;
+        std::memcpy(&size, reinterpret_cast<void*>(arg), 4);
+        if (size < minsz) return EINVAL;
+        out = T{};
+        std::memcpy(&out, reinterpret_cast<void*>(arg), std::min<size_t>(size, sizeof(T)));
+        auto* p = reinterpret_cast<const uint8_t*>(arg);
+        for (size_t i = sizeof(T); i < size; ++i)
+            if (p[i]) return E2BIG;
+        return 0;
+    }
+    template <class T>
+    void copyOut(uintptr_t arg, const T& v) {
+        uint32_t size;
+        std::memcpy(&size, reinterpret_cast<void*>(arg), 4);
+        std::memcpy(reinterpret_cast<void*>(arg), &v, std::min<size_t>(size, sizeof(T)));
+    }
+#define COPY_IN(T, field)                                                       \
+    T cmd;                                                                      \
+    if (int e = copyIn(arg, offsetof(T, field) + sizeof(cmd.field), cmd)) return fail(e)
+
+    Obj* obj(Ctx& ctx, uint32_t id, Obj::Type type) {
+        auto it = ctx.objs.find(id);
+        return (it != ctx.objs.end() && it->second.type == type) ? &it->second : nullptr;
+    }
+
+    Result<int> iommufdIoctl(Handle& h, unsigned long req, uintptr_t arg) {
+        Ctx& ctx = *h.ctx;
+        switch (req) {
+            case IOMMU_DESTROY: {
+                // iommufd_destroy() -> iommufd_object_remove(): ENOENT unknown, EBUSY while referenced.
+                COPY_IN(iommu_destroy, id);
+                auto it = ctx.objs.find(cmd.id);
+                if (it == ctx.objs.end()) return fail(ENOENT);
+                Obj& o = it->second;
+                if (o.users > 0 || o.type == Obj::Device) return fail(EBUSY);
+                if (o.type == Obj::Hwpt) {
+                    if (o.nested) ctx.objs[o.parent].users--;
+                    else ctx.objs[o.ioas].users--;
+                } else if (o.type == Obj::Viommu) {
+                    ctx.objs[o.ref1].users--;
+                } else if (o.type == Obj::Vdevice || o.type == Obj::Veventq) {
+                    ctx.objs[o.ref1].users--;
+                }
+                ctx.objs.erase(it);
+                return 0;
+            }
+            case IOMMU_IOAS_ALLOC: {
+                // iommufd_ioas_alloc_ioctl(): flags must be 0 (EOPNOTSUPP).
+                COPY_IN(iommu_ioas_alloc, out_ioas_id);
+                if (cmd.flags) return fail(EOPNOTSUPP);
+                uint32_t id = ctx.nextId++;
+                Obj o{Obj::Ioas};
+                o.as = std::make_unique<AddressSpace>();
+                ctx.objs[id] = std::move(o);
+                cmd.out_ioas_id = id;
+                copyOut(arg, cmd);
+                return 0;
+            }
+            case IOMMU_IOAS_IOVA_RANGES: {
+                // iommufd_ioas_iova_ranges(): EMSGSIZE with num_iovas = needed when the array is short.
+                COPY_IN(iommu_ioas_iova_ranges, out_iova_alignment);
+                if (cmd.__reserved) return fail(EOPNOTSUPP);
+                Obj* io = obj(ctx, cmd.ioas_id, Obj::Ioas);
+                if (!io) return fail(ENOENT);
+                auto ranges = subtract(0, ~0ull, ioasReserved(ctx, cmd.ioas_id));
+                auto* out = reinterpret_cast<iommu_iova_range*>(cmd.allowed_iovas);
+                for (size_t i = 0; i < ranges.size() && i < cmd.num_iovas; ++i) out[i] = {ranges[i].start, ranges[i].last};
+                bool tooSmall = ranges.size() > cmd.num_iovas;
+                cmd.num_iovas = static_cast<uint32_t>(ranges.size());
+                cmd.out_iova_alignment = ioasHasDevice(ctx, cmd.ioas_id) ? kPage : 1;
+                copyOut(arg, cmd);
+                return tooSmall ? fail(EMSGSIZE) : Result<int>(0);
+            }
+            case IOMMU_IOAS_MAP: {
+                COPY_IN(iommu_ioas_map, iova);
+                return ioasMap(ctx, arg, cmd.flags, cmd.__reserved, cmd.ioas_id, cmd.length, cmd.iova,
+                               [&](Mapping& m) -> int {
+                                   if (!userRangeMapped(cmd.user_va, cmd.length)) return EFAULT;  // iopt_pages pin
+                                   m.host = reinterpret_cast<uint8_t*>(cmd.user_va);
+                                   return 0;
+                               },
+                               [&](uint64_t iova) {
+                                   cmd.iova = iova;
+                                   copyOut(arg, cmd);
+                               });
+            }
+            case IOMMU_IOAS_MAP_FILE: {
+                COPY_IN(iommu_ioas_map_file, iova);
+                return ioasMap(ctx, arg, cmd.flags, 0, cmd.ioas_id, cmd.length, cmd.iova,
+                               [&](Mapping& m) -> int { return mapFileBacking(m, cmd.fd, cmd.start, cmd.length, cmd.flags); },
+                               [&](uint64_t iova) {
+                                   cmd.iova = iova;
+                                   copyOut(arg, cmd);
+                               });
+            }
+            case IOMMU_IOAS_UNMAP: {
+                // iommufd_ioas_unmap() -> iopt_unmap_iova(): whole areas only, ENOENT otherwise.
+                COPY_IN(iommu_ioas_unmap, length);
+                Obj* io = obj(ctx, cmd.ioas_id, Obj::Ioas);
+                if (!io) return fail(ENOENT);
+                uint64_t first = cmd.iova, last;
+                if (cmd.iova == 0 && cmd.length == ~0ull) {
+                    last = ~0ull;
+                } else {
+                    if (!cmd.length) return fail(EINVAL);
+                    if (__builtin_add_overflow(cmd.iova, cmd.length - 1, &last)) return fail(EOVERFLOW);
+                }
+                uint64_t done = 0;
+                for (auto& [a, m] : io->as->maps)
+                    if (m.iova <= last && m.iova + m.size - 1 >= first &&
+                        (m.iova < first || m.iova + m.size - 1 > last))
+                        return fail(ENOENT);  // would cut an area
+                for (auto it = io->as->maps.begin(); it != io->as->maps.end();) {
+                    if (it->second.iova >= first && it->second.iova + it->second.size - 1 <= last) {
+                        done += it->second.size;
+                        it = io->as->maps.erase(it);
+                    } else {
+                        ++it;
+                    }
+                }
+                if (!done && !(cmd.iova == 0 && cmd.length == ~0ull)) return fail(ENOENT);
+                cmd.length = done;
+                copyOut(arg, cmd);
+                return 0;
+            }
+            case IOMMU_HWPT_ALLOC: return hwptAlloc(ctx, arg);
+            case IOMMU_GET_HW_INFO: {
+                // iommufd_get_hw_info()
+                COPY_IN(iommu_hw_info, __reserved);
+                if (cmd.flags) return fail(EOPNOTSUPP);
+                if (!obj(ctx, cmd.dev_id, Obj::Device)) return fail(ENOENT);
+                std::vector<uint8_t> data;
+                if (host.config_.hwInfoType == IOMMU_HW_INFO_TYPE_INTEL_VTD) {
+                    iommu_hw_info_vtd v{};
+                    v.cap_reg = 0x00d2008c22260206ull;
+                    v.ecap_reg = host.config_.nesting ? (1ull << 26) : 0;  // ecap.NEST
+                    data.assign(reinterpret_cast<uint8_t*>(&v), reinterpret_cast<uint8_t*>(&v) + sizeof v);
+                } else if (host.config_.hwInfoType == IOMMU_HW_INFO_TYPE_ARM_SMMUV3) {
+                    iommu_hw_info_arm_smmuv3 s{};
+                    s.idr[0] = 0x0c4b1aef;  // S1P, S2P, TTF, COHACC... (representative)
+                    s.idr[1] = 0x0e740e10;
+                    s.idr[5] = 0x00000075;
+                    s.aidr = 0x1;
+                    data.assign(reinterpret_cast<uint8_t*>(&s), reinterpret_cast<uint8_t*>(&s) + sizeof s);
+                }
+                auto* out = reinterpret_cast<uint8_t*>(cmd.data_uptr);
+                if (cmd.data_len && out) {
+                    size_t n = std::min<size_t>(cmd.data_len, data.size());
+                    std::memcpy(out, data.data(), n);
+                    if (cmd.data_len > n) std::memset(out + n, 0, cmd.data_len - n);  // trailing bytes zeroed
+                }
+                cmd.data_len = static_cast<uint32_t>(data.size());
+                cmd.out_data_type = host.config_.hwInfoType;
+                cmd.out_capabilities = 0;
+                cmd.out_max_pasid_log2 = 0;
+                copyOut(arg, cmd);
+                return 0;
+            }
+            case IOMMU_HWPT_INVALIDATE: {
+                // iommufd_hwpt_invalidate(): a nested HWPT or a vIOMMU; entry_num 0 probes the type.
+                COPY_IN(iommu_hwpt_invalidate, __reserved);
+                if (cmd.__reserved) return fail(EOPNOTSUPP);
+                auto it = ctx.objs.find(cmd.hwpt_id);
+                if (it == ctx.objs.end()) return fail(ENOENT);
+                bool ok = (it->second.type == Obj::Hwpt && it->second.nested) || it->second.type == Obj::Viommu;
+                if (!ok) return fail(EINVAL);
+                uint32_t want = host.config_.hwInfoType == IOMMU_HW_INFO_TYPE_ARM_SMMUV3
+                                    ? IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3
+                                    : IOMMU_HWPT_INVALIDATE_DATA_VTD_S1;
+                if (cmd.data_type != want) return fail(EINVAL);
+                if (cmd.entry_num && !cmd.entry_len) return fail(EINVAL);
+                it->second.invalidations += cmd.entry_num;
+                copyOut(arg, cmd);
+                return 0;
+            }
+            case IOMMU_VIOMMU_ALLOC: {
+                // iommufd_viommu_alloc_ioctl(): needs a NEST_PARENT HWPT and a bound device.
+                COPY_IN(iommu_viommu_alloc, out_viommu_id);
+                if (cmd.flags || cmd.__reserved) return fail(EOPNOTSUPP);
+                if (!host.config_.nesting) return fail(EOPNOTSUPP);
+                if (cmd.type != IOMMU_VIOMMU_TYPE_DEFAULT &&
+                    !(cmd.type == IOMMU_VIOMMU_TYPE_ARM_SMMUV3 && host.config_.hwInfoType == IOMMU_HW_INFO_TYPE_ARM_SMMUV3))
+                    return fail(EOPNOTSUPP);
+                if (!obj(ctx, cmd.dev_id, Obj::Device)) return fail(ENOENT);
+                Obj* parent = obj(ctx, cmd.hwpt_id, Obj::Hwpt);
+                if (!parent) return fail(ENOENT);
+                if (!parent->nestParent) return fail(EINVAL);
+                uint32_t id = ctx.nextId++;
+                Obj o{Obj::Viommu};
+                o.ref1 = cmd.hwpt_id;
+                o.ref2 = cmd.dev_id;
+                o.qtype = cmd.type;
+                parent->users++;
+                ctx.objs[id] = std::move(o);
+                cmd.out_viommu_id = id;
+                copyOut(arg, cmd);
+                return 0;
+            }
+            case IOMMU_VDEVICE_ALLOC: {
+                // iommufd_vdevice_alloc_ioctl(): one vDEVICE per (vIOMMU, device), virt ids unique.
+                COPY_IN(iommu_vdevice_alloc, virt_id);
+                Obj* vi = obj(ctx, cmd.viommu_id, Obj::Viommu);
+                if (!vi) return fail(ENOENT);
+                if (!obj(ctx, cmd.dev_id, Obj::Device)) return fail(ENOENT);
+                for (auto& [id, o] : ctx.objs)
+                    if (o.type == Obj::Vdevice && o.ref1 == cmd.viommu_id && (o.ref2 == cmd.dev_id || o.virtId == cmd.virt_id))
+                        return fail(EEXIST);
+                uint32_t id = ctx.nextId++;
+                Obj o{Obj::Vdevice};
+                o.ref1 = cmd.viommu_id;
+                o.ref2 = cmd.dev_id;
+                o.virtId = cmd.virt_id;
+                vi->users++;
+                ctx.objs[id] = std::move(o);
+                cmd.out_vdevice_id = id;
+                copyOut(arg, cmd);
+                return 0;
+            }
+            case IOMMU_VEVENTQ_ALLOC: {
+                // iommufd_veventq_alloc(): one queue per type per vIOMMU, depth > 0.
+                COPY_IN(iommu_veventq_alloc, __reserved);
+                if (cmd.flags || cmd.__reserved) return fail(EOPNOTSUPP);
+                if (!cmd.veventq_depth || cmd.type == IOMMU_VEVENTQ_TYPE_DEFAULT) return fail(EINVAL);
+                Obj* vi = obj(ctx, cmd.viommu_id, Obj::Viommu);
+                if (!vi) return fail(ENOENT);
+                for (auto& [id, o] : ctx.objs)
+                    if (o.type == Obj::Veventq && o.ref1 == cmd.viommu_id && o.qtype == cmd.type) return fail(EEXIST);
+                uint32_t id = ctx.nextId++;
+                Handle qh{KQueue};
+                auto fd = newHandle(qh, true);
+                if (!fd) return fd;
+                Obj o{Obj::Veventq};
+                o.ref1 = cmd.viommu_id;
+                o.qtype = cmd.type;
+                o.qfd = *fd;
+                vi->users++;
+                ctx.objs[id] = std::move(o);
+                cmd.out_veventq_id = id;
+                cmd.out_veventq_fd = static_cast<uint32_t>(*fd);
+                copyOut(arg, cmd);
+                return 0;
+            }
+            case IOMMU_FAULT_QUEUE_ALLOC: {
+                COPY_IN(iommu_fault_alloc, out_fault_fd);
+                if (cmd.flags) return fail(EOPNOTSUPP);
+                uint32_t id = ctx.nextId++;
+                Handle qh{KQueue};
+                auto fd = newHandle(qh, true);
+                if (!fd) return fd;
+                Obj o{Obj::Fault};
+                o.qfd = *fd;
+                ctx.objs[id] = std::move(o);
+                cmd.out_fault_id = id;
+                cmd.out_fault_fd = static_cast<uint32_t>(*fd);
+                copyOut(arg, cmd);
+                return 0;
+            }
+        }
+        return fail(ENOTTY);  // IOAS_COPY, ALLOW_IOVAS, OPTION, VFIO_IOAS, dirty tracking: not simulated
+    }
+
+    template <class Fill, class Out>
+    Result<int> ioasMap(Ctx& ctx, uintptr_t, uint32_t flags, uint32_t reserved, uint32_t ioasId, uint64_t length,
+                        uint64_t iova, Fill&& fill, Out&& out) {
+        // iommufd_ioas_map() -> iopt_map_user_pages() / iopt_alloc_iova() / iopt_check_iova()
+        const uint32_t known = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_READABLE;
+        if ((flags & ~known) || reserved) return fail(EOPNOTSUPP);
+        if (!length) return fail(EINVAL);
+        Obj* io = obj(ctx, ioasId, Obj::Ioas);
+        if (!io) return fail(ENOENT);
+        const uint64_t align = ioasHasDevice(ctx, ioasId) ? kPage : 1;
+        auto reservedRanges = ioasReserved(ctx, ioasId);
+        if (!(flags & IOMMU_IOAS_MAP_FIXED_IOVA)) {
+            // Lowest free, aligned hole in the allowed ranges (iopt_alloc_iova(), simplified).
+            bool found = false;
+            for (auto& r : subtract(0, ~0ull, reservedRanges)) {
+                uint64_t cand = std::max<uint64_t>(r.start, kPage);
+                cand = (cand + kPage - 1) & ~(kPage - 1);
+                while (cand <= r.last && r.last - cand >= length - 1) {
+                    if (!io->as->overlaps(cand, length)) {
+                        found = true;
+                        break;
+                    }
+                    auto* m = io->as->find(cand);
+                    uint64_t next = m ? m->iova + m->size : cand + kPage;
+                    for (auto& [a, mm] : io->as->maps)
+                        if (mm.iova >= cand && mm.iova < cand + length) next = std::max(next, mm.iova + mm.size);
+                    cand = (next + kPage - 1) & ~(kPage - 1);
+                }
+                if (found) {
+                    iova = cand;
+                    break;
+                }
+            }
+            if (!found) return fail(ENOSPC);
+        } else {
+            uint64_t last;
+            if (iova % align || length % align) return fail(EINVAL);
+            if (__builtin_add_overflow(iova, length - 1, &last)) return fail(EOVERFLOW);
+            if (io->as->overlaps(iova, length)) return fail(EEXIST);
+            for (auto& r : reservedRanges)
+                if (r.type != "direct-relaxable" && iova <= r.last && last >= r.start) return fail(EADDRINUSE);
+        }
+        Mapping m;
+        m.iova = iova;
+        m.size = length;
+        m.read = flags & IOMMU_IOAS_MAP_READABLE;
+        m.write = flags & IOMMU_IOAS_MAP_WRITEABLE;
+        if (int e = fill(m)) return fail(e);
+        io->as->maps[iova] = std::move(m);
+        out(iova);
+        return 0;
+    }
+
+    int mapFileBacking(Mapping& m, int fd, uint64_t start, uint64_t length, uint32_t flags) {
+        auto it = handles.find(fd);
+        if (it != handles.end()) {
+            if (it->second.kind != KDmaBuf) return EINVAL;
+            auto& h = it->second;
+            if (start > h.dbLength || length > h.dbLength - start) return EINVAL;
+            m.host = h.dev->barMem_[h.bar].ptr + h.dbOffset + start;
+            return 0;
+        }
+        // A memfd (iopt_map_file_pages() accepts memfds and hugetlbfs files).
+        struct stat st;
+        if (::fstat(fd, &st) != 0) return EBADF;
+        if (start > uint64_t(st.st_size) || length > uint64_t(st.st_size) - start) return EINVAL;
+        if (start & (kPage - 1)) return EINVAL;
+        int prot = PROT_READ | ((flags & IOMMU_IOAS_MAP_WRITEABLE) ? PROT_WRITE : 0);
+        void* p = ::mmap(nullptr, length, prot, MAP_SHARED, fd, static_cast<off_t>(start));
+        if (p == MAP_FAILED) return errno;
+        m.host = static_cast<uint8_t*>(p);
+        m.fileMap = p;
+        m.fileMapLen = length;
+        return 0;
+    }
+
+    Result<int> hwptAlloc(Ctx& ctx, uintptr_t arg) {
+        // iommufd_hwpt_alloc(): paging HWPT over an IOAS (data NONE) or nested over a NEST_PARENT.
+        COPY_IN(iommu_hwpt_alloc, data_uptr);
+        const uint32_t known = IOMMU_HWPT_ALLOC_NEST_PARENT | IOMMU_HWPT_ALLOC_DIRTY_TRACKING |
+                               IOMMU_HWPT_FAULT_ID_VALID | IOMMU_HWPT_ALLOC_PASID;
+        if ((cmd.flags & ~known) || cmd.__reserved || cmd.__reserved2) return fail(EOPNOTSUPP);
+        if (cmd.flags & (IOMMU_HWPT_ALLOC_DIRTY_TRACKING | IOMMU_HWPT_ALLOC_PASID)) return fail(EOPNOTSUPP);
+        if (cmd.data_type == IOMMU_HWPT_DATA_NONE && cmd.data_len) return fail(EINVAL);
+        if (!obj(ctx, cmd.dev_id, Obj::Device)) return fail(ENOENT);
+        if ((cmd.flags & IOMMU_HWPT_FAULT_ID_VALID) && !obj(ctx, cmd.fault_id, Obj::Fault)) return fail(ENOENT);
+        auto pt = ctx.objs.find(cmd.pt_id);
+        if (pt == ctx.objs.end()) return fail(ENOENT);
+        Obj o{Obj::Hwpt};
+        if (pt->second.type == Obj::Ioas) {
+            if (cmd.data_type != IOMMU_HWPT_DATA_NONE) return fail(EINVAL);
+            if ((cmd.flags & IOMMU_HWPT_ALLOC_NEST_PARENT) && !host.config_.nesting) return fail(EOPNOTSUPP);
+            o.ioas = cmd.pt_id;
+            o.nestParent = cmd.flags & IOMMU_HWPT_ALLOC_NEST_PARENT;
+        } else if (pt->second.type == Obj::Hwpt || pt->second.type == Obj::Viommu) {
+            uint32_t parentId = pt->second.type == Obj::Viommu ? pt->second.ref1 : cmd.pt_id;
+            Obj& parent = ctx.objs[parentId];
+            if (!parent.nestParent || (cmd.flags & IOMMU_HWPT_ALLOC_NEST_PARENT)) return fail(EINVAL);
+            uint32_t want = host.config_.hwInfoType == IOMMU_HW_INFO_TYPE_ARM_SMMUV3 ? IOMMU_HWPT_DATA_ARM_SMMUV3
+                                                                                      : IOMMU_HWPT_DATA_VTD_S1;
+            if (cmd.data_type != want) return fail(EOPNOTSUPP);
+            size_t need = want == IOMMU_HWPT_DATA_ARM_SMMUV3 ? sizeof(iommu_hwpt_arm_smmuv3) : sizeof(iommu_hwpt_vtd_s1);
+            if (cmd.data_len != need || !cmd.data_uptr) return fail(EINVAL);
+            o.nested = true;
+            o.parent = cmd.pt_id;
+        } else {
+            return fail(EINVAL);
+        }
+        uint32_t id = ctx.nextId++;
+        ctx.objs[o.nested ? o.parent : o.ioas].users++;
+        ctx.objs[id] = std::move(o);
+        cmd.out_hwpt_id = id;
+        copyOut(arg, cmd);
+        return 0;
+    }
+#undef COPY_IN
+
+    // ---------------------------------------------------------------- close
+    void close(int fd) {
+        auto it = handles.find(fd);
+        Handle h = it->second;
+        handles.erase(it);
+        switch (h.kind) {
+            case KContainer:
+                h.container->fdOpen = false;
+                maybeFreeContainer(h.container);
+                break;
+            case KGroup: {
+                // vfio_group_fops_release(): the group leaves its container (device fds hold the
+                // group, so it stays attached until they are closed too).
+                Group& g = groups[h.group];
+                g.fd = -1;
+                if (g.container && !g.deviceFds) detachGroup(g, h.group);
+                break;
+            }
+            case KDevice: {
+                SimDevice& d = *h.dev;
+                if (h.cdev) unbind(h);
+                if (--d.openCount_ == 0) {
+                    // vfio_pci_core_close_device() -> vfio_pci_core_disable(): IRQs off, reset.
+                    d.disableIrqs();
+                    d.resetState();
+                }
+                if (!h.cdev) {
+                    Group& g = groups[h.group];
+                    --g.deviceFds;
+                    if (g.fd < 0 && g.container && !g.deviceFds) detachGroup(g, h.group);
+                }
+                break;
+            }
+            case KIommufd: {
+                Ctx* ctx = h.ctx;
+                ctx->fdOpen = false;
+                // iommufd_fops_release() destroys every object once nothing else holds the context.
+                bool devices = false;
+                for (auto& [id, o] : ctx->objs) devices = devices || o.type == Obj::Device;
+                if (!devices) ctxs.remove_if([&](Ctx& c) { return &c == ctx; });
+                break;
+            }
+            default:
+                break;
+        }
+    }
+};
+
+// ======================================================================== SimHost
+
+SimHost::SimHost(SimHostConfig config) : config_(std::move(config)), impl_(std::make_unique<Impl>(*this)) {
+    char tmpl[] = "/tmp/conduit-hostsim-XXXXXX";
+    if (!::mkdtemp(tmpl)) throw std::runtime_error("hostsim: mkdtemp");
+    root_ = tmpl;
+    fs::create_directories(root_ / "sys/bus/pci/devices");
+    fs::create_directories(root_ / "sys/kernel/iommu_groups");
+    fs::create_directories(root_ / "dev");
+}
+
+SimHost::~SimHost() {
+    for (auto& [fd, kind] : fds_) ::close(fd);
+    for (auto& [p, len] : mmaps_) ::munmap(p, len);
+    devices_.clear();
+    impl_.reset();
+    std::error_code ec;
+    fs::remove_all(root_, ec);
+}
+
+SimDevice& SimHost::addDevice(SimDeviceConfig config) {
+    unsigned cdev = static_cast<unsigned>(devices_.size());
+    devices_.push_back(std::make_unique<SimDevice>(*this, std::move(config), cdev));
+    writeSysfs(*devices_.back());
+    return *devices_.back();
+}
+
+void SimHost::addGroupPeer(const std::string& bdf, unsigned group, const std::string& driver) {
+    peers_.emplace_back(bdf, group, driver);
+    auto dir = root_ / "sys/bus/pci/devices" / bdf;
+    fs::create_directories(dir);
+    std::ofstream(dir / "vendor") << "0x8086\n";
+    std::ofstream(dir / "device") << "0x10d3\n";
+    std::ofstream(dir / "class") << "0x020000\n";
+    std::error_code ec;
+    fs::remove(dir / "iommu_group", ec);
+    fs::create_symlink(fs::path("../../../../kernel/iommu_groups") / std::to_string(group), dir / "iommu_group");
+    fs::remove(dir / "driver", ec);
+    if (!driver.empty()) {
+        fs::create_directories(root_ / "sys/bus/pci/drivers" / driver);
+        fs::create_symlink(fs::path("../../../../bus/pci/drivers") / driver, dir / "driver");
+    }
+    writeGroupSysfs(group);
+}
+
+void SimHost::writeSysfs(const SimDevice& dev) {
+    auto dir = root_ / "sys/bus/pci/devices" / dev.bdf();
+    fs::create_directories(dir);
+    std::ofstream(dir / "vendor") << fmt::format("{:#06x}\n", dev.config().vendor);
+    std::ofstream(dir / "device") << fmt::format("{:#06x}\n", dev.config().device);
+    std::ofstream(dir / "class") << fmt::format("{:#08x}\n", dev.config().classCode);
+    std::error_code ec;
+    fs::remove(dir / "iommu_group", ec);
+    fs::create_symlink(fs::path("../../../../kernel/iommu_groups") / std::to_string(dev.group()), dir / "iommu_group");
+    fs::remove(dir / "driver", ec);
+    fs::remove_all(dir / "vfio-dev", ec);
+    if (!dev.config().driver.empty()) {
+        fs::create_directories(root_ / "sys/bus/pci/drivers" / dev.config().driver);
+        fs::create_symlink(fs::path("../../../../bus/pci/drivers") / dev.config().driver, dir / "driver");
+    }
+    if (config_.cdev && dev.config().driver == "vfio-pci")
+        fs::create_directories(dir / "vfio-dev" / fmt::format("vfio{}", dev.cdevIndex()));
+    writeGroupSysfs(dev.group());
+}
+
+std::vector<ReservedRange> SimHost::reservedFor(unsigned group) const {
+    auto it = config_.reservedPerGroup.find(group);
+    return it != config_.reservedPerGroup.end() ? it->second : config_.reserved;
+}
+
+void SimHost::writeGroupSysfs(unsigned group) {
+    auto gdir = root_ / "sys/kernel/iommu_groups" / std::to_string(group);
+    fs::create_directories(gdir / "devices");
+    std::ofstream out(gdir / "reserved_regions");
+    for (auto& r : reservedFor(group)) out << fmt::format("0x{:016x} 0x{:016x} {}\n", r.start, r.last, r.type);
+    auto link = [&](const std::string& bdf) {
+        std::error_code ec;
+        fs::remove(gdir / "devices" / bdf, ec);
+        fs::create_symlink(fs::path("../../../../bus/pci/devices") / bdf, gdir / "devices" / bdf);
+    };
+    for (auto& d : devices_)
+        if (d->group() == group) link(d->bdf());
+    for (auto& [bdf, g, drv] : peers_)
+        if (g == group) link(bdf);
+}
+
+bool SimHost::groupViable(unsigned group) const {
+    auto ok = [](const std::string& drv) {
+        return drv.empty() || drv == "vfio-pci" || drv == "pci-stub" || drv == "pcieport";
+    };
+    for (auto& d : devices_)
+        if (d->group() == group && !ok(d->config().driver)) return false;
+    for (auto& [bdf, g, drv] : peers_)
+        if (g == group && !ok(drv)) return false;
+    return true;
+}
+
+SimDevice* SimHost::device(const std::string& bdf) {
+    for (auto& d : devices_)
+        if (d->bdf() == bdf) return d.get();
+    return nullptr;
+}
+
+void SimHost::failIoctl(unsigned long request, int err, unsigned nth) { rules_.push_back({request, err, nth}); }
+void SimHost::failNthIoctl(unsigned n, int err) {
+    failNth_ = n;
+    failNthErr_ = err;
+}
+void SimHost::clearInjectedFaults() {
+    rules_.clear();
+    failNth_ = 0;
+}
+
+size_t SimHost::dmaMappingCount() const {
+    size_t n = 0;
+    for (auto& c : impl_->containers) n += c.as.maps.size();
+    for (auto& ctx : impl_->ctxs)
+        for (auto& [id, o] : ctx.objs)
+            if (o.as) n += o.as->maps.size();
+    return n;
+}
+
+size_t SimHost::iommufdObjectCount() const {
+    size_t n = 0;
+    for (auto& ctx : impl_->ctxs) n += ctx.objs.size();
+    return n;
+}
+
+std::string SimHost::ioctlNameFor(int fd, unsigned long req) const {
+    auto it = impl_->handles.find(fd);
+    int kind = it == impl_->handles.end() ? 0 : it->second.kind;
+    if (kind == KContainer) {
+        switch (req) {
+            case VFIO_GET_API_VERSION: return "VFIO_GET_API_VERSION";
+            case VFIO_CHECK_EXTENSION: return "VFIO_CHECK_EXTENSION";
+            case VFIO_SET_IOMMU: return "VFIO_SET_IOMMU";
+            case VFIO_IOMMU_GET_INFO: return "VFIO_IOMMU_GET_INFO";
+            case VFIO_IOMMU_MAP_DMA: return "VFIO_IOMMU_MAP_DMA";
+            case VFIO_IOMMU_UNMAP_DMA: return "VFIO_IOMMU_UNMAP_DMA";
+        }
+    } else if (kind == KGroup) {
+        switch (req) {
+            case VFIO_GROUP_GET_STATUS: return "VFIO_GROUP_GET_STATUS";
+            case VFIO_GROUP_SET_CONTAINER: return "VFIO_GROUP_SET_CONTAINER";
+            case VFIO_GROUP_UNSET_CONTAINER: return "VFIO_GROUP_UNSET_CONTAINER";
+            case VFIO_GROUP_GET_DEVICE_FD: return "VFIO_GROUP_GET_DEVICE_FD";
+        }
+    } else if (kind == KDevice) {
+        switch (req) {
+            case VFIO_DEVICE_GET_INFO: return "VFIO_DEVICE_GET_INFO";
+            case VFIO_DEVICE_GET_REGION_INFO: return "VFIO_DEVICE_GET_REGION_INFO";
+            case VFIO_DEVICE_GET_IRQ_INFO: return "VFIO_DEVICE_GET_IRQ_INFO";
+            case VFIO_DEVICE_SET_IRQS: return "VFIO_DEVICE_SET_IRQS";
+            case VFIO_DEVICE_RESET: return "VFIO_DEVICE_RESET";
+            case VFIO_DEVICE_GET_PCI_HOT_RESET_INFO: return "VFIO_DEVICE_GET_PCI_HOT_RESET_INFO";
+            case VFIO_DEVICE_FEATURE: return "VFIO_DEVICE_FEATURE";
+            case VFIO_DEVICE_BIND_IOMMUFD: return "VFIO_DEVICE_BIND_IOMMUFD";
+            case VFIO_DEVICE_ATTACH_IOMMUFD_PT: return "VFIO_DEVICE_ATTACH_IOMMUFD_PT";
+            case VFIO_DEVICE_DETACH_IOMMUFD_PT: return "VFIO_DEVICE_DETACH_IOMMUFD_PT";
+        }
+    } else if (kind == KIommufd) {
+        switch (req) {
+            case IOMMU_DESTROY: return "IOMMU_DESTROY";
+            case IOMMU_IOAS_ALLOC: return "IOMMU_IOAS_ALLOC";
+            case IOMMU_IOAS_IOVA_RANGES: return "IOMMU_IOAS_IOVA_RANGES";
+            case IOMMU_IOAS_MAP: return "IOMMU_IOAS_MAP";
+            case IOMMU_IOAS_MAP_FILE: return "IOMMU_IOAS_MAP_FILE";
+            case IOMMU_IOAS_UNMAP: return "IOMMU_IOAS_UNMAP";
+            case IOMMU_HWPT_ALLOC: return "IOMMU_HWPT_ALLOC";
+            case IOMMU_GET_HW_INFO: return "IOMMU_GET_HW_INFO";
+            case IOMMU_HWPT_INVALIDATE: return "IOMMU_HWPT_INVALIDATE";
+            case IOMMU_VIOMMU_ALLOC: return "IOMMU_VIOMMU_ALLOC";
+            case IOMMU_VDEVICE_ALLOC: return "IOMMU_VDEVICE_ALLOC";
+            case IOMMU_VEVENTQ_ALLOC: return "IOMMU_VEVENTQ_ALLOC";
+            case IOMMU_FAULT_QUEUE_ALLOC: return "IOMMU_FAULT_QUEUE_ALLOC";
+        }
+    }
+    return "?";
+}
+
+void SimHost::pump() {
+    for (auto& d : devices_) {
+        int fd = d->intx_.unmaskFd;
+        if (fd < 0) continue;
+        pollfd p{fd, POLLIN, 0};
+        if (::poll(&p, 1, 0) == 1 && (p.revents & POLLIN)) {
+            uint64_t v;
+            if (::read(fd, &v, sizeof v) == sizeof v) d->intxUnmask();  // vfio_intx virqfd unmask
+        }
+    }
+}
+
+// ---------------------------------------------------------------- HostInterface
+
+Result<int> SimHost::open(const std::string& path, int) {
+    pump();
+    const auto dev = paths().dev;
+    Impl::Handle h{KContainer};
+    if (path == (dev / "vfio/vfio").string()) {
+        impl_->containers.emplace_back();
+        h.container = &impl_->containers.back();
+        auto fd = impl_->newHandle(h);
+        if (!fd) impl_->containers.pop_back();
+        return fd;
+    }
+    if (path == (dev / "iommu").string()) {
+        if (!config_.iommufd) return Error("open " + path, ENOENT);
+        impl_->ctxs.emplace_back();
+        h.kind = KIommufd;
+        h.ctx = &impl_->ctxs.back();
+        auto fd = impl_->newHandle(h);
+        if (!fd) impl_->ctxs.pop_back();
+        return fd;
+    }
+    const std::string cdevPrefix = (dev / "vfio/devices/vfio").string();
+    if (path.rfind(cdevPrefix, 0) == 0) {
+        if (!config_.cdev) return Error("open " + path, ENOENT);
+        unsigned index = static_cast<unsigned>(std::stoul(path.substr(cdevPrefix.size())));
+        for (auto& d : devices_) {
+            if (d->cdevIndex() != index || d->config().driver != "vfio-pci") continue;
+            h.kind = KDevice;
+            h.dev = d.get();
+            h.cdev = true;
+            auto fd = impl_->newHandle(h);
+            if (fd) ++d->openCount_;
+            return fd;
+        }
+        return Error("open " + path, ENOENT);
+    }
+    const std::string groupPrefix = (dev / "vfio/").string();
+    if (path.rfind(groupPrefix, 0) == 0) {
+        std::string rest = path.substr(groupPrefix.size());
+        if (rest.empty() || rest.find_first_not_of("0123456789") != std::string::npos)
+            return Error("open " + path, ENOENT);
+        unsigned group = static_cast<unsigned>(std::stoul(rest));
+        // /dev/vfio/N exists once a member is bound to vfio-pci (vfio_group_find_or_alloc()).
+        bool exists = false;
+        for (auto& d : devices_) exists = exists || (d->group() == group && d->config().driver == "vfio-pci");
+        if (!exists) return Error("open " + path, ENOENT);
+        auto& g = impl_->groups[group];
+        if (g.fd >= 0) return Error("open " + path, EBUSY);  // vfio_group_fops_open(): one opener at a time
+        h.kind = KGroup;
+        h.group = group;
+        auto fd = impl_->newHandle(h);
+        if (fd) g.fd = *fd;
+        return fd;
+    }
+    return Error("open " + path, ENOENT);
+}
+
+void SimHost::close(int fd) {
+    auto it = fds_.find(fd);
+    if (it == fds_.end()) {
+        log::get("hostsim").error("close of fd {} that the simulated host never gave out", fd);
+        return;
+    }
+    if (impl_->handles.count(fd)) impl_->close(fd);
+    fds_.erase(it);
+    ::close(fd);
+}
+
+Result<int> SimHost::ioctl(int fd, unsigned long request, uintptr_t arg) {
+    pump();
+    ++ioctlCount_;
+    // Fault injection first: a refused call has no side effect.
+    int injectErr = 0;
+    if (failNth_ && ioctlCount_ == failNth_) injectErr = failNthErr_;
+    for (auto& r : rules_) {
+        if (r.request != request) continue;
+        ++r.seen;
+        if (!injectErr && (r.nth == 0 || r.seen == r.nth)) injectErr = r.err;
+    }
+    if (injectErr) {
+        injected_.push_back({request, ioctlNameFor(fd, request)});
+        return Error("injected", injectErr);
+    }
+    auto it = impl_->handles.find(fd);
+    if (it == impl_->handles.end()) return Error("ioctl", EBADF);
+    switch (it->second.kind) {
+        case KContainer: return impl_->containerIoctl(it->second, request, arg);
+        case KGroup: return impl_->groupIoctl(it->second, request, arg);
+        case KDevice: return impl_->deviceIoctl(it->second, request, arg);
+        case KIommufd: return impl_->iommufdIoctl(it->second, request, arg);
+        default: return Error("ioctl", ENOTTY);
+    }
+}
+
+Result<void*> SimHost::mmap(void* addr, size_t length, int prot, int flags, int fd, off_t offset) {
+    pump();
+    auto it = impl_->handles.find(fd);
+    if (it == impl_->handles.end()) return Error("mmap", EBADF);
+    auto& h = it->second;
+    if (h.kind != KDevice) return Error("mmap", ENODEV);
+    if (h.cdev && !h.ctx) return Error("mmap", EINVAL);
+    // vfio_pci_core_mmap(): BARs only, MAP_SHARED, within the BAR, region must be mmappable.
+    uint64_t index = uint64_t(offset) >> kOffsetShift, off = uint64_t(offset) & kOffsetMask;
+    if (index > VFIO_PCI_BAR5_REGION_INDEX || !(flags & MAP_SHARED) || !impl_->mmappable(*h.dev, unsigned(index)))
+        return Error("mmap", EINVAL);
+    auto& bar = h.dev->barMem_[index];
+    if ((off | length) & (kPage - 1) || !length || off > bar.size || length > bar.size - off)
+        return Error("mmap", EINVAL);
+    auto sparse = impl_->sparseOf(*h.dev, unsigned(index));
+    if (!sparse.empty()) {
+        // The sim is stricter than the kernel: mmap() must stay inside one advertised area.
+        bool inside = false;
+        for (auto& a : sparse) inside = inside || (off >= a.offset && off + length <= a.offset + a.size);
+        if (!inside) return Error("mmap outside the sparse mmap areas", EINVAL);
+    }
+    void* p = ::mmap(addr, length, prot, flags, bar.fd, static_cast<off_t>(off));
+    if (p == MAP_FAILED) return Error::fromErrno("mmap");
+    mmaps_[p] = length;
+    return p;
+}
+
+void SimHost::munmap(void* addr, size_t length) {
+    auto it = mmaps_.find(addr);
+    if (it == mmaps_.end()) {
+        log::get("hostsim").error("munmap of {} that the simulated host never mapped", addr);
+        return;
+    }
+    mmaps_.erase(it);
+    ::munmap(addr, length);
+}
+
+Result<size_t> SimHost::pread(int fd, void* buf, size_t count, off_t offset) {
+    pump();
+    auto it = impl_->handles.find(fd);
+    if (it == impl_->handles.end()) return Error("pread", EBADF);
+    auto& h = it->second;
+    if (h.kind != KDevice || (h.cdev && !h.ctx)) return Error("pread", EINVAL);
+    SimDevice& d = *h.dev;
+    uint64_t index = uint64_t(offset) >> kOffsetShift, off = uint64_t(offset) & kOffsetMask;
+    auto* out = static_cast<uint8_t*>(buf);
+    if (index == VFIO_PCI_CONFIG_REGION_INDEX) {
+        // vfio_pci_config_rw(): any size, split into naturally aligned pieces.
+        if (off >= 256) return size_t(0);
+        count = std::min<size_t>(count, 256 - off);
+        for (size_t i = 0; i < count; ++i) out[i] = static_cast<uint8_t>(d.cfgRead(off + i, 1));
+        return count;
+    }
+    if (index > VFIO_PCI_BAR5_REGION_INDEX) return Error("pread", EINVAL);
+    auto& bar = d.config_.bars[index];
+    if (bar.kind == BarKind::None || off >= bar.size) return Error("pread", EINVAL);
+    count = std::min<size_t>(count, bar.size - off);
+    if (bar.kind == BarKind::Memory) {
+        std::memcpy(out, d.barMem_[index].ptr + off, count);
+        return count;
+    }
+    if (count == 1 || count == 2 || count == 4 || count == 8) {
+        uint64_t v = d.regRead(off, unsigned(count));
+        std::memcpy(out, &v, count);
+        return count;
+    }
+    return Error("pread: register BAR access must be 1, 2, 4 or 8 bytes", EINVAL);
+}
+
+Result<size_t> SimHost::pwrite(int fd, const void* buf, size_t count, off_t offset) {
+    pump();
+    auto it = impl_->handles.find(fd);
+    if (it == impl_->handles.end()) return Error("pwrite", EBADF);
+    auto& h = it->second;
+    if (h.kind != KDevice || (h.cdev && !h.ctx)) return Error("pwrite", EINVAL);
+    SimDevice& d = *h.dev;
+    uint64_t index = uint64_t(offset) >> kOffsetShift, off = uint64_t(offset) & kOffsetMask;
+    auto* in = static_cast<const uint8_t*>(buf);
+    if (index == VFIO_PCI_CONFIG_REGION_INDEX) {
+        if (off >= 256) return size_t(0);
+        count = std::min<size_t>(count, 256 - off);
+        if ((count == 2 || count == 4) && off % count == 0) {
+            uint32_t v = 0;
+            std::memcpy(&v, in, count);
+            d.cfgWrite(off, v, unsigned(count));
+        } else {
+            for (size_t i = 0; i < count; ++i) d.cfgWrite(off + i, in[i], 1);
+        }
+        return count;
+    }
+    if (index > VFIO_PCI_BAR5_REGION_INDEX) return Error("pwrite", EINVAL);
+    auto& bar = d.config_.bars[index];
+    if (bar.kind == BarKind::None || off >= bar.size) return Error("pwrite", EINVAL);
+    count = std::min<size_t>(count, bar.size - off);
+    if (bar.kind == BarKind::Memory) {
+        std::memcpy(d.barMem_[index].ptr + off, in, count);
+        return count;
+    }
+    if (count == 1 || count == 2 || count == 4 || count == 8) {
+        uint64_t v = 0;
+        std::memcpy(&v, in, count);
+        d.regWrite(off, v, unsigned(count));
+        return count;
+    }
+    return Error("pwrite: register BAR access must be 1, 2, 4 or 8 bytes", EINVAL);
+}
+
+Result<int> SimHost::eventfd(unsigned initval, int flags) {
+    int fd = ::eventfd(initval, flags);
+    if (fd < 0) return Error::fromErrno("eventfd");
+    fds_[fd] = KEventfd;
+    return fd;
+}
+
+Result<std::string> SimHost::readFile(const fs::path& path) { return vfio::realHost().readFile(path); }
+Result<fs::path> SimHost::readLink(const fs::path& path) { return vfio::realHost().readLink(path); }
+Result<std::vector<std::string>> SimHost::listDirectory(const fs::path& path) {
+    return vfio::realHost().listDirectory(path);
+}
+bool SimHost::exists(const fs::path& path) {
+    const auto dev = paths().dev;
+    if (path == dev / "iommu") return config_.iommufd;
+    if (path == dev / "vfio/devices") return config_.cdev;
+    if (path == dev / "vfio/vfio") return true;
+    return vfio::realHost().exists(path);
+}
+
+// ---------------------------------------------------------------- the simulated IOMMU
+
+bool SimHost::dmaRead(SimDevice& dev, uint64_t iova, void* out, size_t size) {
+    auto* as = impl_->domainOf(dev);
+    if (!as) {
+        dmaFaults_.push_back({dev.bdf(), iova, size, false, "device has no IOMMU domain (DMA blocked)"});
+        return false;
+    }
+    // Translate the whole transfer first: a fault anywhere means nothing moves.
+    for (uint64_t done = 0; done < size;) {
+        const Mapping* m = as->find(iova + done);
+        if (!m || !m->read) {
+            dmaFaults_.push_back({dev.bdf(), iova + done, size - done, false, m ? "not readable" : "unmapped IOVA"});
+            return false;
+        }
+        done += std::min<uint64_t>(size - done, m->iova + m->size - (iova + done));
+    }
+    for (uint64_t done = 0; done < size;) {
+        const Mapping* m = as->find(iova + done);
+        uint64_t n = std::min<uint64_t>(size - done, m->iova + m->size - (iova + done));
+        std::memcpy(static_cast<uint8_t*>(out) + done, m->host + (iova + done - m->iova), n);
+        done += n;
+    }
+    return true;
+}
+
+bool SimHost::dmaWrite(SimDevice& dev, uint64_t iova, const void* in, size_t size) {
+    auto* as = impl_->domainOf(dev);
+    if (!as) {
+        dmaFaults_.push_back({dev.bdf(), iova, size, true, "device has no IOMMU domain (DMA blocked)"});
+        return false;
+    }
+    for (uint64_t done = 0; done < size;) {
+        const Mapping* m = as->find(iova + done);
+        if (!m || !m->write) {
+            dmaFaults_.push_back({dev.bdf(), iova + done, size - done, true, m ? "read-only mapping" : "unmapped IOVA"});
+            return false;
+        }
+        done += std::min<uint64_t>(size - done, m->iova + m->size - (iova + done));
+    }
+    for (uint64_t done = 0; done < size;) {
+        const Mapping* m = as->find(iova + done);
+        uint64_t n = std::min<uint64_t>(size - done, m->iova + m->size - (iova + done));
+        std::memcpy(m->host + (iova + done - m->iova), static_cast<const uint8_t*>(in) + done, n);
+        done += n;
+    }
+    return true;
+}
+
+}  // namespace conduit::hostsim

@@ -1,0 +1,276 @@
+// SimHost: a simulated host kernel behind vfio::HostInterface, for machines without VFIO.
+//
+// It implements the VFIO type1 container/group API, the VFIO device API (group fds and cdevs) and
+// iommufd with the kernel's rules (argsz/size minimums and capability chains, flag checks, group
+// viability, IOVA overlap/alignment/reserved-range errors, dma_avail exhaustion, iommufd object ids
+// and EBUSY while referenced, eventfd triggers, INTx automask + resample, reset). Each rule cites
+// the kernel function it follows in sim_host.cpp.
+//
+// File descriptors: every handle it gives out (container, group, device, iommufd, dma-buf, fault
+// and vEVENTQ queues) is a real fd (a /dev/null open, or an eventfd for queues) so numbers never
+// collide with the process's other fds; the simulation keeps the meaning. Interrupt triggers are
+// the caller's real eventfds (dup()ed, as the kernel takes a reference), so KVM irqfds can consume
+// them. Memory BARs are memfds, so their mmap() can back a KVM memslot.
+//
+// The simulated IOMMU translates every device DMA through the device's current domain (type1
+// container, or the HWPT/IOAS it is attached to); an unmapped, non-readable or non-writable IOVA
+// is recorded as a DmaFault and nothing is transferred.
+//
+// Device model: QEMU's documented `edu` (docs/specs/edu.rst) with additions (MSI-X, a memory BAR).
+// Register processing is synchronous on the write (factorial, DMA), so "busy" is never observed.
+// INTx resample eventfds are polled at the start of every HostInterface call and by pump().
+//
+// Single-threaded: a test or the VMM's vCPU thread calls it; it has no locking.
+#pragma once
+
+#include <array>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "vfio/device.h"
+#include "vfio/host_interface.h"
+#include "vfio/uapi_compat.h"
+#include "vfio/vfio_ops.h"
+
+namespace conduit::hostsim {
+
+enum class BarKind { None, Registers, Memory };
+
+struct BarConfig {
+    BarKind kind = BarKind::None;
+    uint64_t size = 0;
+    bool is64 = false;
+    bool prefetchable = false;
+    bool mmappable = true;  // Memory BARs only; Registers BARs are always trapped
+    // Sparse mmap areas (offsets within the BAR). Non-empty: a SPARSE_MMAP capability is reported
+    // and mmap() outside these areas fails with EINVAL.
+    std::vector<vfio::SparseArea> sparseAreas;
+};
+
+struct ReservedRange {
+    uint64_t start, last;
+    std::string type;  // "msi", "reserved", "direct", "direct-relaxable"
+};
+
+struct SimDeviceConfig {
+    std::string bdf = "0000:00:03.0";
+    unsigned group = 7;
+    std::string driver = "vfio-pci";
+    uint16_t vendor = 0x1234, device = 0x11e8;  // QEMU edu
+    uint32_t classCode = 0x00ff00;
+    uint8_t revision = 0x10;
+    std::array<BarConfig, 6> bars{
+        BarConfig{BarKind::Registers, 1 << 20, false, false, false, {}},  // BAR0: edu registers, trapped
+        BarConfig{},
+        BarConfig{BarKind::Memory, 1 << 20, true, true, true, {}},       // BAR2+3: memfd memory BAR
+        BarConfig{}, BarConfig{}, BarConfig{}};
+    unsigned msiVectors = 1;           // 1, 2, 4, 8, 16 or 32
+    unsigned msixVectors = 8;          // 0: no MSI-X capability
+    unsigned msixBar = 2;              // table and PBA live in this (Memory) BAR
+    uint64_t msixTableOffset = 0xfe000;
+    uint64_t msixPbaOffset = 0xff000;
+    bool msixMappable = true;          // report MSIX_MAPPABLE; else sparse areas avoid table+PBA
+    bool resetSupported = true;
+    uint64_t dmaMask = ~0ull;          // QEMU's edu uses 28 bits; the sim defaults to 64 for P2P
+};
+
+struct SimHostConfig {
+    bool type1v2 = true;        // container offers VFIO_TYPE1v2_IOMMU
+    bool iommufd = true;        // /dev/iommu exists
+    bool cdev = true;           // /dev/vfio/devices/vfioN exist
+    uint64_t apertureLast = (1ull << 48) - 1;  // IOMMU input address width (48-bit)
+    // Reserved regions of every group (sysfs reserved_regions), unless overridden per group.
+    std::vector<ReservedRange> reserved{{0xfee00000, 0xfeefffff, "msi"}};
+    std::map<unsigned, std::vector<ReservedRange>> reservedPerGroup;
+    uint32_t dmaEntryLimit = 65535;             // vfio_iommu_type1 dma_entry_limit
+    uint64_t pageSizes = 0x1000 | 0x200000 | 0x40000000;
+    bool nesting = true;                        // NEST_PARENT HWPTs and nested HWPTs/vIOMMUs work
+    uint32_t hwInfoType = IOMMU_HW_INFO_TYPE_INTEL_VTD;
+};
+
+struct DmaFault {
+    std::string bdf;
+    uint64_t iova = 0;
+    uint64_t size = 0;
+    bool write = false;
+    std::string reason;
+};
+
+struct InjectedFault {
+    unsigned long request;
+    std::string name;  // ioctl name as the fd type interprets the number
+};
+
+class SimDevice;
+struct SimIoas;
+
+class SimHost final : public vfio::HostInterface {
+public:
+    explicit SimHost(SimHostConfig config = {});
+    ~SimHost() override;
+    SimHost(const SimHost&) = delete;
+    SimHost& operator=(const SimHost&) = delete;
+
+    // Adds a VFIO-capable (edu) device; sysfs is updated.
+    SimDevice& addDevice(SimDeviceConfig config);
+    // Adds a non-VFIO member of an IOMMU group (e.g. a device still bound to its host driver).
+    void addGroupPeer(const std::string& bdf, unsigned group, const std::string& driver);
+    SimDevice* device(const std::string& bdf);
+    vfio::HostPaths paths() const { return {root_ / "sys", root_ / "dev"}; }
+    const SimHostConfig& config() const { return config_; }
+
+    // Fault injection. failIoctl: calls with this request number fail with `err` (nth == 0: every
+    // call; else only the nth call of that number, 1-based). failNthIoctl: the nth ioctl of any
+    // kind fails. Injected failures have no side effect, like a kernel refusing the call up front.
+    void failIoctl(unsigned long request, int err, unsigned nth = 0);
+    void failNthIoctl(unsigned n, int err);
+    void clearInjectedFaults();
+    const std::vector<InjectedFault>& injected() const { return injected_; }
+    size_t ioctlCount() const { return ioctlCount_; }
+    // Name of an ioctl number as an fd of the given handle would interpret it ("?" if unknown).
+    std::string ioctlNameFor(int fd, unsigned long request) const;
+
+    // Leak accounting.
+    size_t openFdCount() const { return fds_.size(); }
+    size_t mmapCount() const { return mmaps_.size(); }
+    size_t dmaMappingCount() const;
+    size_t iommufdObjectCount() const;
+
+    // Device-side DMA through the simulated IOMMU (the edu DMA engine uses these too).
+    bool dmaRead(SimDevice& dev, uint64_t iova, void* out, size_t size);
+    bool dmaWrite(SimDevice& dev, uint64_t iova, const void* in, size_t size);
+    const std::vector<DmaFault>& dmaFaults() const { return dmaFaults_; }
+    void clearDmaFaults() { dmaFaults_.clear(); }
+
+    // Processes pending INTx resample (unmask) eventfds.
+    void pump();
+
+    // HostInterface.
+    Result<int> open(const std::string& path, int flags) override;
+    void close(int fd) override;
+    Result<int> ioctl(int fd, unsigned long request, uintptr_t arg) override;
+    Result<void*> mmap(void* addr, size_t length, int prot, int flags, int fd, off_t offset) override;
+    void munmap(void* addr, size_t length) override;
+    Result<size_t> pread(int fd, void* buf, size_t count, off_t offset) override;
+    Result<size_t> pwrite(int fd, const void* buf, size_t count, off_t offset) override;
+    Result<int> eventfd(unsigned initval, int flags) override;
+    Result<std::string> readFile(const std::filesystem::path& path) override;
+    Result<std::filesystem::path> readLink(const std::filesystem::path& path) override;
+    Result<std::vector<std::string>> listDirectory(const std::filesystem::path& path) override;
+    bool exists(const std::filesystem::path& path) override;
+
+    struct Impl;  // the kernel-side state (sim_host.cpp)
+
+private:
+    void writeSysfs(const SimDevice& dev);
+    void writeGroupSysfs(unsigned group);
+    std::vector<ReservedRange> reservedFor(unsigned group) const;
+    bool groupViable(unsigned group) const;
+
+    SimHostConfig config_;
+    std::filesystem::path root_;
+    std::vector<std::unique_ptr<SimDevice>> devices_;
+    std::vector<std::tuple<std::string, unsigned, std::string>> peers_;
+    std::unique_ptr<Impl> impl_;
+    std::map<int, int> fds_;                // handle fd -> kind (Impl keeps the objects)
+    std::map<void*, size_t> mmaps_;
+    std::vector<DmaFault> dmaFaults_;
+    // fault injection
+    struct Rule {
+        unsigned long request;
+        int err;
+        unsigned nth;
+        unsigned seen = 0;
+    };
+    std::vector<Rule> rules_;
+    unsigned failNth_ = 0;
+    int failNthErr_ = 0;
+    size_t ioctlCount_ = 0;
+    std::vector<InjectedFault> injected_;
+
+    friend class SimDevice;
+    friend struct Impl;
+};
+
+// The simulated PCI device: QEMU's edu plus MSI-X and a memory BAR.
+class SimDevice {
+public:
+    SimDevice(SimHost& host, SimDeviceConfig config, unsigned cdevIndex);
+    ~SimDevice();
+
+    const SimDeviceConfig& config() const { return config_; }
+    const std::string& bdf() const { return config_.bdf; }
+    unsigned group() const { return config_.group; }
+    unsigned cdevIndex() const { return cdevIndex_; }
+    void setDriver(const std::string& driver);
+
+    // Memory BAR backing (memfd) and a host view of it.
+    int barMemfd(unsigned bar) const { return barMem_[bar].fd; }
+    uint8_t* barMemory(unsigned bar) const { return barMem_[bar].ptr; }
+
+    // State observable by tests.
+    unsigned resetCount() const { return resetCount_; }
+    uint32_t irqStatus() const { return irqStatus_; }
+    bool intxMasked() const { return intx_.masked; }
+    bool intxAsserted() const { return intx_.level; }
+    uint64_t interruptsDelivered() const { return delivered_; }
+    uint32_t activeIrqIndex() const { return activeIndex_; }  // VFIO_PCI_NUM_IRQS when none
+    uint16_t command() const;
+
+    // Register-level access to the trapped BAR (what pread/pwrite on the device fd reach).
+    uint64_t regRead(uint64_t offset, unsigned size);
+    void regWrite(uint64_t offset, uint64_t value, unsigned size);
+    void raise(uint32_t bits);
+
+private:
+    friend class SimHost;
+    friend struct SimHost::Impl;
+    struct Irq {
+        std::vector<int> triggers;  // dup()ed eventfds, -1 when unassigned
+        bool masked = false;        // INTx only
+        bool level = false;         // INTx line asserted
+        int unmaskFd = -1;          // INTx resample
+    };
+    struct BarMem {
+        int fd = -1;
+        uint8_t* ptr = nullptr;
+        uint64_t size = 0;
+    };
+
+    void buildConfigSpace();
+    uint32_t cfgRead(uint64_t offset, unsigned size);
+    void cfgWrite(uint64_t offset, uint32_t value, unsigned size);
+    void signal(int fd);
+    void deliver(uint32_t index, uint32_t vector);
+    void intxAssert();
+    void intxUnmask();
+    void disableIrqs();
+    void resetState();
+    void runDma();
+    uint32_t irqCount(uint32_t index) const;
+
+    SimHost& host_;
+    SimDeviceConfig config_;
+    unsigned cdevIndex_;
+    std::array<uint8_t, 256> cfg_{};
+    std::array<uint8_t, 256> cfgWritable_{};
+    std::array<BarMem, 6> barMem_{};
+    std::array<Irq, VFIO_PCI_NUM_IRQS> irqs_{};
+    Irq& intx_ = irqs_[VFIO_PCI_INTX_IRQ_INDEX];
+    uint32_t activeIndex_ = VFIO_PCI_NUM_IRQS;
+    // edu registers
+    uint32_t liveness_ = 0, fact_ = 0, status_ = 0, irqStatus_ = 0;
+    uint64_t dmaSrc_ = 0, dmaDst_ = 0, dmaCount_ = 0, dmaCmd_ = 0;
+    std::array<uint8_t, 4096> dmaBuf_{};
+    unsigned resetCount_ = 0;
+    uint64_t delivered_ = 0;
+    // binding state (owned by SimHost::Impl logic)
+    int openCount_ = 0;
+};
+
+}  // namespace conduit::hostsim

@@ -1,0 +1,333 @@
+#include "vmm/config.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "vmm/config_positions.h"
+
+namespace conduit::vmm {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A scratch directory holding the files configs refer to: p.bin, vmlinuz, initrd.img, sub/.
+class ConfigTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        char tmpl[] = "/tmp/conduit-config-test-XXXXXX";
+        ASSERT_NE(::mkdtemp(tmpl), nullptr);
+        dir = tmpl;
+        for (const char* f : {"p.bin", "vmlinuz", "initrd.img"}) std::ofstream(dir / f) << "x";
+        fs::create_directory(dir / "sub");
+        file = dir / "vm.json";
+    }
+    void TearDown() override { fs::remove_all(dir); }
+
+    // Replaces {F} with the config file name and {D} with its directory.
+    std::string expand(std::string s) const {
+        for (auto [key, value] : {std::pair<std::string, std::string>{"{F}", file.string()}, {"{D}", dir.string()}}) {
+            for (size_t pos; (pos = s.find(key)) != std::string::npos;) s.replace(pos, key.size(), value);
+        }
+        return s;
+    }
+
+    fs::path dir;
+    fs::path file;
+};
+
+struct BadCase {
+    const char* name;
+    const char* text;
+    const char* message;
+};
+
+const BadCase kBadCases[] = {
+    {"syntax", "{\n  \"vcpus\": 1,\n  \"x\" 2\n}",
+     "{F}:3:7: syntax error: while parsing object separator - unexpected number literal; expected ':'"},
+    {"truncated", "{\"payload\": [1,2",
+     "{F}:1:16: syntax error: while parsing array - unexpected end of input; expected ']'"},
+    {"empty", "", "{F}:1:1: syntax error: while parsing value - unexpected end of input; expected '[', '{', or a literal"},
+    {"invalid literal", "{\n  \"vcpus\": tru\n}", "{F}:2:14: syntax error: while parsing value - invalid literal; last read: '\"vcpus\": tru<U+000A>'"},
+    {"comment", "{\"vcpus\": 1 // two\n}", "{F}:1:13: syntax error: while parsing object - invalid literal; last read: '1 /'; expected '}'"},
+    {"top level array", "[1]", "{F}:1:1: expected an object at the top level, got array"},
+    {"unknown key with suggestion", "{\n  \"vcpu\": 1,\n  \"payload\": {\"path\": \"p.bin\"}\n}",
+     "{F}:2:3: /vcpu: unknown key (did you mean \"vcpus\"?)"},
+    {"unknown key without suggestion", "{\"payload\": {\"path\": \"p.bin\"}, \"memory\": {\"colour\": 1}}",
+     "{F}:1:43: /memory/colour: unknown key (expected one of \"size_mib\", \"hugepages\", \"prefault\")"},
+    {"escaped key in pointer", "{\"a/b~\": 1}",
+     "{F}:1:2: /a~1b~0: unknown key (expected one of \"vcpus\", \"memory\", \"kernel\", \"payload\", \"serial\", "
+     "\"exit_device\", \"devices\", \"$schema\")"},
+    {"size as string", "{\n  \"payload\": {\"path\": \"p.bin\"},\n  \"memory\": {\n    \"size_mib\": \"256\"\n  }\n}",
+     "{F}:4:17: /memory/size_mib: expected an integer, got string \"256\""},
+    {"unicode-escaped key", "{\"payload\": {\"path\": \"p.bin\"},\n \"vcpu\\u0073\": 0}",
+     "{F}:2:16: /vcpus: must be between 1 and 32, got 0"},
+    {"zero vcpus", "{\"vcpus\": 0, \"payload\": {\"path\": \"p.bin\"}}", "{F}:1:11: /vcpus: must be between 1 and 32, got 0"},
+    {"too many vcpus", "{\"vcpus\": 33}", "{F}:1:11: /vcpus: must be between 1 and 32, got 33"},
+    {"fractional vcpus", "{\"vcpus\": 1.5}", "{F}:1:11: /vcpus: expected an integer, got number 1.5"},
+    {"negative vcpus", "{\"vcpus\": -1}", "{F}:1:11: /vcpus: must not be negative, got -1"},
+    {"vcpus null", "{\"vcpus\": null}", "{F}:1:11: /vcpus: expected an integer, got null"},
+    {"tiny memory", "{\"memory\": {\"size_mib\": 1}}",
+     "{F}:1:25: /memory/size_mib: must be between 2 and 1048576 (2 MiB to 1 TiB), got 1"},
+    {"huge memory", "{\"memory\": {\"size_mib\": 99999999999}}",
+     "{F}:1:25: /memory/size_mib: must be between 2 and 1048576 (2 MiB to 1 TiB), got 99999999999"},
+    {"memory not an object", "{\"memory\": 256}", "{F}:1:12: /memory: expected an object, got number 256"},
+    {"hugepages value", "{\"memory\": {\"hugepages\": \"huge\"}}",
+     "{F}:1:26: /memory/hugepages: unknown value \"huge\" (expected one of \"none\", \"transparent\", \"hugetlbfs\")"},
+    {"prefault type", "{\"memory\": {\"prefault\": \"yes\"}}",
+     "{F}:1:25: /memory/prefault: expected true or false, got string \"yes\""},
+    {"neither kernel nor payload", "{\"vcpus\": 2}", "{F}: missing \"kernel\" or \"payload\""},
+    {"both kernel and payload", "{\"kernel\": {\"path\": \"vmlinuz\"},\n \"payload\": {\"path\": \"p.bin\"}}",
+     "{F}:2:2: /payload: \"kernel\" and \"payload\" are mutually exclusive (give one)"},
+    {"kernel file missing", "{\n  \"kernel\": {\n    \"cmdline\": \"quiet\",\n    \"path\": \"bzImage\"\n  }\n}",
+     "{F}:4:13: /kernel/path: file not found: {D}/bzImage (No such file or directory)"},
+    {"kernel file missing via parent dir", "{\"kernel\": {\"path\": \"sub/../nope/bzImage\"}}",
+     "{F}:1:21: /kernel/path: file not found: {D}/nope/bzImage (No such file or directory)"},
+    {"kernel path is a directory", "{\"kernel\": {\"path\": \"sub\"}}", "{F}:1:21: /kernel/path: not a regular file: {D}/sub"},
+    {"kernel path empty", "{\"kernel\": {\"path\": \"\"}}", "{F}:1:21: /kernel/path: must not be empty"},
+    {"kernel without path", "{\"kernel\": {\"cmdline\": \"x\"}}", "{F}:1:12: /kernel: missing \"path\""},
+    {"initrd missing", "{\"kernel\": {\"path\": \"vmlinuz\", \"initrd\": \"/nonexistent/initrd\"}}",
+     "{F}:1:42: /kernel/initrd: file not found: /nonexistent/initrd (No such file or directory)"},
+    {"cmdline type", "{\"kernel\": {\"path\": \"vmlinuz\", \"cmdline\": [\"a\"]}}",
+     "{F}:1:43: /kernel/cmdline: expected a string, got array"},
+    {"payload unknown key", "{\"payload\": {\"path\": \"p.bin\", \"entry_point\": 5}}",
+     "{F}:1:31: /payload/entry_point: unknown key (expected one of \"path\", \"load_address\", \"entry\", \"mode\")"},
+    {"payload bad hex", "{\"payload\": {\"path\": \"p.bin\", \"load_address\": \"0xZZ\"}}",
+     "{F}:1:47: /payload/load_address: expected an integer or a \"0x...\" hex string, got string \"0xZZ\""},
+    {"payload decimal string", "{\"payload\": {\"path\": \"p.bin\", \"entry\": \"4096\"}}",
+     "{F}:1:40: /payload/entry: expected an integer or a \"0x...\" hex string, got string \"4096\""},
+    {"payload huge hex", "{\"payload\": {\"path\": \"p.bin\", \"load_address\": \"0x1000000000000\"}}",
+     "{F}:1:47: /payload/load_address: out of range: 0x1000000000000 is beyond the 48-bit guest address space"},
+    {"payload hex beyond 64 bits", "{\"payload\": {\"path\": \"p.bin\", \"load_address\": \"0x10000000000000000\"}}",
+     "{F}:1:47: /payload/load_address: out of range: 0x10000000000000000"},
+    {"payload negative", "{\"payload\": {\"path\": \"p.bin\", \"load_address\": -4096}}",
+     "{F}:1:47: /payload/load_address: must not be negative, got -4096"},
+    {"payload mode", "{\"payload\": {\"path\": \"p.bin\", \"mode\": \"real32\"}}",
+     "{F}:1:39: /payload/mode: unknown value \"real32\" (expected one of \"long64\", \"real16\")"},
+    {"serial file without path", "{\"payload\": {\"path\": \"p.bin\"}, \"serial\": {\"output\": \"file\"}}",
+     "{F}:1:42: /serial: missing \"path\" (required when \"output\" is \"file\")"},
+    {"serial path without file", "{\"payload\": {\"path\": \"p.bin\"}, \"serial\": {\"path\": \"out.log\"}}",
+     "{F}:1:43: /serial/path: only used when \"output\" is \"file\""},
+    {"serial dir missing", "{\"payload\": {\"path\": \"p.bin\"}, \"serial\": {\"output\": \"file\", \"path\": \"no/out.log\"}}",
+     "{F}:1:69: /serial/path: directory not found: {D}/no (No such file or directory)"},
+    {"serial path is dir", "{\"payload\": {\"path\": \"p.bin\"}, \"serial\": {\"output\": \"file\", \"path\": \"sub\"}}",
+     "{F}:1:69: /serial/path: is a directory: {D}/sub"},
+    {"serial input", "{\"payload\": {\"path\": \"p.bin\"}, \"serial\": {\"input\": \"tty\"}}",
+     "{F}:1:52: /serial/input: unknown value \"tty\" (expected one of \"stdin\", \"none\")"},
+    {"exit device type", "{\"exit_device\": {\"enabled\": 1}}", "{F}:1:29: /exit_device/enabled: expected true or false, got number 1"},
+    {"devices refused", "{\"payload\": {\"path\": \"p.bin\"},\n \"devices\": [\n  {\"type\": \"x\"}\n ]}",
+     "{F}:3:12: /devices/0/type: unknown device type \"x\" (no device types are supported yet)"},
+    {"device not object", "{\"devices\": [1]}", "{F}:1:14: /devices/0: expected an object, got number 1"},
+    {"device without type", "{\"devices\": [{\"bdf\": \"0000:01:00.0\"}]}", "{F}:1:14: /devices/0: missing \"type\""},
+    {"devices not array", "{\"devices\": {}}", "{F}:1:13: /devices: expected an array, got object"},
+    {"duplicate key", "{\"vcpus\": 1,\n \"vcpus\": 2}", "{F}:2:2: /vcpus: duplicate key"},
+    {"long string truncated", "{\"vcpus\": \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"}",
+     "{F}:1:11: /vcpus: expected an integer, got string \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...\""},
+};
+
+TEST_F(ConfigTest, BadConfigsGiveExactMessages) {
+    for (const auto& c : kBadCases) {
+        SCOPED_TRACE(c.name);
+        auto r = parseConfig(c.text, file);
+        ASSERT_FALSE(r.ok());
+        EXPECT_EQ(r.error().what(), expand(c.message));
+        EXPECT_EQ(r.error().describe(), r.error().what());  // no errno suffix doubling the message
+    }
+}
+
+TEST_F(ConfigTest, UnreadableFileIsRefused) {
+    if (::geteuid() == 0) GTEST_SKIP() << "root reads everything";
+    ::chmod((dir / "vmlinuz").c_str(), 0);
+    auto r = parseConfig("{\"kernel\": {\"path\": \"vmlinuz\"}}", file);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().what(), expand("{F}:1:21: /kernel/path: file not readable: {D}/vmlinuz (Permission denied)"));
+}
+
+TEST_F(ConfigTest, MinimalPayloadGetsDefaults) {
+    auto r = parseConfig("{\"payload\": {\"path\": \"p.bin\"}}", file);
+    ASSERT_TRUE(r.ok()) << r.error().what();
+    const VmConfig& c = r.value();
+    EXPECT_EQ(c.sourceFile, file);
+    EXPECT_EQ(c.vcpus, 1u);
+    EXPECT_EQ(c.memory.sizeBytes, 256ull << 20);
+    EXPECT_EQ(c.memory.hugePages, memory::HugePages::None);
+    EXPECT_FALSE(c.memory.prefault);
+    EXPECT_FALSE(c.kernel.has_value());
+    ASSERT_TRUE(c.payload.has_value());
+    EXPECT_EQ(c.payload->path, dir / "p.bin");
+    EXPECT_EQ(c.payload->loadAddress, 0x100000u);
+    EXPECT_FALSE(c.payload->entry.has_value());
+    EXPECT_EQ(c.payload->mode, PayloadMode::Long64);
+    EXPECT_EQ(c.serial.output, SerialOutput::Stdout);
+    EXPECT_EQ(c.serial.input, SerialInput::None);
+    EXPECT_TRUE(c.exitDevice.enabled);
+    EXPECT_TRUE(c.devices.empty());
+}
+
+TEST_F(ConfigTest, FullKernelConfig) {
+    const std::string text = R"({
+  "$schema": "../configs/schema.json",
+  "vcpus": 4,
+  "memory": {"size_mib": 1024, "hugepages": "transparent", "prefault": true},
+  "kernel": {"path": "sub/../vmlinuz", "cmdline": "console=ttyS0 quiet", "initrd": ")" +
+                             (dir / "initrd.img").string() + R"("},
+  "serial": {"output": "file", "path": "sub/serial.log", "input": "stdin"},
+  "exit_device": {"enabled": false},
+  "devices": []
+})";
+    auto r = parseConfig(text, file);
+    ASSERT_TRUE(r.ok()) << r.error().what();
+    const VmConfig& c = r.value();
+    EXPECT_EQ(c.vcpus, 4u);
+    EXPECT_EQ(c.memory.sizeBytes, 1024ull << 20);
+    EXPECT_EQ(c.memory.hugePages, memory::HugePages::Transparent);
+    EXPECT_TRUE(c.memory.prefault);
+    ASSERT_TRUE(c.kernel.has_value());
+    EXPECT_EQ(c.kernel->path, dir / "vmlinuz");
+    EXPECT_EQ(c.kernel->cmdline, "console=ttyS0 quiet");
+    ASSERT_TRUE(c.kernel->initrd.has_value());
+    EXPECT_EQ(*c.kernel->initrd, dir / "initrd.img");
+    EXPECT_FALSE(c.payload.has_value());
+    EXPECT_EQ(c.serial.output, SerialOutput::File);
+    EXPECT_EQ(c.serial.path, dir / "sub/serial.log");
+    EXPECT_EQ(c.serial.input, SerialInput::Stdin);
+    EXPECT_FALSE(c.exitDevice.enabled);
+}
+
+TEST_F(ConfigTest, PayloadAddressesAcceptIntegersAndHexStrings) {
+    auto r = parseConfig(R"({"vcpus": 2.0, "memory": {"hugepages": "hugetlbfs", "size_mib": 2},
+        "payload": {"path": "p.bin", "load_address": "0x200000", "entry": 2101248, "mode": "real16"},
+        "serial": {"output": "none"}})",
+                         file);
+    ASSERT_TRUE(r.ok()) << r.error().what();
+    EXPECT_EQ(r->vcpus, 2u);
+    EXPECT_EQ(r->memory.sizeBytes, 2ull << 20);
+    EXPECT_EQ(r->memory.hugePages, memory::HugePages::Hugetlbfs);
+    EXPECT_EQ(r->payload->loadAddress, 0x200000u);
+    EXPECT_EQ(r->payload->entry, std::optional<uint64_t>(0x201000));
+    EXPECT_EQ(r->payload->mode, PayloadMode::Real16);
+    EXPECT_EQ(r->serial.output, SerialOutput::None);
+}
+
+TEST_F(ConfigTest, LoadConfigReadsTheFile) {
+    std::ofstream(file) << "{\n  \"payload\": {\"path\": \"p.bin\"},\n  \"vcpus\": \"two\"\n}\n";
+    auto r = loadConfig(file);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().what(), expand("{F}:3:12: /vcpus: expected an integer, got string \"two\""));
+
+    std::ofstream(file) << "{\"payload\": {\"path\": \"p.bin\"}, \"vcpus\": 3}";
+    auto ok = loadConfig(file);
+    ASSERT_TRUE(ok.ok()) << ok.error().what();
+    EXPECT_EQ(ok->vcpus, 3u);
+
+    auto missing = loadConfig(dir / "absent.json");
+    ASSERT_FALSE(missing.ok());
+    EXPECT_EQ(missing.error().code(), ENOENT);
+    EXPECT_EQ(missing.error().what(), (dir / "absent.json").string() + ": cannot open config file");
+}
+
+TEST_F(ConfigTest, OverridesGetTheSameChecksAndNameTheFlag) {
+    const std::string text = "{\"payload\": {\"path\": \"p.bin\"}, \"vcpus\": 2}";
+    auto r = parseConfig(text, file, {{"--vcpus", "/vcpus", "0", true, {}}});
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().what(), "--vcpus: /vcpus: must be between 1 and 32, got 0");
+
+    r = parseConfig(text, file, {{"--memory-mib", "/memory/size_mib", "lots", true, {}}});
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().what(), "--memory-mib: /memory/size_mib: expected an integer, got string \"lots\"");
+
+    r = parseConfig(text, file, {{"--memory-mib", "/memory/size_mib", "-3", true, {}}});
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().what(), "--memory-mib: /memory/size_mib: must not be negative, got -3");
+
+    r = parseConfig("{\"vcpus\": 2}", file, {{"--cmdline", "/kernel/cmdline", "quiet", false, {}}});
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().what(), "--cmdline: /kernel: missing \"path\"");
+
+    // A --cmdline on a payload config creates "kernel" next to "payload".
+    r = parseConfig(text, file, {{"--cmdline", "/kernel/cmdline", "quiet", false, {}}});
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().what(), "--cmdline: /kernel: \"kernel\" and \"payload\" are mutually exclusive (give one)");
+
+    r = parseConfig(text, file, {{"--kernel", "/kernel/path", "/nonexistent/vmlinuz", false, {"/payload"}}});
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().what(),
+              "--kernel: /kernel/path: file not found: /nonexistent/vmlinuz (No such file or directory)");
+
+    r = parseConfig(text, file,
+                    {{"--vcpus", "/vcpus", "8", true, {}},
+                     {"--memory-mib", "/memory/size_mib", "64", true, {}},
+                     {"--kernel", "/kernel/path", (dir / "vmlinuz").string(), false, {"/payload"}},
+                     {"--cmdline", "/kernel/cmdline", "quiet", false, {}}});
+    ASSERT_TRUE(r.ok()) << r.error().what();
+    EXPECT_EQ(r->vcpus, 8u);
+    EXPECT_EQ(r->memory.sizeBytes, 64ull << 20);
+    EXPECT_FALSE(r->payload.has_value());
+    ASSERT_TRUE(r->kernel.has_value());
+    EXPECT_EQ(r->kernel->path, dir / "vmlinuz");
+    EXPECT_EQ(r->kernel->cmdline, "quiet");
+}
+
+TEST_F(ConfigTest, OverrideOfAValueInTheFileStillReportsFlag) {
+    // The file's value was fine; the flag's is not: the message must blame the flag, not the file.
+    auto r = parseConfig("{\"payload\": {\"path\": \"p.bin\"}, \"memory\": {\"size_mib\": 512}}", file,
+                         {{"--memory-mib", "/memory/size_mib", "1", true, {}}});
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().what(), "--memory-mib: /memory/size_mib: must be between 2 and 1048576 (2 MiB to 1 TiB), got 1");
+    // An override cannot descend into a non-object; the file's value is blamed.
+    r = parseConfig("{\"payload\": {\"path\": \"p.bin\"}, \"memory\": 5}", file,
+                    {{"--memory-mib", "/memory/size_mib", "64", true, {}}});
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().what(), expand("{F}:1:42: /memory: expected an object, got number 5"));
+}
+
+TEST_F(ConfigTest, DescribeConfig) {
+    auto r = parseConfig("{\"vcpus\": 2, \"memory\": {\"size_mib\": 512}, \"payload\": {\"path\": \"p.bin\"}}", file);
+    ASSERT_TRUE(r.ok()) << r.error().what();
+    EXPECT_EQ(describeConfig(r.value()), "2 vCPUs, 512 MiB RAM, payload " + (dir / "p.bin").string() +
+                                             " (long64 at 0x100000, entry 0x100000), serial to stdout, exit device at 0x700");
+}
+
+TEST(JsonPositionIndex, RecordsValuesAndKeys) {
+    auto idx = JsonPositionIndex::build("{\n \"a\": [10, {\"b\": true}],\n \"c\\/d\": null\n}");
+    ASSERT_TRUE(idx.has_value());
+    EXPECT_EQ(idx->value("")->line, 1u);
+    EXPECT_EQ(idx->key("/a")->column, 2u);
+    EXPECT_EQ(idx->value("/a")->column, 7u);
+    EXPECT_EQ(idx->value("/a/0")->column, 8u);
+    EXPECT_EQ(idx->value("/a/1/b")->column, 18u);
+    EXPECT_EQ(idx->value("/c~1d")->line, 3u);
+    EXPECT_EQ(idx->value("/c~1d")->column, 10u);
+    EXPECT_FALSE(idx->value("/zzz").has_value());
+    EXPECT_FALSE(idx->firstDuplicate().has_value());
+    EXPECT_FALSE(JsonPositionIndex::build("{\"a\": ").has_value());
+}
+
+}  // namespace
+}  // namespace conduit::vmm
+
+namespace conduit::vmm {
+namespace {
+
+// The shipped examples must only fail on the files they point at (built or placeholder paths),
+// never on syntax, keys or values.
+TEST(ExampleConfigs, OnlyTheirFilesMayBeMissing) {
+    const std::filesystem::path configs = std::filesystem::path(CONDUIT_SOURCE_DIR) / "configs";
+    for (const auto& [name, pointer] : {std::pair<const char*, const char*>{"demo.json", "/payload/path"},
+                                        {"linux.json", "/kernel/path"}}) {
+        SCOPED_TRACE(name);
+        auto r = loadConfig(configs / name);
+        if (!r.ok()) {
+            EXPECT_NE(r.error().what().find(std::string(": ") + pointer + ": file not found: "), std::string::npos)
+                << r.error().what();
+        }
+    }
+}
+
+}  // namespace
+}  // namespace conduit::vmm

@@ -1,0 +1,276 @@
+#include "vfio/device.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "base/log.h"
+#include "vfio/ioctl_util.h"
+
+namespace conduit::vfio {
+
+const char* irqIndexName(uint32_t index) {
+    switch (index) {
+        case VFIO_PCI_INTX_IRQ_INDEX: return "INTx";
+        case VFIO_PCI_MSI_IRQ_INDEX: return "MSI";
+        case VFIO_PCI_MSIX_IRQ_INDEX: return "MSI-X";
+        case VFIO_PCI_ERR_IRQ_INDEX: return "ERR";
+        case VFIO_PCI_REQ_IRQ_INDEX: return "REQ";
+        default: return "IRQ?";
+    }
+}
+
+std::string regionName(uint32_t index) {
+    if (index <= VFIO_PCI_BAR5_REGION_INDEX) return fmt::format("BAR{}", index);
+    if (index == VFIO_PCI_ROM_REGION_INDEX) return "ROM";
+    if (index == VFIO_PCI_CONFIG_REGION_INDEX) return "config";
+    if (index == VFIO_PCI_VGA_REGION_INDEX) return "VGA";
+    return fmt::format("region {}", index);
+}
+
+Result<VfioDevice> VfioDevice::create(HostInterface& host, HostFd fd, std::string name) {
+    VfioDevice dev(host, std::move(fd), std::move(name));
+    vfio_device_info info{};
+    info.argsz = sizeof info;
+    TRY(ioctlPtr(host, dev.fd(), VFIO_DEVICE_GET_INFO, &info, "VFIO_DEVICE_GET_INFO", dev.name_));
+    dev.flags_ = info.flags;
+    dev.numRegions_ = info.num_regions;
+    dev.numIrqs_ = info.num_irqs;
+    if ((info.flags & VFIO_DEVICE_FLAGS_PCI) &&
+        (info.num_regions < VFIO_PCI_CONFIG_REGION_INDEX + 1 || info.num_irqs < VFIO_PCI_MSIX_IRQ_INDEX + 1))
+        return Error(fmt::format("VFIO device {}: PCI device reports only {} regions and {} irq indexes", dev.name_,
+                                 info.num_regions, info.num_irqs),
+                     EINVAL);
+    log::get("vfio").debug("device {}: flags {:#x}, {} regions, {} irq indexes", dev.name_, info.flags,
+                           info.num_regions, info.num_irqs);
+    return dev;
+}
+
+namespace {
+
+// Walks a VFIO capability chain inside `buf` (offsets are from the start of buf). Defensive: a
+// malformed chain (offset out of bounds, loop) ends the walk with an error.
+template <class F>
+Result<void> walkCaps(const std::vector<uint8_t>& buf, uint32_t first, const std::string& what, F&& visit) {
+    uint32_t off = first;
+    for (int guard = 0; off; ++guard) {
+        if (guard > 64 || off < sizeof(vfio_info_cap_header) || off + sizeof(vfio_info_cap_header) > buf.size())
+            return Error(fmt::format("{}: malformed capability chain at offset {}", what, off), EINVAL);
+        vfio_info_cap_header h;
+        std::memcpy(&h, buf.data() + off, sizeof h);
+        TRY(visit(h, off));
+        off = h.next;
+    }
+    return success();
+}
+
+}  // namespace
+
+Result<RegionInfo> VfioDevice::regionInfo(uint32_t index) {
+    if (auto it = regions_.find(index); it != regions_.end()) return it->second;
+    const std::string what = fmt::format("{} {}", name_, regionName(index));
+    std::vector<uint8_t> buf(sizeof(vfio_region_info));
+    auto* info = reinterpret_cast<vfio_region_info*>(buf.data());
+    info->argsz = sizeof(vfio_region_info);
+    info->index = index;
+    TRY(ioctlPtr(*host_, fd(), VFIO_DEVICE_GET_REGION_INFO, info, "VFIO_DEVICE_GET_REGION_INFO", what));
+    if ((info->flags & VFIO_REGION_INFO_FLAG_CAPS) && info->argsz > sizeof(vfio_region_info)) {
+        // The chain did not fit: the kernel told us the size it needs (vfio_pci_ioctl_get_region_info()).
+        uint32_t need = info->argsz;
+        buf.assign(need, 0);
+        info = reinterpret_cast<vfio_region_info*>(buf.data());
+        info->argsz = need;
+        info->index = index;
+        TRY(ioctlPtr(*host_, fd(), VFIO_DEVICE_GET_REGION_INFO, info, "VFIO_DEVICE_GET_REGION_INFO (capabilities)",
+                     what));
+    }
+    RegionInfo r;
+    r.index = index;
+    r.flags = info->flags;
+    r.size = info->size;
+    r.offset = info->offset;
+    if ((info->flags & VFIO_REGION_INFO_FLAG_CAPS) && info->cap_offset) {
+        TRY(walkCaps(buf, info->cap_offset, what, [&](const vfio_info_cap_header& h, uint32_t off) -> Result<void> {
+            switch (h.id) {
+                case VFIO_REGION_INFO_CAP_SPARSE_MMAP: {
+                    if (off + sizeof(vfio_region_info_cap_sparse_mmap) > buf.size())
+                        return Error(what + ": truncated sparse mmap capability", EINVAL);
+                    vfio_region_info_cap_sparse_mmap sp;
+                    std::memcpy(&sp, buf.data() + off, sizeof sp);
+                    size_t areasOff = off + sizeof sp;
+                    if (areasOff + size_t(sp.nr_areas) * sizeof(vfio_region_sparse_mmap_area) > buf.size())
+                        return Error(what + ": sparse mmap capability overruns the buffer", EINVAL);
+                    r.hasSparseCap = true;
+                    for (uint32_t i = 0; i < sp.nr_areas; ++i) {
+                        vfio_region_sparse_mmap_area a;
+                        std::memcpy(&a, buf.data() + areasOff + i * sizeof a, sizeof a);
+                        if (a.size) r.sparseAreas.push_back({a.offset, a.size});
+                    }
+                    break;
+                }
+                case VFIO_REGION_INFO_CAP_TYPE: {
+                    if (off + sizeof(vfio_region_info_cap_type) > buf.size())
+                        return Error(what + ": truncated type capability", EINVAL);
+                    vfio_region_info_cap_type t;
+                    std::memcpy(&t, buf.data() + off, sizeof t);
+                    r.typeSubtype = std::make_pair(t.type, t.subtype);
+                    break;
+                }
+                case VFIO_REGION_INFO_CAP_MSIX_MAPPABLE:
+                    r.msixMappable = true;
+                    break;
+                default:
+                    log::get("vfio").debug("{}: ignoring region capability {}", what, h.id);
+            }
+            return success();
+        }));
+    }
+    regions_[index] = r;
+    return r;
+}
+
+Result<IrqInfo> VfioDevice::irqInfo(uint32_t index) {
+    vfio_irq_info info{};
+    info.argsz = sizeof info;
+    info.index = index;
+    TRY(ioctlPtr(*host_, fd(), VFIO_DEVICE_GET_IRQ_INFO, &info, "VFIO_DEVICE_GET_IRQ_INFO",
+                 fmt::format("{} {}", name_, irqIndexName(index))));
+    return IrqInfo{index, info.flags, info.count};
+}
+
+Result<void> VfioDevice::setIrqs(uint32_t flags, uint32_t index, uint32_t start, uint32_t count,
+                                 std::span<const uint8_t> data, const std::string& what) {
+    std::vector<uint8_t> buf(sizeof(vfio_irq_set) + data.size());
+    auto* set = reinterpret_cast<vfio_irq_set*>(buf.data());
+    set->argsz = static_cast<uint32_t>(buf.size());
+    set->flags = flags;
+    set->index = index;
+    set->start = start;
+    set->count = count;
+    if (!data.empty()) std::memcpy(buf.data() + sizeof(vfio_irq_set), data.data(), data.size());
+    TRY(ioctlPtr(*host_, fd(), VFIO_DEVICE_SET_IRQS, set, "VFIO_DEVICE_SET_IRQS",
+                 fmt::format("{} {} {}", name_, irqIndexName(index), what)));
+    return success();
+}
+
+Result<void> VfioDevice::setIrqEventfds(uint32_t index, uint32_t start, std::span<const int32_t> fds) {
+    return setIrqs(VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER, index, start,
+                   static_cast<uint32_t>(fds.size()),
+                   std::span(reinterpret_cast<const uint8_t*>(fds.data()), fds.size_bytes()),
+                   fmt::format("trigger eventfds for vectors {}..{}", start, start + fds.size()));
+}
+
+Result<void> VfioDevice::disableIrq(uint32_t index) {
+    return setIrqs(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER, index, 0, 0, {}, "disable");
+}
+
+Result<void> VfioDevice::triggerIrq(uint32_t index, uint32_t start, uint32_t count) {
+    return setIrqs(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER, index, start, count, {},
+                   fmt::format("trigger vectors {}..{}", start, start + count));
+}
+
+Result<void> VfioDevice::maskIrq(uint32_t index, uint32_t subindex) {
+    return setIrqs(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_MASK, index, subindex, 1, {},
+                   fmt::format("mask {}", subindex));
+}
+
+Result<void> VfioDevice::unmaskIrq(uint32_t index, uint32_t subindex) {
+    return setIrqs(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_UNMASK, index, subindex, 1, {},
+                   fmt::format("unmask {}", subindex));
+}
+
+Result<void> VfioDevice::setUnmaskEventfd(uint32_t index, uint32_t subindex, int32_t efd) {
+    return setIrqs(VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_UNMASK, index, subindex, 1,
+                   std::span(reinterpret_cast<const uint8_t*>(&efd), sizeof efd),
+                   fmt::format("unmask (resample) eventfd {}", efd));
+}
+
+Result<void> VfioDevice::reset() {
+    if (!canReset()) return Error(fmt::format("VFIO_DEVICE_RESET {}: device does not support reset", name_), ENOTTY);
+    TRY(ioctlVal(*host_, fd(), VFIO_DEVICE_RESET, 0, "VFIO_DEVICE_RESET", name_));
+    return success();
+}
+
+Result<std::vector<HotResetDevice>> VfioDevice::hotResetInfo() {
+    std::vector<uint8_t> buf(sizeof(vfio_pci_hot_reset_info));
+    auto* info = reinterpret_cast<vfio_pci_hot_reset_info*>(buf.data());
+    info->argsz = sizeof(vfio_pci_hot_reset_info);
+    auto r = host_->ioctl(fd(), VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, reinterpret_cast<uintptr_t>(info));
+    if (!r && r.error().code() == ENOSPC) {
+        // Too small for the list: the kernel wrote the count back (vfio_pci_ioctl_get_pci_hot_reset_info()).
+        uint32_t count = info->count;
+        buf.assign(sizeof(vfio_pci_hot_reset_info) + count * sizeof(vfio_pci_dependent_device), 0);
+        info = reinterpret_cast<vfio_pci_hot_reset_info*>(buf.data());
+        info->argsz = static_cast<uint32_t>(buf.size());
+        r = host_->ioctl(fd(), VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, reinterpret_cast<uintptr_t>(info));
+    }
+    if (!r) return Error("VFIO_DEVICE_GET_PCI_HOT_RESET_INFO " + name_, r.error().code());
+    std::vector<HotResetDevice> out;
+    for (uint32_t i = 0; i < info->count; ++i) {
+        vfio_pci_dependent_device d;
+        std::memcpy(&d, buf.data() + sizeof(vfio_pci_hot_reset_info) + i * sizeof d, sizeof d);
+        out.push_back({d.group_id, d.segment, d.bus, d.devfn});
+    }
+    return out;
+}
+
+Result<void> VfioDevice::readRegion(uint32_t index, uint64_t offset, std::span<uint8_t> out) {
+    auto region = TRY(regionInfo(index));
+    const auto what = fmt::format("read {} {} [{:#x}, +{:#x})", name_, regionName(index), offset, out.size());
+    if (!region.readable() || offset > region.size || out.size() > region.size - offset)
+        return Error(what + ": outside the readable region", EINVAL);
+    auto n = host_->pread(fd(), out.data(), out.size(), static_cast<off_t>(region.offset + offset));
+    if (!n) return Error(what, n.error().code());
+    if (*n != out.size()) return Error(fmt::format("{}: short read ({} bytes)", what, *n), EIO);
+    return success();
+}
+
+Result<void> VfioDevice::writeRegion(uint32_t index, uint64_t offset, std::span<const uint8_t> in) {
+    auto region = TRY(regionInfo(index));
+    const auto what = fmt::format("write {} {} [{:#x}, +{:#x})", name_, regionName(index), offset, in.size());
+    if (!region.writable() || offset > region.size || in.size() > region.size - offset)
+        return Error(what + ": outside the writable region", EINVAL);
+    auto n = host_->pwrite(fd(), in.data(), in.size(), static_cast<off_t>(region.offset + offset));
+    if (!n) return Error(what, n.error().code());
+    if (*n != in.size()) return Error(fmt::format("{}: short write ({} bytes)", what, *n), EIO);
+    return success();
+}
+
+Result<HostMapping> VfioDevice::mapRegion(uint32_t index, uint64_t offset, uint64_t size, int prot) {
+    auto region = TRY(regionInfo(index));
+    const auto what = fmt::format("mmap {} {} [{:#x}, +{:#x})", name_, regionName(index), offset, size);
+    if (!region.mmappable()) return Error(what + ": region is not mmappable", EINVAL);
+    if (size == 0 || offset > region.size || size > region.size - offset)
+        return Error(what + ": outside the region", EINVAL);
+    void* p = TRY_CTX(host_->mmap(nullptr, size, prot, MAP_SHARED, fd(), static_cast<off_t>(region.offset + offset)),
+                      what);
+    return HostMapping(*host_, p, size);
+}
+
+Result<std::vector<SparseArea>> VfioDevice::mmapAreas(uint32_t index) {
+    auto region = TRY(regionInfo(index));
+    if (!region.mmappable() || region.size == 0) return std::vector<SparseArea>{};
+    if (region.hasSparseCap) return region.sparseAreas;
+    return std::vector<SparseArea>{{0, region.size}};
+}
+
+Result<HostFd> VfioDevice::exportDmaBuf(uint32_t index, uint64_t offset, uint64_t length) {
+    std::vector<uint8_t> buf(sizeof(vfio_device_feature) + sizeof(vfio_device_feature_dma_buf) +
+                             sizeof(vfio_region_dma_range));
+    auto* feature = reinterpret_cast<vfio_device_feature*>(buf.data());
+    feature->argsz = static_cast<uint32_t>(buf.size());
+    feature->flags = VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF;
+    auto* dmabuf = reinterpret_cast<vfio_device_feature_dma_buf*>(buf.data() + sizeof(vfio_device_feature));
+    dmabuf->region_index = index;
+    dmabuf->open_flags = O_RDWR | O_CLOEXEC;
+    dmabuf->nr_ranges = 1;
+    dmabuf->dma_ranges[0] = {offset, length};
+    int fd = TRY(ioctlPtr(*host_, this->fd(), VFIO_DEVICE_FEATURE, feature, "VFIO_DEVICE_FEATURE(DMA_BUF)",
+                          fmt::format("{} {} [{:#x}, +{:#x})", name_, regionName(index), offset, length)));
+    return HostFd(*host_, fd);
+}
+
+}  // namespace conduit::vfio

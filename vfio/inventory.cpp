@@ -1,0 +1,94 @@
+#include "vfio/inventory.h"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "vfio/sysfs.h"
+
+namespace conduit::vfio {
+
+Result<std::vector<PciDeviceInfo>> scanPciDevices(const std::filesystem::path& sysfsRoot) {
+    return scanPciDevices(realHost(), sysfsRoot);
+}
+
+Result<std::vector<PciDeviceInfo>> scanPciDevices(HostInterface& host, const std::filesystem::path& sysfsRoot) {
+    HostPaths paths;
+    paths.sysfs = sysfsRoot;
+    Sysfs sysfs(host, paths);
+    auto names = TRY_CTX(host.listDirectory(sysfsRoot / "bus/pci/devices"), "listing PCI devices");
+    std::sort(names.begin(), names.end());
+    std::vector<PciDeviceInfo> out;
+    for (auto& bdf : names) {
+        PciDeviceInfo info;
+        info.bdf = bdf;
+        info.vendor = static_cast<uint16_t>(sysfs.readHex(bdf, "vendor").value_or(0));
+        info.device = static_cast<uint16_t>(sysfs.readHex(bdf, "device").value_or(0));
+        info.classCode = sysfs.readHex(bdf, "class").value_or(0);
+        info.driver = sysfs.driver(bdf);
+        if (auto cdev = sysfs.vfioCdev(bdf)) info.vfioDev = "/dev/vfio/devices/" + std::filesystem::path(*cdev).filename().string();
+        auto group = sysfs.iommuGroup(bdf);
+        std::vector<std::string> blockers;
+        if (group) {
+            info.iommuGroup = *group;
+            if (auto members = sysfs.groupMembers(*group)) {
+                for (auto& m : *members) {
+                    if (m.bdf == bdf) continue;
+                    info.groupPeers.push_back(m.bdf);
+                    if (!Sysfs::driverKeepsGroupViable(m.driver))
+                        blockers.push_back(fmt::format("{} (bound to {})", m.bdf, m.driver));
+                }
+            }
+        }
+        const bool isBridge = (info.classCode >> 16) == 0x06;
+        if (!group) {
+            info.reason = "no IOMMU group (IOMMU disabled or absent)";
+        } else if (isBridge) {
+            info.reason = "PCI bridge";
+        } else if (info.driver != "vfio-pci") {
+            info.reason = info.driver.empty() ? "not bound to vfio-pci (no driver)"
+                                              : fmt::format("bound to {}, not vfio-pci", info.driver);
+        } else if (!blockers.empty()) {
+            std::string list;
+            for (auto& b : blockers) list += (list.empty() ? "" : ", ") + b;
+            info.reason = fmt::format("IOMMU group {} is not viable: {}", *group, list);
+        } else {
+            info.assignable = true;
+        }
+        out.push_back(std::move(info));
+    }
+    return out;
+}
+
+std::string renderInventory(const std::vector<PciDeviceInfo>& devices, bool json) {
+    if (json) {
+        nlohmann::json arr = nlohmann::json::array();
+        for (auto& d : devices) {
+            nlohmann::json j;
+            j["bdf"] = d.bdf;
+            j["vendor"] = fmt::format("{:04x}", d.vendor);
+            j["device"] = fmt::format("{:04x}", d.device);
+            j["class"] = fmt::format("{:06x}", d.classCode);
+            j["iommu_group"] = d.iommuGroup ? nlohmann::json(*d.iommuGroup) : nlohmann::json(nullptr);
+            j["driver"] = d.driver.empty() ? nlohmann::json(nullptr) : nlohmann::json(d.driver);
+            j["vfio_dev"] = d.vfioDev.empty() ? nlohmann::json(nullptr) : nlohmann::json(d.vfioDev);
+            j["group_peers"] = d.groupPeers;
+            j["assignable"] = d.assignable;
+            if (!d.assignable) j["reason"] = d.reason;
+            arr.push_back(std::move(j));
+        }
+        return arr.dump(2) + "\n";
+    }
+    std::string s = fmt::format("{:<13} {:<9} {:<6} {:<5} {:<14} {:<24} {}\n", "BDF", "ID", "CLASS", "GROUP", "DRIVER",
+                                "VFIO-DEV", "ASSIGNABLE");
+    for (auto& d : devices)
+        s += fmt::format("{:<13} {:04x}:{:04x} {:04x}   {:<5} {:<14} {:<24} {}\n", d.bdf, d.vendor, d.device,
+                         d.classCode >> 8, d.iommuGroup ? std::to_string(*d.iommuGroup) : "-",
+                         d.driver.empty() ? "-" : d.driver, d.vfioDev.empty() ? "-" : d.vfioDev,
+                         d.assignable ? "yes" : "no: " + d.reason);
+    if (devices.empty()) s += "(no PCI devices)\n";
+    return s;
+}
+
+}  // namespace conduit::vfio

@@ -1,0 +1,544 @@
+// The JSON config loader: parse (nlohmann), locate (JsonPositionIndex), apply command-line
+// overrides, then validate into a VmConfig. The format is documented in docs/config.md and
+// configs/schema.json; keep the three in step.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <regex>
+
+#include "memory/address_layout.h"
+#include "vmm/config.h"
+#include "vmm/config_positions.h"
+#include "vmm/x86/payload_abi.h"
+
+namespace conduit::vmm {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Ordered so the first error reported is the first one in the file.
+using Json = nlohmann::ordered_json;
+
+// Guest-physical addresses beyond 48 bits are certainly a typo: no x86 guest we build has more.
+constexpr uint64_t kMaxGuestAddress = 1ull << 48;
+constexpr uint64_t kMinMemoryMib = memory::AddressLayout::kMinRam >> 20;
+constexpr uint64_t kMaxMemoryMib = memory::AddressLayout::kMaxRam >> 20;
+constexpr size_t kMaxConfigBytes = 1 << 20;
+
+std::string jsonQuote(const std::string& s) { return Json(s).dump(); }
+
+// "string \"256\"", "number 1.5", "boolean true", "null", "object", "array".
+std::string describeValue(const Json& v) {
+    switch (v.type()) {
+    case Json::value_t::string: {
+        std::string s = v.get<std::string>();
+        if (s.size() > 40) s = s.substr(0, 37) + "...";
+        return "string " + jsonQuote(s);
+    }
+    case Json::value_t::number_integer:
+    case Json::value_t::number_unsigned:
+    case Json::value_t::number_float:
+        return "number " + v.dump();
+    case Json::value_t::boolean:
+        return std::string("boolean ") + (v.get<bool>() ? "true" : "false");
+    case Json::value_t::null:
+        return "null";
+    case Json::value_t::object:
+        return "object";
+    case Json::value_t::array:
+        return "array";
+    default:
+        return v.type_name();
+    }
+}
+
+size_t editDistance(const std::string& a, const std::string& b) {
+    std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+    for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+    for (size_t i = 1; i <= a.size(); ++i) {
+        cur[0] = i;
+        for (size_t j = 1; j <= b.size(); ++j) {
+            size_t sub = prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
+            cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, sub});
+        }
+        std::swap(prev, cur);
+    }
+    return prev[b.size()];
+}
+
+std::string parentPointer(const std::string& pointer) {
+    auto slash = pointer.rfind('/');
+    return slash == std::string::npos ? std::string() : pointer.substr(0, slash);
+}
+
+class Validator {
+public:
+    Validator(std::string fileLabel, fs::path baseDir, const JsonPositionIndex& positions)
+        : file_(std::move(fileLabel)), baseDir_(std::move(baseDir)), positions_(positions) {}
+
+    std::map<std::string, std::string>& origins() { return origins_; }
+
+    // "FILE:LINE:COL: /pointer: message", or "--flag: /pointer: message" when the value (or the
+    // object holding it) came from a command-line override.
+    Error error(const std::string& pointer, const std::string& message, bool atKey = false) const {
+        const std::string what = pointer.empty() ? message : pointer + ": " + message;
+        std::string p = pointer;
+        for (;;) {
+            if (auto o = origins_.find(p); o != origins_.end()) return Error(o->second + ": " + what);
+            std::optional<TextPosition> pos = (atKey && p == pointer) ? positions_.key(p) : positions_.value(p);
+            if (pos) return Error(fmt::format("{}:{}:{}: {}", file_, pos->line, pos->column, what));
+            if (p.empty()) break;
+            p = parentPointer(p);
+        }
+        return Error(fmt::format("{}: {}", file_, what));
+    }
+
+    Error unknownKey(const std::string& pointer, const std::string& key, std::initializer_list<const char*> allowed) const {
+        std::string best;
+        size_t bestDistance = SIZE_MAX;
+        for (const char* a : allowed) {
+            size_t d = editDistance(key, a);
+            if (d < bestDistance) {
+                bestDistance = d;
+                best = a;
+            }
+        }
+        if (bestDistance <= 2 && bestDistance < key.size())
+            return error(pointer, fmt::format("unknown key (did you mean {}?)", jsonQuote(best)), true);
+        std::string list;
+        for (const char* a : allowed) list += (list.empty() ? "" : ", ") + jsonQuote(a);
+        return error(pointer, "unknown key (expected one of " + list + ")", true);
+    }
+
+    Result<const Json*> object(const Json& v, const std::string& pointer) const {
+        if (!v.is_object()) return error(pointer, "expected an object, got " + describeValue(v));
+        return &v;
+    }
+
+    Result<uint64_t> integer(const Json& v, const std::string& pointer, uint64_t min, uint64_t max,
+                             const std::string& rangeNote = "") const {
+        uint64_t value = 0;
+        if (v.is_number_unsigned()) {
+            value = v.get<uint64_t>();
+        } else if (v.is_number_integer()) {
+            return error(pointer, fmt::format("must not be negative, got {}", v.get<int64_t>()));
+        } else if (v.is_number_float()) {
+            // JSON Schema counts 2.0 as an integer; follow it.
+            double d = v.get<double>();
+            if (d != std::floor(d)) return error(pointer, "expected an integer, got " + describeValue(v));
+            if (d < 0) return error(pointer, fmt::format("must not be negative, got {}", v.dump()));
+            if (d >= 18446744073709551616.0) return error(pointer, "out of range: " + v.dump());
+            value = static_cast<uint64_t>(d);
+        } else {
+            return error(pointer, "expected an integer, got " + describeValue(v));
+        }
+        if (value < min || value > max)
+            return error(pointer, fmt::format("must be between {} and {}{}, got {}", min, max, rangeNote, value));
+        return value;
+    }
+
+    // An integer or a "0x..." string.
+    Result<uint64_t> address(const Json& v, const std::string& pointer) const {
+        uint64_t value = 0;
+        if (v.is_string()) {
+            const std::string s = v.get<std::string>();
+            static const std::regex hex("0[xX][0-9a-fA-F]+");
+            if (!std::regex_match(s, hex))
+                return error(pointer, "expected an integer or a \"0x...\" hex string, got " + describeValue(v));
+            auto [ptr, ec] = std::from_chars(s.data() + 2, s.data() + s.size(), value, 16);
+            if (ec != std::errc()) return error(pointer, fmt::format("out of range: {}", s));
+        } else if (v.is_number()) {
+            value = TRY(integer(v, pointer, 0, UINT64_MAX));
+        } else {
+            return error(pointer, "expected an integer or a \"0x...\" hex string, got " + describeValue(v));
+        }
+        if (value >= kMaxGuestAddress)
+            return error(pointer, fmt::format("out of range: {:#x} is beyond the 48-bit guest address space", value));
+        return value;
+    }
+
+    Result<std::string> string(const Json& v, const std::string& pointer, bool allowEmpty = true) const {
+        if (!v.is_string()) return error(pointer, "expected a string, got " + describeValue(v));
+        std::string s = v.get<std::string>();
+        if (!allowEmpty && s.empty()) return error(pointer, "must not be empty");
+        if (s.find('\0') != std::string::npos) return error(pointer, "must not contain a NUL character");
+        return s;
+    }
+
+    Result<bool> boolean(const Json& v, const std::string& pointer) const {
+        if (!v.is_boolean()) return error(pointer, "expected true or false, got " + describeValue(v));
+        return v.get<bool>();
+    }
+
+    template <class E>
+    Result<E> choice(const Json& v, const std::string& pointer, std::initializer_list<std::pair<const char*, E>> options) const {
+        std::string list;
+        for (auto& [name, e] : options) list += (list.empty() ? "" : ", ") + jsonQuote(name);
+        if (!v.is_string()) return error(pointer, "expected one of " + list + ", got " + describeValue(v));
+        const std::string s = v.get<std::string>();
+        for (auto& [name, e] : options)
+            if (s == name) return e;
+        return error(pointer, fmt::format("unknown value {} (expected one of {})", jsonQuote(s), list));
+    }
+
+    fs::path resolve(const std::string& p) const {
+        fs::path path(p);
+        return (path.is_absolute() ? path : baseDir_ / path).lexically_normal();
+    }
+
+    // A path to an existing, readable regular file.
+    Result<fs::path> inputFile(const Json& v, const std::string& pointer) const {
+        fs::path path = resolve(TRY(string(v, pointer, false)));
+        if (::access(path.c_str(), R_OK) != 0) {
+            int e = errno;
+            const char* what = (e == ENOENT || e == ENOTDIR) ? "file not found" : e == EACCES ? "file not readable" : "cannot access file";
+            return error(pointer, fmt::format("{}: {} ({})", what, path.string(), std::strerror(e)));
+        }
+        struct stat st {};
+        if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode))
+            return error(pointer, fmt::format("not a regular file: {}", path.string()));
+        return path;
+    }
+
+    // A file the VMM will create or append to: its directory must exist and be writable.
+    Result<fs::path> outputFile(const Json& v, const std::string& pointer) const {
+        fs::path path = resolve(TRY(string(v, pointer, false)));
+        struct stat st {};
+        if (::stat(path.c_str(), &st) == 0) {
+            if (S_ISDIR(st.st_mode)) return error(pointer, fmt::format("is a directory: {}", path.string()));
+            if (::access(path.c_str(), W_OK) != 0) {
+                int e = errno;
+                return error(pointer, fmt::format("file not writable: {} ({})", path.string(), std::strerror(e)));
+            }
+            return path;
+        }
+        fs::path dir = path.parent_path();
+        if (::access(dir.c_str(), W_OK) != 0) {
+            int e = errno;
+            const char* what = (e == ENOENT || e == ENOTDIR) ? "directory not found" : "directory not writable";
+            return error(pointer, fmt::format("{}: {} ({})", what, dir.string(), std::strerror(e)));
+        }
+        return path;
+    }
+
+    Result<VmConfig> validate(const Json& doc, const fs::path& sourceFile);
+
+private:
+    Result<void> memory(const Json& v, const std::string& ptr, MemoryConfig& out) const;
+    Result<KernelConfig> kernel(const Json& v, const std::string& ptr) const;
+    Result<PayloadConfig> payload(const Json& v, const std::string& ptr) const;
+    Result<void> serial(const Json& v, const std::string& ptr, SerialConfig& out) const;
+    Result<void> exitDevice(const Json& v, const std::string& ptr, ExitDeviceConfig& out) const;
+    Result<void> devices(const Json& v, const std::string& ptr, std::vector<DeviceConfig>& out) const;
+
+    static std::string child(const std::string& ptr, const std::string& key) {
+        return ptr + "/" + JsonPositionIndex::escapeToken(key);
+    }
+
+    std::string file_;
+    fs::path baseDir_;
+    const JsonPositionIndex& positions_;
+    std::map<std::string, std::string> origins_;  // pointer -> override flag that set it
+};
+
+Result<VmConfig> Validator::validate(const Json& doc, const fs::path& sourceFile) {
+    static const std::string kExclusive = "\"kernel\" and \"payload\" are mutually exclusive (give one)";
+    if (!doc.is_object()) return error("", "expected an object at the top level, got " + describeValue(doc));
+    VmConfig config;
+    config.sourceFile = sourceFile;
+    for (const auto& [key, value] : doc.items()) {
+        const std::string ptr = child("", key);
+        if (key == "$schema") {
+            TRY(string(value, ptr));  // lets editors find configs/schema.json; otherwise ignored
+        } else if (key == "vcpus") {
+            config.vcpus = static_cast<unsigned>(TRY(integer(value, ptr, 1, kMaxVcpus)));
+        } else if (key == "memory") {
+            TRY(memory(value, ptr, config.memory));
+        } else if (key == "kernel") {
+            if (config.payload) return error(ptr, kExclusive, true);
+            config.kernel = TRY(kernel(value, ptr));
+        } else if (key == "payload") {
+            if (config.kernel) return error(ptr, kExclusive, true);
+            config.payload = TRY(payload(value, ptr));
+        } else if (key == "serial") {
+            TRY(serial(value, ptr, config.serial));
+        } else if (key == "exit_device") {
+            TRY(exitDevice(value, ptr, config.exitDevice));
+        } else if (key == "devices") {
+            TRY(devices(value, ptr, config.devices));
+        } else {
+            return unknownKey(ptr, key,
+                              {"vcpus", "memory", "kernel", "payload", "serial", "exit_device", "devices", "$schema"});
+        }
+    }
+    if (!config.kernel && !config.payload) return Error(fmt::format("{}: missing \"kernel\" or \"payload\"", file_));
+    return config;
+}
+
+Result<void> Validator::memory(const Json& v, const std::string& ptr, MemoryConfig& out) const {
+    TRY(object(v, ptr));
+    for (const auto& [key, value] : v.items()) {
+        const std::string p = child(ptr, key);
+        if (key == "size_mib") {
+            // Whole MiB, so always a multiple of 4 KiB (and of 2 MiB hugepages only if even: the
+            // memory room reports that when hugetlbfs is asked for).
+            out.sizeBytes = TRY(integer(value, p, kMinMemoryMib, kMaxMemoryMib, " (2 MiB to 1 TiB)")) << 20;
+        } else if (key == "hugepages") {
+            out.hugePages = TRY(choice<memory::HugePages>(value, p,
+                                                          {{"none", memory::HugePages::None},
+                                                           {"transparent", memory::HugePages::Transparent},
+                                                           {"hugetlbfs", memory::HugePages::Hugetlbfs}}));
+        } else if (key == "prefault") {
+            out.prefault = TRY(boolean(value, p));
+        } else {
+            return unknownKey(p, key, {"size_mib", "hugepages", "prefault"});
+        }
+    }
+    return success();
+}
+
+Result<KernelConfig> Validator::kernel(const Json& v, const std::string& ptr) const {
+    TRY(object(v, ptr));
+    KernelConfig out;
+    bool havePath = false;
+    for (const auto& [key, value] : v.items()) {
+        const std::string p = child(ptr, key);
+        if (key == "path") {
+            out.path = TRY(inputFile(value, p));
+            havePath = true;
+        } else if (key == "cmdline") {
+            out.cmdline = TRY(string(value, p));
+        } else if (key == "initrd") {
+            out.initrd = TRY(inputFile(value, p));
+        } else {
+            return unknownKey(p, key, {"path", "cmdline", "initrd"});
+        }
+    }
+    if (!havePath) return error(ptr, "missing \"path\"");
+    return out;
+}
+
+Result<PayloadConfig> Validator::payload(const Json& v, const std::string& ptr) const {
+    TRY(object(v, ptr));
+    PayloadConfig out;
+    bool havePath = false;
+    for (const auto& [key, value] : v.items()) {
+        const std::string p = child(ptr, key);
+        if (key == "path") {
+            out.path = TRY(inputFile(value, p));
+            havePath = true;
+        } else if (key == "load_address") {
+            out.loadAddress = TRY(address(value, p));
+        } else if (key == "entry") {
+            out.entry = TRY(address(value, p));
+        } else if (key == "mode") {
+            out.mode = TRY(choice<PayloadMode>(value, p, {{"long64", PayloadMode::Long64}, {"real16", PayloadMode::Real16}}));
+        } else {
+            return unknownKey(p, key, {"path", "load_address", "entry", "mode"});
+        }
+    }
+    if (!havePath) return error(ptr, "missing \"path\"");
+    return out;
+}
+
+Result<void> Validator::serial(const Json& v, const std::string& ptr, SerialConfig& out) const {
+    TRY(object(v, ptr));
+    const Json* path = nullptr;
+    for (const auto& [key, value] : v.items()) {
+        const std::string p = child(ptr, key);
+        if (key == "output") {
+            out.output = TRY(choice<SerialOutput>(
+                value, p, {{"stdout", SerialOutput::Stdout}, {"file", SerialOutput::File}, {"none", SerialOutput::None}}));
+        } else if (key == "path") {
+            TRY(string(value, p));
+            path = &value;
+        } else if (key == "input") {
+            out.input = TRY(choice<SerialInput>(value, p, {{"stdin", SerialInput::Stdin}, {"none", SerialInput::None}}));
+        } else {
+            return unknownKey(p, key, {"output", "path", "input"});
+        }
+    }
+    if (out.output == SerialOutput::File) {
+        if (!path) return error(ptr, "missing \"path\" (required when \"output\" is \"file\")");
+        out.path = TRY(outputFile(*path, child(ptr, "path")));
+    } else if (path) {
+        return error(child(ptr, "path"), "only used when \"output\" is \"file\"", true);
+    }
+    return success();
+}
+
+Result<void> Validator::exitDevice(const Json& v, const std::string& ptr, ExitDeviceConfig& out) const {
+    TRY(object(v, ptr));
+    for (const auto& [key, value] : v.items()) {
+        const std::string p = child(ptr, key);
+        if (key == "enabled")
+            out.enabled = TRY(boolean(value, p));
+        else
+            return unknownKey(p, key, {"enabled"});
+    }
+    return success();
+}
+
+Result<void> Validator::devices(const Json& v, const std::string& ptr, std::vector<DeviceConfig>&) const {
+    if (!v.is_array()) return error(ptr, "expected an array, got " + describeValue(v));
+    for (size_t i = 0; i < v.size(); ++i) {
+        const std::string p = ptr + "/" + std::to_string(i);
+        const Json& entry = v[i];
+        TRY(object(entry, p));
+        if (!entry.contains("type")) return error(p, "missing \"type\"");
+        const std::string type = TRY(string(entry["type"], p + "/type"));
+        // Passthrough ("vfio-pci") arrives with a later issue; until then every entry is refused.
+        return error(p + "/type", fmt::format("unknown device type {} (no device types are supported yet)", jsonQuote(type)));
+    }
+    return success();
+}
+
+// Sets `pointer` in `doc`, creating objects on the way and recording which flag created what.
+Result<void> applyOverride(Json& doc, const ConfigOverride& o, Validator& v) {
+    for (const auto& rm : o.removes) {
+        Json::json_pointer jp(rm);
+        if (doc.contains(jp)) doc[jp.parent_pointer()].erase(jp.back());
+    }
+    Json value;
+    if (o.integer) {
+        const std::string& s = o.value;
+        uint64_t u = 0;
+        int64_t i = 0;
+        const char* end = s.data() + s.size();
+        if (!s.empty() && std::from_chars(s.data(), end, u).ptr == end && std::from_chars(s.data(), end, u).ec == std::errc())
+            value = u;
+        else if (!s.empty() && std::from_chars(s.data(), end, i).ptr == end && std::from_chars(s.data(), end, i).ec == std::errc())
+            value = i;
+        else
+            value = s;
+    } else {
+        value = o.value;
+    }
+    // Walk the pointer, creating missing objects.
+    Json* node = &doc;
+    std::string so_far;
+    std::string rest = o.pointer;
+    while (!rest.empty()) {
+        size_t next = rest.find('/', 1);
+        std::string token = rest.substr(1, next == std::string::npos ? std::string::npos : next - 1);
+        rest = next == std::string::npos ? std::string() : rest.substr(next);
+        if (!node->is_object()) return v.error(so_far, "expected an object, got " + describeValue(*node));
+        so_far += "/" + token;
+        if (!node->contains(token)) {
+            (*node)[token] = rest.empty() ? value : Json::object();
+            v.origins()[so_far] = o.flag;
+        }
+        node = &(*node)[token];
+    }
+    *node = value;
+    v.origins()[o.pointer] = o.flag;
+    return success();
+}
+
+// nlohmann reports where its lexer stopped, which is one character past a number or literal and
+// counts lines after the lookahead: locate the error ourselves from the byte offset, stepping back
+// over whitespace to the last character actually read. The message keeps nlohmann's wording
+// without its "[json.exception...] parse error at ...: syntax error " prefix.
+std::string describeSyntaxError(const std::string& file, const std::string& text, const nlohmann::json::parse_error& e) {
+    size_t offset = e.byte > 0 ? e.byte - 1 : 0;
+    if (offset >= text.size()) offset = text.empty() ? 0 : text.size() - 1;
+    while (offset > 0 && (text[offset] == ' ' || text[offset] == '\t' || text[offset] == '\n' || text[offset] == '\r'))
+        --offset;
+    unsigned line = 1;
+    size_t lineStart = 0;
+    for (size_t i = 0; i < offset && i < text.size(); ++i) {
+        if (text[i] == '\n') {
+            ++line;
+            lineStart = i + 1;
+        }
+    }
+    const unsigned column = static_cast<unsigned>(offset - lineStart + 1);
+    std::string msg = e.what();
+    const std::string marker = "syntax error ";
+    if (auto pos = msg.find(marker); pos != std::string::npos) {
+        msg = msg.substr(pos + marker.size());
+    } else if (auto colon = msg.find(": "); colon != std::string::npos) {
+        msg = msg.substr(colon + 2);
+    }
+    return fmt::format("{}:{}:{}: syntax error: {}", file, line, column, msg);
+}
+
+}  // namespace
+
+Result<VmConfig> parseConfig(const std::string& text, const fs::path& file, const std::vector<ConfigOverride>& overrides) {
+    const std::string label = file.empty() ? std::string("(config)") : file.string();
+    Json doc;
+    try {
+        doc = Json::parse(text);
+    } catch (const nlohmann::json::parse_error& e) {
+        return Error(describeSyntaxError(label, text, e));
+    }
+    auto positions = JsonPositionIndex::build(text);
+    if (!positions) return Error(label + ": cannot locate values in the JSON text");  // not expected
+    const fs::path baseDir = file.empty() ? fs::current_path() : fs::absolute(file).parent_path();
+    Validator validator(label, baseDir, *positions);
+    if (const auto& dup = positions->firstDuplicate()) {
+        return validator.error(*dup, "duplicate key", true);
+    }
+    for (const auto& o : overrides) TRY(applyOverride(doc, o, validator));
+    // Validation errors carry errno 0: their text already says everything (including strerror
+    // for files), so Error::describe() prints them unchanged.
+    auto config = validator.validate(doc, file);
+    return config;
+}
+
+Result<VmConfig> parseConfig(const std::string& text, const fs::path& file) { return parseConfig(text, file, {}); }
+
+Result<VmConfig> loadConfig(const fs::path& file, const std::vector<ConfigOverride>& overrides) {
+    std::ifstream in(file, std::ios::binary);
+    if (!in) return Error::fromErrno(fmt::format("{}: cannot open config file", file.string()));
+    std::string text;
+    char buf[65536];
+    while (in.read(buf, sizeof buf) || in.gcount() > 0) {
+        text.append(buf, static_cast<size_t>(in.gcount()));
+        if (text.size() > kMaxConfigBytes)
+            return Error(fmt::format("{}: config file larger than {} bytes", file.string(), kMaxConfigBytes), EFBIG);
+    }
+    if (in.bad()) return Error::fromErrno(fmt::format("{}: reading config file", file.string()));
+    return parseConfig(text, file, overrides);
+}
+
+Result<VmConfig> loadConfig(const fs::path& file) { return loadConfig(file, {}); }
+
+std::string describeConfig(const VmConfig& c) {
+    std::string s = fmt::format("{} vCPU{}, {} MiB RAM", c.vcpus, c.vcpus == 1 ? "" : "s", c.memory.sizeBytes >> 20);
+    if (c.memory.hugePages == memory::HugePages::Transparent) s += " (transparent hugepages)";
+    if (c.memory.hugePages == memory::HugePages::Hugetlbfs) s += " (hugetlbfs)";
+    if (c.kernel) {
+        s += fmt::format(", kernel {}", c.kernel->path.string());
+        if (c.kernel->initrd) s += fmt::format(" + initrd {}", c.kernel->initrd->string());
+        s += fmt::format(" cmdline {}", jsonQuote(c.kernel->cmdline));
+    }
+    if (c.payload) {
+        s += fmt::format(", payload {} ({} at {:#x}, entry {:#x})", c.payload->path.string(),
+                         c.payload->mode == PayloadMode::Long64 ? "long64" : "real16", c.payload->loadAddress,
+                         c.payload->entry.value_or(c.payload->loadAddress));
+    }
+    switch (c.serial.output) {
+    case SerialOutput::Stdout: s += ", serial to stdout"; break;
+    case SerialOutput::File: s += ", serial to " + c.serial.path.string(); break;
+    case SerialOutput::None: s += ", serial output discarded"; break;
+    }
+    if (c.serial.input == SerialInput::Stdin) s += ", serial input from stdin";
+    s += c.exitDevice.enabled ? fmt::format(", exit device at {:#x}", CONDUIT_EXIT_PORT) : ", no exit device";
+    if (!c.devices.empty()) s += fmt::format(", {} device(s)", c.devices.size());
+    return s;
+}
+
+}  // namespace conduit::vmm

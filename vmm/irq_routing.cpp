@@ -1,0 +1,126 @@
+#include "vmm/irq_routing.h"
+
+#include <cstring>
+#include <memory>
+
+#include <fmt/format.h>
+
+#include "base/log.h"
+#include "vmm/kvm.h"
+#include "vmm/kvm_uapi.h"
+
+namespace conduit::vmm {
+
+namespace {
+
+kvm_irq_routing_entry irqchipEntry(uint32_t gsi, uint32_t chip, uint32_t pin) {
+    kvm_irq_routing_entry e{};
+    e.gsi = gsi;
+    e.type = KVM_IRQ_ROUTING_IRQCHIP;
+    e.u.irqchip.irqchip = chip;
+    e.u.irqchip.pin = pin;
+    return e;
+}
+
+}  // namespace
+
+GsiRoutingTable::GsiRoutingTable(int vmFd, uint32_t maxGsis) : vmFd_(vmFd), maxGsis_(maxGsis) {}
+
+std::vector<kvm_irq_routing_entry> GsiRoutingTable::entriesLocked() const {
+    std::vector<kvm_irq_routing_entry> out;
+    // Same as the kernel's default table (kvm_setup_default_irq_routing): ISA IRQs reach both the
+    // PIC and the IOAPIC, whichever the guest has enabled.
+    for (uint32_t gsi = 0; gsi < kIrqchipGsis; ++gsi) {
+        out.push_back(irqchipEntry(gsi, KVM_IRQCHIP_IOAPIC, gsi));
+        if (gsi < 16) out.push_back(irqchipEntry(gsi, gsi < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE, gsi % 8));
+    }
+    for (auto& [gsi, m] : msi_) {
+        kvm_irq_routing_entry e{};
+        e.gsi = gsi;
+        e.type = KVM_IRQ_ROUTING_MSI;
+        e.u.msi.address_lo = static_cast<uint32_t>(m.address);
+        e.u.msi.address_hi = static_cast<uint32_t>(m.address >> 32);
+        e.u.msi.data = m.data;
+        out.push_back(e);
+    }
+    return out;
+}
+
+std::vector<kvm_irq_routing_entry> GsiRoutingTable::entries() const {
+    std::lock_guard lock(mutex_);
+    return entriesLocked();
+}
+
+Result<void> GsiRoutingTable::commitLocked() {
+    auto entries = entriesLocked();
+    auto buf = uapi::flexBuffer(static_cast<uint32_t>(entries.size()), entries.data(), entries.size());
+    TRY(kvmIoctl(vmFd_, uapi::kSetGsiRouting, buf.data(), "KVM_SET_GSI_ROUTING", "vm",
+                 fmt::format("{} entries, {} MSI", entries.size(), msi_.size())));
+    return success();
+}
+
+Result<void> GsiRoutingTable::commit() {
+    std::lock_guard lock(mutex_);
+    return commitLocked();
+}
+
+Result<uint32_t> GsiRoutingTable::addMsi(const MsiMessage& msi) {
+    std::lock_guard lock(mutex_);
+    uint32_t gsi = kIrqchipGsis;
+    for (auto& [used, m] : msi_) {
+        if (used != gsi) break;
+        ++gsi;
+    }
+    if (gsi >= maxGsis_) return Error(fmt::format("GSI routing: all {} GSIs are in use", maxGsis_), ENOSPC);
+    msi_[gsi] = msi;
+    auto pushed = commitLocked();
+    if (!pushed) {
+        msi_.erase(gsi);
+        return std::move(pushed).error().withContext(
+            fmt::format("adding MSI route GSI {} (address {:#x} data {:#x})", gsi, msi.address, msi.data));
+    }
+    log::get("vmm").debug("GSI {} -> MSI address {:#x} data {:#x}", gsi, msi.address, msi.data);
+    return gsi;
+}
+
+Result<void> GsiRoutingTable::updateMsi(uint32_t gsi, const MsiMessage& msi) {
+    std::lock_guard lock(mutex_);
+    auto it = msi_.find(gsi);
+    if (it == msi_.end()) return Error(fmt::format("GSI routing: GSI {} is not an allocated MSI route", gsi), ENOENT);
+    if (it->second == msi) return success();
+    MsiMessage old = std::exchange(it->second, msi);
+    auto pushed = commitLocked();
+    if (!pushed) {
+        it->second = old;
+        return std::move(pushed).error().withContext(fmt::format("updating MSI route GSI {}", gsi));
+    }
+    return success();
+}
+
+Result<void> GsiRoutingTable::removeMsi(uint32_t gsi) {
+    std::lock_guard lock(mutex_);
+    auto it = msi_.find(gsi);
+    if (it == msi_.end()) return Error(fmt::format("GSI routing: GSI {} is not an allocated MSI route", gsi), ENOENT);
+    MsiMessage old = it->second;
+    msi_.erase(it);
+    auto pushed = commitLocked();
+    if (!pushed) {
+        msi_[gsi] = old;
+        return std::move(pushed).error().withContext(fmt::format("removing MSI route GSI {}", gsi));
+    }
+    return success();
+}
+
+std::optional<MsiMessage> GsiRoutingTable::msi(uint32_t gsi) const {
+    std::lock_guard lock(mutex_);
+    auto it = msi_.find(gsi);
+    if (it == msi_.end()) return std::nullopt;
+    return it->second;
+}
+
+size_t GsiRoutingTable::msiCount() const {
+    std::lock_guard lock(mutex_);
+    return msi_.size();
+}
+
+}  // namespace conduit::vmm

@@ -1,0 +1,57 @@
+// The VM's GSI routing table. KVM_SET_GSI_ROUTING replaces the whole table, so this object keeps
+// the complete picture: the irqchip entries KVM installs by default (GSIs 0-15 on the PIC and the
+// IOAPIC, 16-23 on the IOAPIC only; dropping them would silently break KVM_IRQ_LINE) plus the MSI
+// routes devices add, and pushes all of it on every change. Thread-safe: MSI-X table writes arrive
+// on vCPU threads.
+#pragma once
+
+#include <linux/kvm.h>
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "base/result.h"
+
+namespace conduit::vmm {
+
+struct MsiMessage {
+    uint64_t address = 0;
+    uint32_t data = 0;
+    bool operator==(const MsiMessage&) const = default;
+};
+
+class GsiRoutingTable {
+public:
+    static constexpr uint32_t kIrqchipGsis = 24;  // IOAPIC pins; MSI GSIs are allocated above
+
+    // `vmFd` must outlive the table. `maxGsis` bounds allocation (KVM_CAP_IRQ_ROUTING answer).
+    GsiRoutingTable(int vmFd, uint32_t maxGsis);
+
+    // Allocates the lowest free GSI >= 24, routes it to `msi` and pushes the table.
+    Result<uint32_t> addMsi(const MsiMessage& msi);
+    // Re-targets an allocated MSI GSI (e.g. the guest rewrote an MSI-X entry) and pushes.
+    Result<void> updateMsi(uint32_t gsi, const MsiMessage& msi);
+    // Frees an MSI GSI and pushes; irqfds bound to it must be unregistered first.
+    Result<void> removeMsi(uint32_t gsi);
+
+    std::optional<MsiMessage> msi(uint32_t gsi) const;
+    // The full table as it is (or will be) pushed: irqchip entries then MSI entries by GSI.
+    std::vector<kvm_irq_routing_entry> entries() const;
+    // Pushes the current table (KVM_SET_GSI_ROUTING); done implicitly by every change.
+    Result<void> commit();
+    size_t msiCount() const;
+
+private:
+    std::vector<kvm_irq_routing_entry> entriesLocked() const;
+    Result<void> commitLocked();
+
+    int vmFd_;
+    uint32_t maxGsis_;
+    mutable std::mutex mutex_;
+    std::map<uint32_t, MsiMessage> msi_;
+};
+
+}  // namespace conduit::vmm

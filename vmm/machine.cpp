@@ -1,0 +1,342 @@
+#include "vmm/machine.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+
+#include <fmt/format.h>
+
+#include "base/log.h"
+#include "devices/exit_device.h"
+#include "devices/uart16550.h"
+#include "vmm/kvm_interrupt_line.h"
+#include "vmm/x86/boot.h"
+#include "vmm/x86/payload_abi.h"
+
+namespace conduit::vmm {
+
+namespace {
+
+// SIGINT/SIGTERM while run() is active: the handler only writes the eventfd (async-signal-safe);
+// run() does the stopping on its own thread.
+std::atomic<int> g_signalEventFd{-1};
+std::atomic<int> g_lastSignal{0};
+
+void onStopSignal(int sig) {
+    g_lastSignal.store(sig);
+    int fd = g_signalEventFd.load();
+    if (fd >= 0) {
+        uint64_t one = 1;
+        [[maybe_unused]] ssize_t n = ::write(fd, &one, sizeof one);
+    }
+}
+
+// Installs the stop handlers for the lifetime of the object and restores the previous ones.
+class StopSignals {
+public:
+    explicit StopSignals(int eventFd) {
+        g_lastSignal.store(0);
+        g_signalEventFd.store(eventFd);
+        struct sigaction sa {};
+        sa.sa_handler = onStopSignal;
+        sigemptyset(&sa.sa_mask);
+        sa.sa_flags = SA_RESTART;
+        sigaction(SIGINT, &sa, &oldInt_);
+        sigaction(SIGTERM, &sa, &oldTerm_);
+    }
+    ~StopSignals() {
+        sigaction(SIGINT, &oldInt_, nullptr);
+        sigaction(SIGTERM, &oldTerm_, nullptr);
+        g_signalEventFd.store(-1);
+    }
+
+private:
+    struct sigaction oldInt_ {};
+    struct sigaction oldTerm_ {};
+};
+
+constexpr uint64_t kUartPort = CONDUIT_UART_PORT;
+constexpr uint32_t kUartGsi = CONDUIT_UART_IRQ;
+
+Result<UniqueFd> openSerialOutput(const SerialConfig& serial) {
+    switch (serial.output) {
+        case SerialOutput::Stdout: {
+            int fd = ::fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 0);
+            if (fd < 0) return Error::fromErrno("serial output: dup of stdout");
+            return UniqueFd(fd);
+        }
+        case SerialOutput::File: {
+            int fd = ::open(serial.path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+            if (fd < 0) return Error::fromErrno("serial output: open " + serial.path.string());
+            return UniqueFd(fd);
+        }
+        case SerialOutput::None:
+            break;
+    }
+    return UniqueFd();
+}
+
+// LAPIC LINT0 = ExtINT (the PIC's output, for virtual-wire mode) and LINT1 = NMI, as a PC
+// firmware leaves them; Linux expects this before it switches to the IOAPIC.
+Result<void> setupLint(Vcpu& vcpu) {
+    auto lapic = TRY(vcpu.getLapic());
+    auto patch = [&](size_t offset, uint32_t mode) {
+        uint32_t v;
+        std::memcpy(&v, lapic.regs + offset, 4);
+        v = (v & ~0x700u) | (mode << 8);
+        std::memcpy(lapic.regs + offset, &v, 4);
+    };
+    patch(0x350, 7);  // LVT LINT0: ExtINT
+    patch(0x360, 4);  // LVT LINT1: NMI
+    return vcpu.setLapic(lapic);
+}
+
+}  // namespace
+
+Machine::Machine(const VmConfig& config, memory::AddressLayout layout, EventFd wake)
+    : config_(config), layout_(std::move(layout)), wake_(std::move(wake)) {}
+
+Result<std::unique_ptr<Machine>> Machine::create(const VmConfig& config) {
+    if (config.vcpus == 0 || config.vcpus > kMaxVcpus)
+        return Error(fmt::format("machine: {} vCPUs requested (1..{})", config.vcpus, kMaxVcpus));
+    if (!config.kernel == !config.payload) return Error("machine: exactly one of kernel and payload must be set");
+    auto layout = TRY_CTX(memory::AddressLayout::x86_64(config.memory.sizeBytes), "machine: address layout");
+    auto wake = TRY(EventFd::create());
+    std::unique_ptr<Machine> m(new Machine(config, std::move(layout), std::move(wake)));
+    TRY(m->build());
+    TRY(m->boot());
+    return m;
+}
+
+Result<void> Machine::build() {
+    auto& log = log::get("vmm");
+    for (auto& r : layout_.describe()) log.info("layout: {:<10} {}", r.name, r.range.toString());
+
+    memory::GuestMemoryOptions options{config_.memory.hugePages, config_.memory.prefault};
+    memory_ = std::make_unique<memory::GuestMemory>(
+        TRY_CTX(memory::GuestMemory::create(layout_.ramRanges(), options), "machine: guest RAM"));
+    log.info("memory: {} MiB in {} region(s){}", memory_->totalBytes() >> 20, memory_->regions().size(),
+             options.prefault ? ", prefaulted" : "");
+
+    kvm_ = std::make_unique<Kvm>(TRY(Kvm::open()));
+    vm_ = TRY(Vm::create(*kvm_));
+    // The order matters: PIT2 needs the irqchip, and the irqchip must exist before any vCPU.
+    TRY(vm_->setIdentityMapAddr());
+    TRY(vm_->setTssAddr());
+    TRY(vm_->createIrqchip());
+    TRY(vm_->createPit2());
+    TRY_CTX(memory_->addListener(vm_.get()), "machine: mapping guest RAM into KVM");
+    memoryListening_ = true;
+
+    pio_ = std::make_unique<devices::Bus>("pio");
+    mmio_ = std::make_unique<devices::Bus>("mmio");
+
+    auto output = TRY(openSerialOutput(config_.serial));
+    uart_ = std::make_shared<devices::Uart16550>(std::make_shared<KvmInterruptLine>(*vm_, kUartGsi), std::move(output));
+    TRY(pio_->insert(uart_, kUartPort, devices::Uart16550::kPortCount));
+    if (config_.exitDevice.enabled) {
+        exitDevice_ = std::make_shared<devices::ExitDevice>([this](uint32_t v) { onExitDevice(v); });
+        TRY(pio_->insert(exitDevice_, CONDUIT_EXIT_PORT, CONDUIT_EXIT_PORT_SIZE));
+    }
+
+    for (unsigned i = 0; i < config_.vcpus; ++i) vcpus_.push_back(TRY(vm_->createVcpu(i)));
+    log.info("vcpus: {}", vcpus_.size());
+    return success();
+}
+
+Result<void> Machine::boot() {
+    const unsigned n = static_cast<unsigned>(vcpus_.size());
+    x86::BootPlan plan = config_.kernel ? TRY_CTX(x86::loadLinux(*memory_, layout_, *config_.kernel, n), "boot")
+                                        : TRY_CTX(x86::loadPayload(*memory_, layout_, *config_.payload, n), "boot");
+    if (plan.vcpus.size() != n)
+        return Error(fmt::format("boot: the boot plan has {} vCPU states for {} vCPUs", plan.vcpus.size(), n));
+    bootDescription_ = plan.description;
+    log::get("vmm").info("boot: {}", plan.description);
+
+    for (unsigned i = 0; i < n; ++i) {
+        Vcpu& vcpu = *vcpus_[i];
+        const auto& state = plan.vcpus[i];
+        TRY(vcpu.setCpuid(x86::buildCpuid(kvm_->supportedCpuid(), i, n)));
+        TRY(setupLint(vcpu));
+        if (i > 0 && !state.runnable) continue;  // waits for the guest's INIT/SIPI
+        kvm_fpu fpu{};
+        fpu.fcw = 0x37f;      // x87 default control word (FNINIT)
+        fpu.mxcsr = 0x1f80;   // SSE default: all exceptions masked
+        TRY(vcpu.setFpu(fpu));
+        TRY(vcpu.setSregs(state.sregs));
+        TRY(vcpu.setRegs(state.regs));
+        // With the in-kernel irqchip an AP starts UNINITIALIZED; KVM_RUN would block forever.
+        if (i > 0) TRY(vcpu.setMpState(KVM_MP_STATE_RUNNABLE));
+    }
+    return success();
+}
+
+Machine::~Machine() {
+    // 1. vCPU threads and the serial reader: nothing may touch devices or memory after this.
+    activeRunner_.store(nullptr);
+    if (runner_) {
+        runner_->requestStop();
+        runner_->join();
+        runner_.reset();
+    }
+    stopSerialInput();
+    // 2. Devices off the buses (the UART's interrupt line refers to the Vm).
+    if (pio_) {
+        if (uart_) (void)pio_->remove(kUartPort);
+        if (exitDevice_) (void)pio_->remove(CONDUIT_EXIT_PORT);
+    }
+    uart_.reset();
+    exitDevice_.reset();
+    pio_.reset();
+    mmio_.reset();
+    // 3. vCPUs, 4. memslots (through the listener), 5. the VM, 6. guest RAM.
+    vcpus_.clear();
+    if (memoryListening_) memory_->removeListener(vm_.get());
+    vm_.reset();
+    kvm_.reset();
+    memory_.reset();
+}
+
+void Machine::onExitDevice(uint32_t value) {
+    // On a vCPU thread, from inside the bus dispatch: record, stop everyone, wake run().
+    if (!exitFired_.exchange(true)) {
+        exitValue_.store(value);
+        log::get("vmm").info("exit device: guest wrote {:#x}", value);
+    }
+    if (VcpuRunner* r = activeRunner_.load()) r->requestStop();
+    (void)wake_.signal();
+}
+
+void Machine::requestStop() {
+    stopRequested_.store(true);
+    if (VcpuRunner* r = activeRunner_.load()) r->requestStop();
+    (void)wake_.signal();
+}
+
+void Machine::startSerialInput() {
+    if (config_.serial.input != SerialInput::Stdin) return;
+    auto stop = EventFd::create();
+    if (!stop) {
+        log::get("vmm").warn("serial input disabled: {}", stop.error().describe());
+        return;
+    }
+    serialStop_ = std::make_unique<EventFd>(std::move(stop).value());
+    serialIn_ = std::thread([this] {
+        pthread_setname_np(pthread_self(), "serial-in");
+        auto& log = log::get("vmm");
+        uint8_t buf[256];
+        for (;;) {
+            // Back-pressure: while the UART's buffer is full, leave the bytes in stdin.
+            size_t room = std::min(sizeof buf, uart_->rxFree());
+            pollfd fds[2] = {{serialStop_->fd(), POLLIN, 0}, {STDIN_FILENO, POLLIN, 0}};
+            int r = ::poll(fds, room ? 2 : 1, room ? -1 : 10);
+            if (r < 0 && errno == EINTR) continue;
+            if (r < 0) {
+                log.warn("serial-in: poll: {}", strerror(errno));
+                return;
+            }
+            if (fds[0].revents) return;
+            if (!room || !fds[1].revents) continue;
+            ssize_t n = ::read(STDIN_FILENO, buf, room);
+            if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+            if (n <= 0) {
+                log.debug("serial-in: stdin closed");
+                return;
+            }
+            uart_->receive(std::span<const uint8_t>(buf, static_cast<size_t>(n)));
+        }
+    });
+}
+
+void Machine::stopSerialInput() {
+    if (serialIn_.joinable()) {
+        (void)serialStop_->signal();
+        serialIn_.join();
+    }
+}
+
+Result<int> Machine::run() {
+    auto& log = log::get("vmm");
+    if (ran_.exchange(true)) return Error("machine: run() can only be called once");
+
+    auto signalEvent = TRY(EventFd::create());
+    StopSignals signals(signalEvent.fd());
+
+    std::vector<Vcpu*> vcpus;
+    for (auto& v : vcpus_) vcpus.push_back(v.get());
+    runner_ = std::make_unique<VcpuRunner>(std::move(vcpus), *pio_, *mmio_, exitStats_,
+                                           [this](const Vcpu&, const VcpuOutcome&) { (void)wake_.signal(); });
+    activeRunner_.store(runner_.get());
+    if (stopRequested_.load()) runner_->requestStop();
+    startSerialInput();
+    log.info("running {} vCPU(s)", vcpus_.size());
+    TRY(runner_->start());
+
+    // Decide what ended the run. Priority: the guest's own exit value, then a vCPU failure, then a
+    // signal, then a stop request, then a guest shutdown.
+    std::optional<Result<int>> result;
+    while (!result) {
+        pollfd fds[2] = {{wake_.fd(), POLLIN, 0}, {signalEvent.fd(), POLLIN, 0}};
+        if (::poll(fds, 2, -1) < 0 && errno != EINTR) {
+            result = Error::fromErrno("machine: poll");
+            break;
+        }
+        wake_.consume();
+        bool signalled = signalEvent.consume() > 0;
+
+        std::optional<VcpuOutcome> failed, shutdown;
+        size_t ended = 0, halted = 0;
+        for (size_t i = 0; i < runner_->size(); ++i) {
+            auto o = runner_->outcome(i);
+            if (!o) continue;
+            ++ended;
+            if (o->kind == VcpuStop::Failed && !failed) failed = o;
+            if (o->kind == VcpuStop::Shutdown && !shutdown) shutdown = o;
+            if (o->kind == VcpuStop::Halted) ++halted;
+        }
+
+        if (exitFired_.load()) {
+            uint32_t v = exitValue_.load();
+            log.info("exit: guest wrote {:#x} to the exit device", v);
+            result = static_cast<int>(v);
+        } else if (failed) {
+            log.error("exit: {}", failed->message);
+            result = Error(failed->message);
+        } else if (signalled) {
+            int sig = g_lastSignal.load();
+            std::string name = sig ? (sigabbrev_np(sig) ? std::string("SIG") + sigabbrev_np(sig) : std::to_string(sig)) : "?";
+            log.warn("exit: interrupted by signal {}", name);
+            result = Error("interrupted by signal " + name, EINTR);
+        } else if (stopRequested_.load()) {
+            log.info("exit: stopped by request");
+            result = Error("stopped by request", EINTR);
+        } else if (shutdown) {
+            log.warn("exit: guest shut down or reset: {}", shutdown->message);
+            result = 0;
+        } else if (halted > 0 && halted == ended && ended == runner_->size()) {
+            log.error("exit: every vCPU halted with nothing to wake it");
+            result = Error("every vCPU halted with nothing to wake it");
+        }
+    }
+
+    runner_->requestStop();
+    runner_->join();
+    stopSerialInput();
+    log.info("exits: {}", exitStats_.toJson(pio_.get(), mmio_.get())["exits"].dump());
+    return *std::move(result);
+}
+
+nlohmann::json Machine::stats() const {
+    nlohmann::json j = exitStats_.toJson(pio_.get(), mmio_.get());
+    j["vcpus"] = vcpus_.size();
+    j["memory_bytes"] = memory_ ? memory_->totalBytes() : 0;
+    j["memslots"] = vm_ ? vm_->regionSlots().size() : 0;
+    if (uart_) j["uart"] = {{"bytes_transmitted", uart_->bytesTransmitted()}};
+    if (exitFired_.load()) j["exit_value"] = exitValue_.load();
+    j["boot"] = bootDescription_;
+    return j;
+}
+
+}  // namespace conduit::vmm

@@ -1,0 +1,101 @@
+// A whole virtual machine assembled from a validated VmConfig:
+//   AddressLayout -> GuestMemory -> Kvm/Vm (TSS/identity map, irqchip, PIT, memslots through the
+//   GuestMemory listener) -> PIO and MMIO buses -> devices (16550 UART at 0x3f8 on GSI 4, exit
+//   device) -> vCPUs (CPUID, boot state from vmm::x86) -> vCPU threads in run().
+// Teardown runs in the reverse order, spelled out in ~Machine.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "base/event_fd.h"
+#include "base/result.h"
+#include "devices/bus.h"
+#include "memory/address_layout.h"
+#include "memory/guest_memory.h"
+#include "vmm/config.h"
+#include "vmm/exit_stats.h"
+#include "vmm/kvm.h"
+#include "vmm/vcpu.h"
+#include "vmm/vcpu_runner.h"
+#include "vmm/vm.h"
+
+namespace conduit::devices {
+class Uart16550;
+class ExitDevice;
+}  // namespace conduit::devices
+
+namespace conduit::vmm {
+
+class Machine {
+public:
+    static Result<std::unique_ptr<Machine>> create(const VmConfig& config);
+    ~Machine();
+    Machine(const Machine&) = delete;
+    Machine& operator=(const Machine&) = delete;
+
+    // Runs the vCPUs until one of:
+    //  - the exit device fires: returns the value written;
+    //  - the guest shuts down or resets (triple fault, system event): logs it, returns 0;
+    //  - requestStop(), SIGINT or SIGTERM: returns an Error "stopped by request" / "interrupted by
+    //    signal SIGINT" (errno EINTR);
+    //  - a vCPU fails: returns an Error with its one-line reason, e.g.
+    //    "vcpu0: KVM_EXIT_INTERNAL_ERROR (emulation failure) at rip 0x100004 insn bytes cc".
+    // Can be called once. While it runs, SIGINT/SIGTERM are handled by the Machine.
+    Result<int> run();
+    // Thread-safe; before run() makes run() return at once.
+    void requestStop();
+
+    Vm& vm() { return *vm_; }
+    const memory::GuestMemory& memory() const { return *memory_; }
+    const memory::AddressLayout& layout() const { return layout_; }
+    devices::Uart16550& uart() { return *uart_; }
+    devices::Bus& pioBus() { return *pio_; }
+    devices::Bus& mmioBus() { return *mmio_; }
+    size_t vcpuCount() const { return vcpus_.size(); }
+    // Exit counts (per reason, per device, unclaimed), UART bytes, vCPUs and memory, as JSON.
+    nlohmann::json stats() const;
+
+private:
+    Machine(const VmConfig& config, memory::AddressLayout layout, EventFd wake);
+    Result<void> build();
+    Result<void> boot();
+    void onExitDevice(uint32_t value);
+    void startSerialInput();
+    void stopSerialInput();
+
+    VmConfig config_;
+    memory::AddressLayout layout_;
+    std::unique_ptr<memory::GuestMemory> memory_;
+    std::unique_ptr<Kvm> kvm_;
+    std::unique_ptr<Vm> vm_;
+    bool memoryListening_ = false;
+    std::unique_ptr<devices::Bus> pio_;
+    std::unique_ptr<devices::Bus> mmio_;
+    std::shared_ptr<devices::Uart16550> uart_;
+    std::shared_ptr<devices::ExitDevice> exitDevice_;
+    std::vector<std::unique_ptr<Vcpu>> vcpus_;
+    ExitStats exitStats_;
+    std::unique_ptr<VcpuRunner> runner_;
+    std::atomic<VcpuRunner*> activeRunner_{nullptr};  // runner_ as seen by requestStop()/onExitDevice()
+    std::string bootDescription_;
+
+    // run() state. wake_ is signalled by whatever should make run() look again (a vCPU loop
+    // ended, the exit device fired, requestStop()).
+    EventFd wake_;
+    std::atomic<bool> ran_{false};
+    std::atomic<bool> stopRequested_{false};
+    std::atomic<bool> exitFired_{false};
+    std::atomic<uint32_t> exitValue_{0};
+
+    std::thread serialIn_;
+    std::unique_ptr<EventFd> serialStop_;
+};
+
+}  // namespace conduit::vmm

@@ -1,0 +1,101 @@
+// The vCPU threads: one thread per vCPU, named "vcpu<N>", each in a KVM_RUN loop that dispatches
+// port I/O to the PIO bus and MMIO to the MMIO bus and ends on shutdown, failure or a stop request.
+//
+// Stopping and pausing: a flag is set, then each vCPU thread is kicked with a real-time signal
+// whose handler does nothing but set kvm_run->immediate_exit. The loop clears immediate_exit,
+// checks the flags, then enters KVM_RUN; a kick landing between the check and KVM_RUN leaves
+// immediate_exit set so KVM_RUN returns EINTR at once, and a kick during KVM_RUN interrupts it.
+// requestStop() is async-signal-safe (atomics and pthread_kill only).
+#pragma once
+
+#include <pthread.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/result.h"
+#include "vmm/exit_stats.h"
+#include "vmm/vcpu.h"
+
+namespace conduit::devices {
+class Bus;
+}
+
+namespace conduit::vmm {
+
+enum class VcpuStop {
+    Requested,  // requestStop()
+    Shutdown,   // KVM_EXIT_SHUTDOWN (triple fault) or KVM_EXIT_SYSTEM_EVENT shutdown/reset
+    Halted,     // KVM_EXIT_HLT (only without the in-kernel irqchip)
+    Failed,     // internal error, failed entry, unexpected exit or KVM_RUN error
+};
+
+struct VcpuOutcome {
+    VcpuStop kind = VcpuStop::Requested;
+    std::string message;  // one line, starts with the vCPU name
+};
+
+class VcpuRunner {
+public:
+    // Called on the vCPU's thread when its loop ends, before the thread exits.
+    using OnFinish = std::function<void(const Vcpu& vcpu, const VcpuOutcome& outcome)>;
+
+    // The vCPUs, buses and stats must outlive the runner.
+    VcpuRunner(std::vector<Vcpu*> vcpus, devices::Bus& pio, devices::Bus& mmio, ExitStats& stats,
+               OnFinish onFinish = {});
+    ~VcpuRunner();  // requestStop() + join()
+    VcpuRunner(const VcpuRunner&) = delete;
+    VcpuRunner& operator=(const VcpuRunner&) = delete;
+
+    // Starts every thread (once).
+    Result<void> start();
+    // Thread-safe and async-signal-safe; idempotent.
+    void requestStop();
+    bool stopRequested() const { return stop_.load(); }
+    // Parks every running vCPU outside KVM_RUN and waits until all are parked (so their state can
+    // be read from this thread); resume() lets them go on. Not from a signal handler.
+    void pause();
+    void resume();
+    // Waits for every thread to end.
+    void join();
+
+    // The outcome of each vCPU's loop, once it has ended.
+    std::optional<VcpuOutcome> outcome(size_t index) const;
+    size_t size() const { return vcpus_.size(); }
+
+    // The signal used for kicks (SIGRTMIN); its handler is installed by start().
+    static int kickSignal();
+
+private:
+    VcpuOutcome loop(size_t index);
+    bool handleIo(Vcpu& vcpu);
+    bool handleMmio(Vcpu& vcpu);
+    void kick(size_t index);
+
+    std::vector<Vcpu*> vcpus_;
+    devices::Bus& pio_;
+    devices::Bus& mmio_;
+    ExitStats& stats_;
+    OnFinish onFinish_;
+
+    std::atomic<bool> stop_{false};
+    std::atomic<bool> pause_{false};
+    std::vector<std::thread> threads_;
+    std::vector<pthread_t> handles_;        // filled before any thread runs; read by requestStop()
+    std::unique_ptr<std::atomic<bool>[]> live_;  // thread started and not yet finished
+    bool started_ = false;
+
+    mutable std::mutex mutex_;
+    std::condition_variable cv_;
+    size_t parked_ = 0;
+    size_t running_ = 0;
+    std::vector<std::optional<VcpuOutcome>> outcomes_;
+};
+
+}  // namespace conduit::vmm
