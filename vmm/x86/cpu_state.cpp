@@ -88,8 +88,9 @@ std::array<uint64_t, 2> encodeSystemDescriptor(const kvm_segment& seg) {
 }
 
 kvm_sregs longModeSregs(const kvm_segment& code, const kvm_segment& data, const kvm_segment& tr, uint64_t gdtBase,
-                        uint16_t gdtLimit, uint64_t pml4) {
+                        uint16_t gdtLimit, uint64_t pml4, unsigned vcpuIndex) {
     kvm_sregs sr{};
+    sr.apic_base = resetApicBase(vcpuIndex);
     sr.cs = code;
     sr.ds = sr.es = sr.fs = sr.gs = sr.ss = data;
     sr.tr = tr;
@@ -108,8 +109,15 @@ kvm_sregs longModeSregs(const kvm_segment& code, const kvm_segment& data, const 
     return sr;
 }
 
-kvm_sregs resetSregs() {
+uint64_t resetApicBase(unsigned vcpuIndex) {
+    constexpr uint64_t kApicGlobalEnable = 1ull << 11;
+    constexpr uint64_t kApicBsp = 1ull << 8;
+    return 0xFEE00000ull | kApicGlobalEnable | (vcpuIndex == 0 ? kApicBsp : 0);
+}
+
+kvm_sregs resetSregs(unsigned vcpuIndex) {
     kvm_sregs sr{};
+    sr.apic_base = resetApicBase(vcpuIndex);
     sr.cs = realModeSegment(0xf000, kSegTypeCodeXrAccessed);
     sr.cs.base = 0xffff0000;  // the reset alias: CS base is not selector << 4 until the first far jump
     sr.ds = sr.es = sr.fs = sr.gs = sr.ss = realModeSegment(0, kSegTypeDataRwAccessed);

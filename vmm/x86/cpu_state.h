@@ -61,13 +61,18 @@ std::array<uint64_t, 2> encodeSystemDescriptor(const kvm_segment& seg);
 
 // Long-mode sregs: CS = code, DS/ES/FS/GS/SS = data, TR = tr, GDTR = {gdtBase, gdtLimit},
 // IDTR limit 0 (the guest loads its own), CR3 = pml4, CR0/CR4/EFER as kCr*LongMode / kEferLongMode.
+// apic_base is the reset value for vCPU `vcpuIndex` (resetApicBase): a zero apic_base would make
+// KVM_SET_SREGS disable the local APIC.
 kvm_sregs longModeSregs(const kvm_segment& code, const kvm_segment& data, const kvm_segment& tr, uint64_t gdtBase,
-                        uint16_t gdtLimit, uint64_t pml4);
+                        uint16_t gdtLimit, uint64_t pml4, unsigned vcpuIndex);
 
 // The architectural reset state (what KVM gives a new vCPU): CS selector 0xf000 base 0xffff0000,
 // IP 0xfff0, CR0 0x60000010, everything else flat real mode. Used for APs that wait for INIT/SIPI,
 // and as the base of the real-mode payload state.
-kvm_sregs resetSregs();
+kvm_sregs resetSregs(unsigned vcpuIndex);
+
+// IA32_APIC_BASE at reset: the xAPIC at 0xFEE00000, globally enabled, BSP flag on vCPU 0 only.
+uint64_t resetApicBase(unsigned vcpuIndex);
 kvm_regs resetRegs();
 
 }  // namespace conduit::vmm::x86

@@ -304,12 +304,12 @@ Result<BootPlan> loadLinux(const memory::GuestMemory& mem, const memory::Address
             s.regs.rsi = kBootParamsAddr;
             s.regs.rsp = kLinuxStackTop;
             s.regs.rflags = kRflagsReserved;
-            s.sregs = longModeSregs(code, data, tr, kLinuxGdtAddr, sizeof(gdt) - 1, kLinuxPml4Addr);
+            s.sregs = longModeSregs(code, data, tr, kLinuxGdtAddr, sizeof(gdt) - 1, kLinuxPml4Addr, i);
             s.runnable = true;
         } else {
             // The kernel starts its APs with INIT/SIPI; until then they sit in the reset state.
             s.regs = resetRegs();
-            s.sregs = resetSregs();
+            s.sregs = resetSregs(i);
             s.runnable = false;
         }
         plan.vcpus.push_back(s);

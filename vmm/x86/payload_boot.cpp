@@ -140,7 +140,7 @@ Result<BootPlan> loadLong64(const memory::GuestMemory& mem, const memory::Addres
         s.regs.rsp = CONDUIT_STACKS_TOP - uint64_t(i) * CONDUIT_STACK_SIZE;
         s.regs.rflags = kRflagsReserved;  // IF=0: no IDT yet
         s.sregs = longModeSregs(kcode, kdata, trs[i], CONDUIT_GDT_ADDR, static_cast<uint16_t>(gdtBytes - 1),
-                                CONDUIT_PML4_ADDR);
+                                CONDUIT_PML4_ADDR, i);
         s.runnable = true;
         plan.vcpus.push_back(s);
     }
@@ -168,7 +168,7 @@ Result<BootPlan> loadReal16(const memory::GuestMemory& mem, const memory::Addres
     BootPlan plan;
     for (unsigned i = 0; i < vcpus; ++i) {
         VcpuBootState s;
-        s.sregs = resetSregs();
+        s.sregs = resetSregs(i);
         s.regs = resetRegs();
         if (i == 0) {
             s.sregs.cs.selector = static_cast<uint16_t>(csBase >> 4);

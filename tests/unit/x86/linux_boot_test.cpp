@@ -68,6 +68,8 @@ TEST(LinuxBoot, BzImagePlacementAndEntry) {
     EXPECT_EQ(plan->vcpus[0].regs.rip, 0x1000200u);
     expectLongModeBsp(plan->vcpus[0]);
     EXPECT_FALSE(plan->vcpus[1].runnable);
+    EXPECT_EQ(plan->vcpus[0].sregs.apic_base, 0xFEE00900u);  // LAPIC enabled, BSP
+    EXPECT_EQ(plan->vcpus[1].sregs.apic_base, 0xFEE00800u);  // LAPIC enabled, AP
     EXPECT_NE(plan->description.find("6.1.0-test-amd64"), std::string::npos) << plan->description;
     EXPECT_NE(plan->description.find("2.15"), std::string::npos) << plan->description;
 }

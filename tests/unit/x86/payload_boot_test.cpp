@@ -67,6 +67,8 @@ TEST(PayloadBoot, LoadsImageAndSetsEntryStatePerVcpu) {
         EXPECT_EQ(s.sregs.efer, (1u << 0) | (1u << 8) | (1u << 10));
         EXPECT_EQ(s.sregs.cr0 & 0x80000001u, 0x80000001u);  // PG and PE
         EXPECT_TRUE(s.sregs.cr4 & (1u << 5));                // PAE
+        // xAPIC at 0xFEE00000 and enabled (a zero apic_base disables the LAPIC); BSP flag on vCPU 0.
+        EXPECT_EQ(s.sregs.apic_base, i == 0 ? 0xFEE00900u : 0xFEE00800u);
     }
 }
 
