@@ -7,6 +7,7 @@ packages=(
   cmake make g++ gcc binutils                 # toolchain (gcc/ld/objcopy also build the guest payloads)
   libfdt-dev libboost-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev
   googletest libgtest-dev libgmock-dev        # unit and integration tests
+  liblz4-dev zlib1g-dev liblzma-dev libzstd-dev   # unpacking a bzImage's kernel on the host
   lz4 xz-utils zstd dpkg                      # the Linux-boot test unpacks Debian's kernel package
 )
 

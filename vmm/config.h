@@ -20,10 +20,16 @@ struct MemoryConfig {
     bool prefault = false;                                // JSON: memory.prefault
 };
 
+// Who decompresses a bzImage's kernel (JSON: kernel.unpack). "guest" is the standard boot
+// protocol: the bzImage's own decompressor runs in the guest. "host": Conduit decompresses it and
+// enters the kernel proper directly (vmm/x86/kernel_unpack.h says why and what differs).
+enum class KernelUnpack { Guest, Host };
+
 struct KernelConfig {  // boot a Linux kernel (bzImage or ELF vmlinux, detected from the file)
     std::filesystem::path path;
     std::string cmdline = "console=ttyS0";
     std::optional<std::filesystem::path> initrd;
+    KernelUnpack unpack = KernelUnpack::Guest;  // bzImage only
 };
 
 enum class PayloadMode { Long64, Real16 };

@@ -321,8 +321,10 @@ Result<KernelConfig> Validator::kernel(const Json& v, const std::string& ptr) co
             out.cmdline = TRY(string(value, p));
         } else if (key == "initrd") {
             out.initrd = TRY(inputFile(value, p));
+        } else if (key == "unpack") {
+            out.unpack = TRY(choice<KernelUnpack>(value, p, {{"guest", KernelUnpack::Guest}, {"host", KernelUnpack::Host}}));
         } else {
-            return unknownKey(p, key, {"path", "cmdline", "initrd"});
+            return unknownKey(p, key, {"path", "cmdline", "initrd", "unpack"});
         }
     }
     if (!havePath) return error(ptr, "missing \"path\"");

@@ -18,6 +18,7 @@
 #include "base/log.h"
 #include "vmm/x86/boot.h"
 #include "vmm/x86/bzimage.h"
+#include "vmm/x86/kernel_unpack.h"
 #include "vmm/x86/cpu_state.h"
 #include "vmm/x86/e820.h"
 #include "vmm/x86/image_file.h"
@@ -142,6 +143,15 @@ Result<LoadedKernel> loadElf(const memory::GuestMemory& mem, const memory::Addre
     return k;
 }
 
+// boot_params get the bzImage's setup header: it runs from 0x1f1 to 0x202 + the byte at 0x201 (the
+// jump's displacement); copy exactly that much of it, as boot.rst asks, and leave the rest zero.
+void takeImageHeader(LoadedKernel& k, const SetupHeader& hdr, std::span<const uint8_t> b, uint64_t load) {
+    k.hdr = hdr;
+    k.hdrBytes = std::min<size_t>(0x202 + b[0x201] - linux_boot::kSetupHeaderOffset, sizeof(SetupHeader));
+    std::memset(reinterpret_cast<uint8_t*>(&k.hdr) + k.hdrBytes, 0, sizeof(SetupHeader) - k.hdrBytes);
+    k.hdr.code32_start = static_cast<uint32_t>(load);
+}
+
 Result<LoadedKernel> loadBzImage(const memory::GuestMemory& mem, const memory::AddressLayout& layout,
                                  const std::string& file, std::span<const uint8_t> b) {
     SetupHeader hdr = TRY_CTX(readSetupHeader(b), fmt::format("kernel {}", file));
@@ -181,12 +191,7 @@ Result<LoadedKernel> loadBzImage(const memory::GuestMemory& mem, const memory::A
     k.format = "bzImage";
     k.entry = load + linux_boot::kEntry64Offset;
     k.extent = {load, need};
-    k.hdr = hdr;
-    // The header runs from 0x1f1 to 0x202 + the byte at 0x201 (the jump's displacement): copy
-    // exactly that much of it, as boot.rst asks, and leave the rest of the zero page zero.
-    k.hdrBytes = std::min<size_t>(0x202 + b[0x201] - linux_boot::kSetupHeaderOffset, sizeof(SetupHeader));
-    std::memset(reinterpret_cast<uint8_t*>(&k.hdr) + k.hdrBytes, 0, sizeof(SetupHeader) - k.hdrBytes);
-    k.hdr.code32_start = static_cast<uint32_t>(load);
+    takeImageHeader(k, hdr, b, load);
     // kernel_version: offset of a NUL-terminated string from the start of the setup (+0x200).
     if (hdr.kernel_version != 0) {
         uint64_t at = uint64_t(hdr.kernel_version) + 0x200;
@@ -198,6 +203,28 @@ Result<LoadedKernel> loadBzImage(const memory::GuestMemory& mem, const memory::A
                 k.version.resize(sp);
         }
     }
+    return k;
+}
+
+// A bzImage whose kernel Conduit decompresses itself (kernel.unpack = host): the ELF inside is
+// loaded like a vmlinux, but boot_params carry the bzImage's own setup header, as when its
+// decompressor hands over to startup_64.
+Result<LoadedKernel> loadBzImageUnpacked(const memory::GuestMemory& mem, const memory::AddressLayout& layout,
+                                         const std::string& file, std::span<const uint8_t> b) {
+    SetupHeader hdr = TRY_CTX(readSetupHeader(b), fmt::format("kernel {}", file));
+    if (hdr.version < linux_boot::kMinProtocol)
+        return Error(fmt::format("kernel {}: boot protocol {} is too old; the 64-bit entry needs {} or later", file,
+                                 protocolText(hdr.version), protocolText(linux_boot::kMinProtocol)));
+    BzImagePayload payload = TRY_CTX(extractBzImagePayloadWithFormat(b), fmt::format("kernel {}", file));
+    std::vector<uint8_t> elf = TRY_CTX(unpackKernel(payload.data, payload.compression),
+                                       fmt::format("kernel {}: unpacking on the host", file));
+    if (!isElf(elf))
+        return Error(fmt::format("kernel {}: the unpacked {} payload ({} bytes) is not an ELF vmlinux", file,
+                                 compressionName(payload.compression), elf.size()));
+    LoadedKernel k = TRY_CTX(loadElf(mem, layout, file, elf), "the kernel unpacked from it");
+    k.format = fmt::format("bzImage (kernel unpacked on the host from {} {} bytes to {})",
+                           compressionName(payload.compression), payload.data.size(), elf.size());
+    takeImageHeader(k, hdr, b, k.extent.base);
     return k;
 }
 
@@ -219,6 +246,8 @@ Result<BootPlan> loadLinux(const memory::GuestMemory& mem, const memory::Address
     LoadedKernel k;
     if (isElf(image))
         k = TRY(loadElf(mem, layout, file, image));
+    else if (isBzImage(image) && kernel.unpack == KernelUnpack::Host)
+        k = TRY(loadBzImageUnpacked(mem, layout, file, image));
     else if (isBzImage(image))
         k = TRY(loadBzImage(mem, layout, file, image));
     else
