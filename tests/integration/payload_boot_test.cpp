@@ -93,7 +93,7 @@ TEST(PayloadBoot, VmmErrorIsOneLineAnd125) {
     REQUIRE_KVM();
     TempDir dir;
     // A payload loaded past the end of RAM: the boot refuses it before any vCPU runs.
-    auto config = dir.write("far.json", payloadConfig("hello", 1, R"(, "load_address": "0x3ff0000")"));
+    auto config = dir.write("far.json", payloadConfig("hello", 1, R"(, "load_address": "0x3fff000")"));
     auto r = runConduit(config, 10s);
     EXPECT_EQ(r.exitStatus, 125) << describe(r);
     auto lastErr = lastLine(r.err);

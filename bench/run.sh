@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs the three Conduit benchmarks (bench/README.md) against a build directory and prints each
+# figure next to its baseline from the same run and its goal. Not a test: no pass/fail threshold;
+# the exit status is non-zero only when a benchmark could not run.
+#
+#   bench/run.sh [BUILD_DIR]            (default: build; `make -C BUILD_DIR bench` builds and runs it)
+#   RUNS=20          (a) measured runs per case
+#   PIO_EXITS=2000   (b) timed port-I/O exits per segment
+#   PIO_REPS=41      (b) interleaved repetitions (one segment of each path)
+#   PIO_CPU=-1       (b) CPU to pin to (-1: the last CPU, -2: no pinning)
+#   QEMU=path        (a) QEMU binary (default: qemu-system-x86_64 from PATH; QEMU= to skip)
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+build=$(cd "${1:-$here/../build}" && pwd) || { echo "bench: no build directory ${1:-$here/../build}" >&2; exit 2; }
+out=$build/bench
+
+need=("$build/conduit" "$out/bench_exec" "$out/bench_pio" "$out/bench_rss" "$out/hello16_conduit.bin"
+      "$out/hello16_qemu.bin" "$build/tests/guest/hello.bin" "$build/tests/guest/uart_irq.bin")
+for f in "${need[@]}"; do
+  [[ -e $f ]] || { echo "bench: missing $f (build with: make -C $build bench)" >&2; exit 2; }
+done
+if [[ ! -r /dev/kvm || ! -w /dev/kvm ]]; then
+  echo "bench: skipped: /dev/kvm is missing or not accessible" >&2
+  exit 2
+fi
+
+if [[ -z ${QEMU+x} ]]; then QEMU=$(command -v qemu-system-x86_64 || true); fi
+
+echo "Conduit bench, $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "host: $(uname -r), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'),"\
+     "load $(cut -d' ' -f1-3 /proc/loadavg)"
+[[ -n $QEMU ]] && echo "qemu: $("$QEMU" --version | head -1)"
+echo
+
+status=0
+qemu_args=()
+if [[ -n $QEMU ]]; then qemu_args=(--qemu "$QEMU" --qemu-bios "$out/hello16_qemu.bin"); fi
+"$out/bench_exec" --conduit "$build/conduit" --hello-config "$out/bench_hello_1g.json" \
+  --real16-config "$out/bench_hello16_1g.json" --memory-mib 1024 --runs "${RUNS:-20}" "${qemu_args[@]}" || status=1
+echo
+"$out/bench_pio" --exits "${PIO_EXITS:-2000}" --reps "${PIO_REPS:-41}" --cpu "${PIO_CPU:--1}" || status=1
+echo
+"$out/bench_rss" --conduit "$build/conduit" --config "$out/bench_uart_irq_1g.json" || status=1
+exit $status
