@@ -11,6 +11,7 @@
 
 #include "base/result.h"
 #include "memory/guest_memory.h"
+#include "vfio/backend.h"
 
 namespace conduit::vmm {
 
@@ -54,10 +55,45 @@ struct ExitDeviceConfig {
     bool enabled = true;  // port CONDUIT_EXIT_PORT (vmm/x86/payload_abi.h)
 };
 
-// One entry of the "devices" array. Later issues add passthrough devices; for now the loader
-// refuses every entry with the supported types named.
+// A "vfio-pci" device: a host PCI function assigned to the guest (docs/config.md).
+struct VfioPciConfig {
+    enum class HostForm { Bdf, SysfsPath, Cdev };
+    std::string host;          // as written in the config
+    HostForm form = HostForm::Bdf;
+    std::string bdf;           // canonical "0000:01:00.0" (Bdf and SysfsPath forms)
+    unsigned cdevIndex = 0;    // N of /dev/vfio/devices/vfioN (Cdev form)
+    vfio::BackendKind backend = vfio::BackendKind::Auto;
+    std::optional<uint8_t> slot;  // guest device number on bus 0 (1..31); default: lowest free
+    bool p2p = true;              // DMA-map the device's mmapped BAR areas at their guest address
+};
+
+// One entry of the "devices" array.
 struct DeviceConfig {
-    std::string type;
+    std::string type;                     // "vfio-pci"
+    std::optional<VfioPciConfig> vfioPci;
+};
+
+// A device of the simulated host (tests/hostsim: QEMU's edu plus MSI-X and a memory BAR).
+struct SimulatedDeviceConfig {
+    std::string bdf;             // canonical
+    unsigned group = 0;          // IOMMU group; default 10 + index
+    std::string model = "edu";
+    unsigned msiVectors = 1;     // 1, 2, 4, 8, 16, 32
+    unsigned msixVectors = 8;    // 0 (no MSI-X) .. 256
+    bool msixMappable = true;    // report VFIO_REGION_INFO_CAP_MSIX_MAPPABLE
+    bool sparseMmap = false;     // report sparse mmap areas around the MSI-X table/PBA instead
+    uint64_t memoryBarSize = 1 << 20;  // BAR2 (64-bit, prefetchable, mmappable): power of two >= 16 KiB
+    bool reset = true;           // VFIO_DEVICE_FLAGS_RESET
+};
+
+// Which host kernel VFIO devices come from: the real one, or the simulated host (a test/demo host
+// that runs anywhere /dev/kvm does; its devices' BARs are memfds and its IOMMU is a model).
+struct VfioHostConfig {
+    enum class Kind { Real, Simulated };
+    Kind kind = Kind::Real;
+    bool iommufd = true;  // simulated: /dev/iommu and VFIO cdevs exist
+    bool type1 = true;    // simulated: the container offers VFIO_TYPE1v2_IOMMU
+    std::vector<SimulatedDeviceConfig> devices;
 };
 
 struct VmConfig {
@@ -69,6 +105,7 @@ struct VmConfig {
     SerialConfig serial;
     ExitDeviceConfig exitDevice;
     std::vector<DeviceConfig> devices;
+    VfioHostConfig vfioHost;  // JSON: "vfio_host"
 };
 
 constexpr unsigned kMaxVcpus = 32;

@@ -20,6 +20,7 @@
 #include "vmm/config.h"
 #include "vmm/config_positions.h"
 #include "vmm/x86/payload_abi.h"
+#include "vfio/sysfs.h"
 
 namespace conduit::vmm {
 
@@ -241,6 +242,9 @@ private:
     Result<void> serial(const Json& v, const std::string& ptr, SerialConfig& out) const;
     Result<void> exitDevice(const Json& v, const std::string& ptr, ExitDeviceConfig& out) const;
     Result<void> devices(const Json& v, const std::string& ptr, std::vector<DeviceConfig>& out) const;
+    Result<VfioPciConfig> vfioPci(const Json& v, const std::string& ptr) const;
+    Result<void> vfioHost(const Json& v, const std::string& ptr, VfioHostConfig& out) const;
+    Result<SimulatedDeviceConfig> simDevice(const Json& v, const std::string& ptr, size_t index) const;
 
     static std::string child(const std::string& ptr, const std::string& key) {
         return ptr + "/" + JsonPositionIndex::escapeToken(key);
@@ -277,9 +281,12 @@ Result<VmConfig> Validator::validate(const Json& doc, const fs::path& sourceFile
             TRY(exitDevice(value, ptr, config.exitDevice));
         } else if (key == "devices") {
             TRY(devices(value, ptr, config.devices));
+        } else if (key == "vfio_host") {
+            TRY(vfioHost(value, ptr, config.vfioHost));
         } else {
             return unknownKey(ptr, key,
-                              {"vcpus", "memory", "kernel", "payload", "serial", "exit_device", "devices", "$schema"});
+                              {"vcpus", "memory", "kernel", "payload", "serial", "exit_device", "devices", "vfio_host",
+                               "$schema"});
         }
     }
     if (!config.kernel && !config.payload) return Error(fmt::format("{}: missing \"kernel\" or \"payload\"", file_));
@@ -392,18 +399,151 @@ Result<void> Validator::exitDevice(const Json& v, const std::string& ptr, ExitDe
     return success();
 }
 
-Result<void> Validator::devices(const Json& v, const std::string& ptr, std::vector<DeviceConfig>&) const {
+Result<void> Validator::devices(const Json& v, const std::string& ptr, std::vector<DeviceConfig>& out) const {
     if (!v.is_array()) return error(ptr, "expected an array, got " + describeValue(v));
+    std::map<uint8_t, std::string> slots;
     for (size_t i = 0; i < v.size(); ++i) {
         const std::string p = ptr + "/" + std::to_string(i);
         const Json& entry = v[i];
         TRY(object(entry, p));
         if (!entry.contains("type")) return error(p, "missing \"type\"");
         const std::string type = TRY(string(entry["type"], p + "/type"));
-        // Passthrough ("vfio-pci") arrives with a later issue; until then every entry is refused.
-        return error(p + "/type", fmt::format("unknown device type {} (no device types are supported yet)", jsonQuote(type)));
+        if (type != "vfio-pci")
+            return error(p + "/type", fmt::format("unknown device type {} (expected \"vfio-pci\")", jsonQuote(type)));
+        DeviceConfig d;
+        d.type = type;
+        d.vfioPci = TRY(vfioPci(entry, p));
+        if (d.vfioPci->slot) {
+            if (auto it = slots.find(*d.vfioPci->slot); it != slots.end())
+                return error(p + "/slot", fmt::format("slot {} is already used by {}", *d.vfioPci->slot, it->second));
+            slots[*d.vfioPci->slot] = p;
+        }
+        for (auto& other : out) {
+            const auto& o = *other.vfioPci;
+            if (o.host == d.vfioPci->host || (!o.bdf.empty() && o.bdf == d.vfioPci->bdf))
+                return error(p + "/host", fmt::format("device {} is assigned twice", jsonQuote(d.vfioPci->host)));
+        }
+        out.push_back(std::move(d));
     }
     return success();
+}
+
+Result<VfioPciConfig> Validator::vfioPci(const Json& v, const std::string& ptr) const {
+    VfioPciConfig out;
+    bool haveHost = false;
+    for (const auto& [key, value] : v.items()) {
+        const std::string p = child(ptr, key);
+        if (key == "type") continue;
+        if (key == "host") {
+            out.host = TRY(string(value, p, false));
+            haveHost = true;
+            static const std::regex cdev("/dev/vfio/devices/vfio([0-9]{1,6})");
+            std::smatch m;
+            if (std::regex_match(out.host, m, cdev)) {
+                out.form = VfioPciConfig::HostForm::Cdev;
+                out.cdevIndex = static_cast<unsigned>(std::stoul(m[1]));
+            } else if (out.host.rfind("/sys/", 0) == 0) {
+                out.form = VfioPciConfig::HostForm::SysfsPath;
+                auto bdf = vfio::normalizeBdf(fs::path(out.host).lexically_normal().filename().string());
+                if (!bdf || out.host.find("..") != std::string::npos)
+                    return error(p, fmt::format("{} is not a PCI device's sysfs directory (expected /sys/bus/pci/devices/DDDD:BB:DD.F)",
+                                                jsonQuote(out.host)));
+                out.bdf = *bdf;
+            } else {
+                auto bdf = vfio::normalizeBdf(out.host);
+                if (!bdf)
+                    return error(p, fmt::format("{} is neither a PCI address (\"0000:01:00.0\"), a sysfs device path nor "
+                                                "/dev/vfio/devices/vfioN",
+                                                jsonQuote(out.host)));
+                out.bdf = *bdf;
+            }
+        } else if (key == "backend") {
+            out.backend = TRY(choice<vfio::BackendKind>(
+                value, p, {{"auto", vfio::BackendKind::Auto}, {"type1", vfio::BackendKind::Type1}, {"iommufd", vfio::BackendKind::Iommufd}}));
+        } else if (key == "slot") {
+            out.slot = static_cast<uint8_t>(TRY(integer(value, p, 1, 31)));
+        } else if (key == "p2p") {
+            out.p2p = TRY(boolean(value, p));
+        } else {
+            return unknownKey(p, key, {"type", "host", "backend", "slot", "p2p"});
+        }
+    }
+    if (!haveHost) return error(ptr, "missing \"host\"");
+    if (out.form == VfioPciConfig::HostForm::Cdev && out.backend == vfio::BackendKind::Type1)
+        return error(child(ptr, "backend"), "a /dev/vfio/devices/vfioN cdev needs the iommufd backend (give a BDF for type1)");
+    return out;
+}
+
+Result<void> Validator::vfioHost(const Json& v, const std::string& ptr, VfioHostConfig& out) const {
+    TRY(object(v, ptr));
+    if (!v.contains("kind")) return error(ptr, "missing \"kind\" (\"real\" or \"simulated\")");
+    out.kind = TRY(choice<VfioHostConfig::Kind>(v["kind"], child(ptr, "kind"),
+                                                {{"real", VfioHostConfig::Kind::Real}, {"simulated", VfioHostConfig::Kind::Simulated}}));
+    const bool sim = out.kind == VfioHostConfig::Kind::Simulated;
+    for (const auto& [key, value] : v.items()) {
+        const std::string p = child(ptr, key);
+        if (key == "kind") continue;
+        if (!sim && (key == "devices" || key == "iommufd" || key == "type1"))
+            return error(p, "only used with \"kind\": \"simulated\"", true);
+        if (key == "iommufd") {
+            out.iommufd = TRY(boolean(value, p));
+        } else if (key == "type1") {
+            out.type1 = TRY(boolean(value, p));
+        } else if (key == "devices") {
+            if (!value.is_array()) return error(p, "expected an array, got " + describeValue(value));
+            for (size_t i = 0; i < value.size(); ++i) {
+                auto d = TRY(simDevice(value[i], p + "/" + std::to_string(i), i));
+                for (auto& o : out.devices) {
+                    if (o.bdf == d.bdf)
+                        return error(p + "/" + std::to_string(i) + "/bdf", fmt::format("{} is simulated twice", jsonQuote(d.bdf)));
+                }
+                out.devices.push_back(std::move(d));
+            }
+        } else {
+            return unknownKey(p, key, {"kind", "devices", "iommufd", "type1"});
+        }
+    }
+    return success();
+}
+
+Result<SimulatedDeviceConfig> Validator::simDevice(const Json& v, const std::string& ptr, size_t index) const {
+    TRY(object(v, ptr));
+    SimulatedDeviceConfig out;
+    out.group = static_cast<unsigned>(10 + index);
+    bool haveBdf = false;
+    for (const auto& [key, value] : v.items()) {
+        const std::string p = child(ptr, key);
+        if (key == "bdf") {
+            auto bdf = vfio::normalizeBdf(TRY(string(value, p, false)));
+            if (!bdf) return error(p, fmt::format("{} is not a PCI address like \"0000:01:00.0\"", value.dump()));
+            out.bdf = *bdf;
+            haveBdf = true;
+        } else if (key == "group") {
+            out.group = static_cast<unsigned>(TRY(integer(value, p, 0, 65535)));
+        } else if (key == "model") {
+            out.model = TRY(choice<std::string>(value, p, {{"edu", std::string("edu")}}));
+        } else if (key == "msi_vectors") {
+            out.msiVectors = static_cast<unsigned>(TRY(integer(value, p, 1, 32)));
+            if (out.msiVectors & (out.msiVectors - 1)) return error(p, fmt::format("must be a power of two, got {}", out.msiVectors));
+        } else if (key == "msix_vectors") {
+            out.msixVectors = static_cast<unsigned>(TRY(integer(value, p, 0, 256)));
+        } else if (key == "msix_mappable") {
+            out.msixMappable = TRY(boolean(value, p));
+        } else if (key == "sparse_mmap") {
+            out.sparseMmap = TRY(boolean(value, p));
+        } else if (key == "memory_bar_size") {
+            out.memoryBarSize = TRY(address(value, p));
+            if (out.memoryBarSize < 0x4000 || (out.memoryBarSize & (out.memoryBarSize - 1)) || out.memoryBarSize > (1ull << 30))
+                return error(p, fmt::format("must be a power of two between 16 KiB and 1 GiB, got {:#x}", out.memoryBarSize));
+        } else if (key == "reset") {
+            out.reset = TRY(boolean(value, p));
+        } else {
+            return unknownKey(p, key, {"bdf", "group", "model", "msi_vectors", "msix_vectors", "msix_mappable", "sparse_mmap",
+                                       "memory_bar_size", "reset"});
+        }
+    }
+    if (!haveBdf) return error(ptr, "missing \"bdf\"");
+    return out;
 }
 
 // Sets `pointer` in `doc`, creating objects on the way and recording which flag created what.
@@ -539,7 +679,12 @@ std::string describeConfig(const VmConfig& c) {
     }
     if (c.serial.input == SerialInput::Stdin) s += ", serial input from stdin";
     s += c.exitDevice.enabled ? fmt::format(", exit device at {:#x}", CONDUIT_EXIT_PORT) : ", no exit device";
-    if (!c.devices.empty()) s += fmt::format(", {} device(s)", c.devices.size());
+    for (const auto& d : c.devices) {
+        if (d.vfioPci)
+            s += fmt::format(", vfio-pci {} ({})", d.vfioPci->host, vfio::backendKindName(d.vfioPci->backend));
+    }
+    if (c.vfioHost.kind == VfioHostConfig::Kind::Simulated)
+        s += fmt::format(", simulated VFIO host with {} device(s)", c.vfioHost.devices.size());
     return s;
 }
 

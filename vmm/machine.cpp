@@ -141,6 +141,8 @@ Result<void> Machine::build() {
         TRY(pio_->insert(exitDevice_, CONDUIT_EXIT_PORT, CONDUIT_EXIT_PORT_SIZE));
     }
 
+    passthrough_ = TRY_CTX(Passthrough::create(config_, {*vm_, *memory_, *pio_, *mmio_, layout_}), "machine");
+
     for (unsigned i = 0; i < config_.vcpus; ++i) vcpus_.push_back(TRY(vm_->createVcpu(i)));
     log.info("vcpus: {}", vcpus_.size());
     return success();
@@ -182,7 +184,9 @@ Machine::~Machine() {
         runner_.reset();
     }
     stopSerialInput();
-    // 2. Devices off the buses (the UART's interrupt line refers to the Vm).
+    // 2. Devices off the buses (the UART's interrupt line refers to the Vm). Passthrough first:
+    //    its devices hold memslots, routes and DMA mappings on the Vm and on guest RAM.
+    passthrough_.reset();
     if (pio_) {
         if (uart_) (void)pio_->remove(kUartPort);
         if (exitDevice_) (void)pio_->remove(CONDUIT_EXIT_PORT);
@@ -334,6 +338,7 @@ nlohmann::json Machine::stats() const {
     j["memory_bytes"] = memory_ ? memory_->totalBytes() : 0;
     j["memslots"] = vm_ ? vm_->regionSlots().size() : 0;
     if (uart_) j["uart"] = {{"bytes_transmitted", uart_->bytesTransmitted()}};
+    if (passthrough_) j["passthrough"] = passthrough_->stats();
     if (exitFired_.load()) j["exit_value"] = exitValue_.load();
     j["boot"] = bootDescription_;
     return j;

@@ -22,6 +22,7 @@
 #include "vmm/config.h"
 #include "vmm/exit_stats.h"
 #include "vmm/kvm.h"
+#include "vmm/passthrough.h"
 #include "vmm/vcpu.h"
 #include "vmm/vcpu_runner.h"
 #include "vmm/vm.h"
@@ -58,6 +59,8 @@ public:
     devices::Uart16550& uart() { return *uart_; }
     devices::Bus& pioBus() { return *pio_; }
     devices::Bus& mmioBus() { return *mmio_; }
+    // PCI root and assigned devices (always present: the host bridge exists without devices).
+    Passthrough& passthrough() { return *passthrough_; }
     size_t vcpuCount() const { return vcpus_.size(); }
     // Exit counts (per reason, per device, unclaimed), UART bytes, vCPUs and memory, as JSON.
     nlohmann::json stats() const;
@@ -80,6 +83,7 @@ private:
     std::unique_ptr<devices::Bus> mmio_;
     std::shared_ptr<devices::Uart16550> uart_;
     std::shared_ptr<devices::ExitDevice> exitDevice_;
+    std::unique_ptr<Passthrough> passthrough_;
     std::vector<std::unique_ptr<Vcpu>> vcpus_;
     ExitStats exitStats_;
     std::unique_ptr<VcpuRunner> runner_;

@@ -95,6 +95,18 @@ void SimDevice::buildConfigSpace() {
         put32(&cfg_[kMsixCap + 4], static_cast<uint32_t>(config_.msixTableOffset | config_.msixBar));
         put32(&cfg_[kMsixCap + 8], static_cast<uint32_t>(config_.msixPbaOffset | config_.msixBar));
     }
+    if (config_.pcieCaps) {
+        uint8_t& tail = config_.msixVectors ? cfg_[kMsixCap + 1] : cfg_[kMsiCap + 1];
+        tail = 0xb0;
+        cfg_[0xb0] = 0x0d;  // PCI_CAP_ID_SSVID
+        cfg_[0xb1] = 0x70;
+        put16(&cfg_[0xb4], 0x1af4);
+        cfg_[0x70] = 0x10;  // PCI_CAP_ID_EXP, v2 endpoint
+        cfg_[0x71] = 0;
+        put16(&cfg_[0x72], 0x0002);
+        put32(&cfg_[0x74], 0x10000000);         // DEVCAP: FLR
+        put16(&cfgWritable_[0x78], 0x7fff);     // DEVCTL (initiate-FLR is not latched)
+    }
     // BAR registers: flags in the low bits; the address bits are virtualised (sizing works as on hardware).
     for (unsigned i = 0; i < 6; ++i) {
         auto& b = config_.bars[i];

@@ -77,6 +77,9 @@ struct SimDeviceConfig {
     bool msixMappable = true;          // report MSIX_MAPPABLE; else sparse areas avoid table+PBA
     bool resetSupported = true;
     uint64_t dmaMask = ~0ull;          // QEMU's edu uses 28 bits; the sim defaults to 64 for P2P
+    // Sim addition: after MSI-X, a bridge subsystem-vendor capability (0x0d, at 0xb0, which a VMM
+    // should hide) and then a PCIe endpoint capability (at 0x70, FLR capable). Off by default.
+    bool pcieCaps = false;
 };
 
 struct SimHostConfig {

@@ -62,7 +62,7 @@ const BadCase kBadCases[] = {
      "{F}:1:43: /memory/colour: unknown key (expected one of \"size_mib\", \"hugepages\", \"prefault\")"},
     {"escaped key in pointer", "{\"a/b~\": 1}",
      "{F}:1:2: /a~1b~0: unknown key (expected one of \"vcpus\", \"memory\", \"kernel\", \"payload\", \"serial\", "
-     "\"exit_device\", \"devices\", \"$schema\")"},
+     "\"exit_device\", \"devices\", \"vfio_host\", \"$schema\")"},
     {"size as string", "{\n  \"payload\": {\"path\": \"p.bin\"},\n  \"memory\": {\n    \"size_mib\": \"256\"\n  }\n}",
      "{F}:4:17: /memory/size_mib: expected an integer, got string \"256\""},
     {"unicode-escaped key", "{\"payload\": {\"path\": \"p.bin\"},\n \"vcpu\\u0073\": 0}",
@@ -121,7 +121,7 @@ const BadCase kBadCases[] = {
      "{F}:1:52: /serial/input: unknown value \"tty\" (expected one of \"stdin\", \"none\")"},
     {"exit device type", "{\"exit_device\": {\"enabled\": 1}}", "{F}:1:29: /exit_device/enabled: expected true or false, got number 1"},
     {"devices refused", "{\"payload\": {\"path\": \"p.bin\"},\n \"devices\": [\n  {\"type\": \"x\"}\n ]}",
-     "{F}:3:12: /devices/0/type: unknown device type \"x\" (no device types are supported yet)"},
+     "{F}:3:12: /devices/0/type: unknown device type \"x\" (expected \"vfio-pci\")"},
     {"device not object", "{\"devices\": [1]}", "{F}:1:14: /devices/0: expected an object, got number 1"},
     {"device without type", "{\"devices\": [{\"bdf\": \"0000:01:00.0\"}]}", "{F}:1:14: /devices/0: missing \"type\""},
     {"devices not array", "{\"devices\": {}}", "{F}:1:13: /devices: expected an array, got object"},

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+
 #include <atomic>
 #include <mutex>
 #include <thread>
@@ -166,16 +168,21 @@ TEST(Bus, ConcurrentDispatchWhileInserting) {
     ASSERT_TRUE(bus.insert(fixed, 0x0, 0x1000).ok());
     std::atomic<bool> stop{false};
     std::atomic<uint64_t> bad{0};
+    std::atomic<uint64_t> readsDone{0};
     std::vector<std::thread> readers;
     for (int t = 0; t < 2; ++t) {
         readers.emplace_back([&] {
             uint8_t b[4];
             while (!stop.load()) {
                 if (!bus.read(0x10, b) || b[0] != 0x11) bad++;
+                readsDone++;
             }
         });
     }
-    for (int i = 0; i < 2000; ++i) {
+    // Churn at least 2000 times and until the readers have overlapped it (on a loaded machine the
+    // reader threads may not be scheduled before 2000 quick iterations end); bounded by a deadline.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    for (int i = 0; i < 2000 || (readsDone.load() < 10000 && std::chrono::steady_clock::now() < deadline); ++i) {
         uint64_t base = 0x10000 + (i % 64) * 0x100;
         auto d = std::make_shared<RecordingDevice>("churn");
         ASSERT_TRUE(bus.insert(d, base, 0x100).ok());

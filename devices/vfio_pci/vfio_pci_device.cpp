@@ -1,0 +1,820 @@
+#include "devices/vfio_pci/vfio_pci_device.h"
+
+#include <linux/pci_regs.h>
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "base/log.h"
+#include "memory/address_range.h"
+
+namespace conduit::devices::vfio_pci {
+
+namespace memory = conduit::memory;
+
+namespace {
+
+constexpr uint64_t kPage = 4096;
+
+spdlog::logger& logger() { return log::get("devices"); }
+
+// Standard capabilities Conduit passes to the guest; everything else is unlinked.
+bool keepCapability(uint8_t id) {
+    switch (id) {
+        case PCI_CAP_ID_PM:
+        case PCI_CAP_ID_MSI:
+        case PCI_CAP_ID_VNDR:
+        case PCI_CAP_ID_EXP:
+        case PCI_CAP_ID_MSIX:
+            return true;
+    }
+    return false;
+}
+
+// Extended capabilities passed through. SR-IOV, resizable BAR, ATS/PRI/PASID (they need a vIOMMU
+// that speaks them), ACS, L1 PM substates and the rest are hidden.
+bool keepExtCapability(uint16_t id) {
+    switch (id) {
+        case PCI_EXT_CAP_ID_ERR:
+        case PCI_EXT_CAP_ID_DSN:
+        case PCI_EXT_CAP_ID_VNDR:
+        case PCI_EXT_CAP_ID_LTR:
+            return true;
+    }
+    return false;
+}
+
+uint32_t rd32(const std::vector<uint8_t>& raw, uint32_t off) {
+    uint32_t v = 0;
+    if (off + 4 <= raw.size()) std::memcpy(&v, &raw[off], 4);
+    return v;
+}
+uint16_t rd16(const std::vector<uint8_t>& raw, uint32_t off) {
+    uint16_t v = 0;
+    if (off + 2 <= raw.size()) std::memcpy(&v, &raw[off], 2);
+    return v;
+}
+
+// [a, b) minus each of `holes` (sorted or not), as page-aligned pieces.
+std::vector<BarArea> subtract(const BarArea& a, std::vector<BarArea> holes) {
+    std::vector<BarArea> out{a};
+    for (auto& h : holes) {
+        std::vector<BarArea> next;
+        for (auto& piece : out) {
+            uint64_t pEnd = piece.offset + piece.size, hEnd = h.offset + h.size;
+            if (hEnd <= piece.offset || h.offset >= pEnd) {
+                next.push_back(piece);
+                continue;
+            }
+            if (h.offset > piece.offset) next.push_back({piece.offset, h.offset - piece.offset});
+            if (hEnd < pEnd) next.push_back({hEnd, pEnd - hEnd});
+        }
+        out = std::move(next);
+    }
+    return out;
+}
+
+// A trapped piece of a BAR on the MMIO or PIO bus.
+class BarWindow final : public BusDevice {
+public:
+    BarWindow(std::weak_ptr<VfioPciDevice> dev, unsigned index, uint64_t base, std::string name)
+        : dev_(std::move(dev)), index_(index), base_(base), name_(std::move(name)) {}
+    std::string name() const override { return name_; }
+    void read(uint64_t offset, std::span<uint8_t> data) override {
+        if (auto d = dev_.lock()) d->barAccess(index_, base_ + offset, data, false);
+        else std::fill(data.begin(), data.end(), 0xff);
+    }
+    void write(uint64_t offset, std::span<const uint8_t> data) override {
+        if (auto d = dev_.lock())
+            d->barAccess(index_, base_ + offset, std::span<uint8_t>(const_cast<uint8_t*>(data.data()), data.size()), true);
+    }
+
+private:
+    std::weak_ptr<VfioPciDevice> dev_;
+    unsigned index_;
+    uint64_t base_;
+    std::string name_;
+};
+
+std::string barName(unsigned index) { return index == pci::kRomBar ? "ROM" : fmt::format("BAR{}", index); }
+
+}  // namespace
+
+const char* irqModeName(IrqMode mode) {
+    switch (mode) {
+        case IrqMode::None: return "none";
+        case IrqMode::Intx: return "intx";
+        case IrqMode::Msi: return "msi";
+        case IrqMode::Msix: return "msix";
+    }
+    return "?";
+}
+
+VfioPciDevice::VfioPciDevice(std::unique_ptr<vfio::VfioDevice> device, VfioPciPlatform platform, std::string name,
+                             uint32_t cfgSize)
+    : device_(std::move(device)), platform_(platform), name_(std::move(name)), config_(cfgSize) {}
+
+Result<std::shared_ptr<VfioPciDevice>> VfioPciDevice::create(std::unique_ptr<vfio::VfioDevice> device,
+                                                             VfioPciPlatform platform, std::string name) {
+    if (!device->isPci()) return Error(fmt::format("{}: {} is not a VFIO PCI device", name, device->name()), EINVAL);
+    if (!platform.mmio || !platform.pio || !platform.mapper || !platform.msi)
+        return Error(fmt::format("{}: passthrough needs the MMIO and PIO buses, a guest mapper and an MSI router", name), EINVAL);
+    auto cfgInfo = TRY_CTX(device->regionInfo(VFIO_PCI_CONFIG_REGION_INDEX), name + ": config region");
+    const uint32_t size = cfgInfo.size >= pci::kConfigSizeExpress ? pci::kConfigSizeExpress : pci::kConfigSizeLegacy;
+    std::shared_ptr<VfioPciDevice> d(new VfioPciDevice(std::move(device), platform, std::move(name), size));
+    TRY(d->init());
+    return d;
+}
+
+Result<void> VfioPciDevice::init() {
+    std::lock_guard lock(mutex_);
+    if (platform_.resetOnStart && device_->canReset()) {
+        // A clean device, whatever the previous user left behind.
+        TRY_CTX(device_->reset(), name_ + ": reset at start");
+        ++stats_.resets;
+    }
+    std::vector<uint8_t> raw(config_.size(), 0);
+    TRY_CTX(device_->readConfig(0, raw), name_ + ": reading config space");
+    // Header bytes not handled below pass through as read; writes to them reach the device.
+    config_.forward(0, config_.size());
+    config_.forward(PCI_BASE_ADDRESS_0, 24, false);
+    config_.forward(PCI_ROM_ADDRESS, 4, false);
+    config_.forward(PCI_CAPABILITY_LIST, 1, false);
+    config_.forward(PCI_INTERRUPT_LINE, 2, false);
+    // COMMAND: read from and written to the device, and tracked in the shadow for BAR decoding.
+    config_.allowWrite(PCI_COMMAND, 2, 0xffff);
+    config_.set16(PCI_COMMAND, rd16(raw, PCI_COMMAND));
+    TRY(setupBars(raw));
+    TRY(setupCapabilities(raw));
+
+    // Interrupt pin/line: pin as the device has it when INTx can be routed, else 0 (no INTx).
+    auto intxInfo = device_->irqInfo(VFIO_PCI_INTX_IRQ_INDEX);
+    const bool intxPossible = platform_.intx && platform_.intxGsi && intxInfo && intxInfo->count > 0 && raw[PCI_INTERRUPT_PIN];
+    intxPin_ = intxPossible ? raw[PCI_INTERRUPT_PIN] : 0;
+    config_.emulate(PCI_INTERRUPT_LINE, 2);
+    config_.allowWrite(PCI_INTERRUPT_LINE, 1, 0xff);
+    config_.set8(PCI_INTERRUPT_LINE, intxPin_ ? static_cast<uint8_t>(*platform_.intxGsi) : 0xff);
+    config_.set8(PCI_INTERRUPT_PIN, intxPin_);
+    enableIntx();
+    logger().info("{}: {} BARs, config {} bytes, caps [{}], ext caps [{}], irq {}", name_,
+                  std::count_if(bars_ ? barState_.begin() : barState_.end(), barState_.end(),
+                                [](const BarState& s) { return s.region.size != 0; }),
+                  config_.size(), fmt::join(keptCaps_, " "), fmt::join(keptExtCaps_, " "), irqModeName(irqMode()));
+    return success();
+}
+
+Result<void> VfioPciDevice::setupBars(const std::vector<uint8_t>& raw) {
+    std::array<pci::BarInfo, 6> infos{};
+    for (unsigned i = 0; i < 6; ++i) {
+        auto region = TRY_CTX(device_->regionInfo(VFIO_PCI_BAR0_REGION_INDEX + i), fmt::format("{}: BAR{}", name_, i));
+        barState_[i].region = region;
+        if (!region.size) continue;
+        if (region.size & (region.size - 1))
+            return Error(fmt::format("{}: BAR{} size {:#x} is not a power of two", name_, i, region.size), EINVAL);
+        const uint32_t reg = rd32(raw, PCI_BASE_ADDRESS_0 + 4 * i);
+        pci::BarInfo& b = infos[i];
+        b.size = region.size;
+        if (reg & PCI_BASE_ADDRESS_SPACE_IO) {
+            b.type = pci::BarType::Io;
+        } else {
+            b.type = (reg & PCI_BASE_ADDRESS_MEM_TYPE_MASK) == PCI_BASE_ADDRESS_MEM_TYPE_64 ? pci::BarType::Mem64 : pci::BarType::Mem32;
+            b.prefetchable = reg & PCI_BASE_ADDRESS_MEM_PREFETCH;
+        }
+        if (b.type == pci::BarType::Mem64) ++i;  // the upper half has no region of its own
+    }
+    auto rom = device_->regionInfo(VFIO_PCI_ROM_REGION_INDEX);
+    uint64_t romSize = 0;
+    if (rom && rom->size && !(rom->size & (rom->size - 1))) {
+        romSize = rom->size;
+        barState_[pci::kRomBar].region = *rom;
+    }
+    bars_ = std::make_unique<pci::PciBars>(config_, infos, romSize);
+    return success();
+}
+
+Result<void> VfioPciDevice::setupCapabilities(const std::vector<uint8_t>& raw) {
+    // Standard chain: walk it (with a bound against loops), keep what Conduit supports and relink.
+    std::vector<uint8_t> caps;
+    if (rd16(raw, PCI_STATUS) & PCI_STATUS_CAP_LIST) {
+        uint8_t at = raw[PCI_CAPABILITY_LIST] & ~3u;
+        for (int guard = 0; at >= 0x40 && guard < 48; ++guard) {
+            const uint8_t id = raw[at];
+            if (keepCapability(id)) caps.push_back(at);
+            else logger().info("{}: hiding capability {:#04x} at {:#x}", name_, id, at);
+            at = raw[at + 1] & ~3u;
+        }
+    }
+    keptCaps_ = caps;
+    config_.emulate(PCI_CAPABILITY_LIST, 1);
+    config_.set8(PCI_CAPABILITY_LIST, caps.empty() ? 0 : caps.front());
+    config_.emulate(PCI_STATUS, 1, PCI_STATUS_CAP_LIST);
+    config_.set8(PCI_STATUS, caps.empty() ? 0 : PCI_STATUS_CAP_LIST);
+    for (size_t i = 0; i < caps.size(); ++i) {
+        const uint8_t at = caps[i];
+        config_.emulate(at, 2);
+        config_.forward(at, 2, false);
+        config_.set8(at, raw[at]);
+        config_.set8(at + 1, i + 1 < caps.size() ? caps[i + 1] : 0);
+        switch (raw[at]) {
+            case PCI_CAP_ID_MSI: {
+                Msi m;
+                m.cap = at;
+                const uint16_t flags = rd16(raw, at + PCI_MSI_FLAGS);
+                m.is64 = flags & PCI_MSI_FLAGS_64BIT;
+                m.perVectorMask = flags & PCI_MSI_FLAGS_MASKBIT;
+                m.maxVectors = 1u << ((flags & PCI_MSI_FLAGS_QMASK) >> 1);
+                auto irq = device_->irqInfo(VFIO_PCI_MSI_IRQ_INDEX);
+                if (irq && irq->count) m.maxVectors = std::min<unsigned>(m.maxVectors, irq->count);
+                // Fully emulated: the kernel programs the real MSI capability when we SET_IRQS.
+                config_.emulate(at, m.size());
+                config_.forward(at, m.size(), false);
+                for (uint32_t o = 2; o < m.size(); ++o) config_.set8(at + o, 0);
+                config_.set16(at + PCI_MSI_FLAGS, flags & ~(PCI_MSI_FLAGS_ENABLE | PCI_MSI_FLAGS_QSIZE));
+                config_.allowWrite(at + PCI_MSI_FLAGS, 2, PCI_MSI_FLAGS_ENABLE | PCI_MSI_FLAGS_QSIZE);
+                config_.allowWrite(at + PCI_MSI_ADDRESS_LO, 4, 0xfffffffc);
+                if (m.is64) config_.allowWrite(at + PCI_MSI_ADDRESS_HI, 4);
+                config_.allowWrite(m.dataOff(), 2, 0xffff);
+                if (m.perVectorMask) config_.allowWrite(m.maskOff(), 4, m.maxVectors >= 32 ? 0xffffffffu : (1u << m.maxVectors) - 1);
+                msi_ = std::move(m);
+                break;
+            }
+            case PCI_CAP_ID_MSIX: {
+                Msix x;
+                x.cap = at;
+                const uint16_t flags = rd16(raw, at + PCI_MSIX_FLAGS);
+                x.vectors = static_cast<uint16_t>((flags & PCI_MSIX_FLAGS_QSIZE) + 1);
+                const uint32_t table = rd32(raw, at + PCI_MSIX_TABLE), pba = rd32(raw, at + PCI_MSIX_PBA);
+                x.tableBar = table & PCI_MSIX_TABLE_BIR;
+                x.tableOffset = table & PCI_MSIX_TABLE_OFFSET;
+                x.pbaBar = pba & PCI_MSIX_PBA_BIR;
+                x.pbaOffset = pba & PCI_MSIX_PBA_OFFSET;
+                if (x.tableBar > 5 || x.pbaBar > 5 || !bars_->info(x.tableBar).isMemory() || !bars_->info(x.pbaBar).isMemory() ||
+                    x.tableOffset + 16ull * x.vectors > bars_->info(x.tableBar).size ||
+                    x.pbaOffset + (x.vectors + 63) / 64 * 8 > bars_->info(x.pbaBar).size)
+                    return Error(fmt::format("{}: MSI-X table (BAR{} +{:#x}) or PBA (BAR{} +{:#x}) for {} vectors lies outside its BAR",
+                                             name_, x.tableBar, x.tableOffset, x.pbaBar, x.pbaOffset, x.vectors),
+                                 EINVAL);
+                x.table.assign(16ull * x.vectors, 0);
+                for (unsigned v = 0; v < x.vectors; ++v) x.table[16 * v + 12] = 1;  // masked at reset
+                config_.emulate(at, 12);
+                config_.forward(at, 12, false);
+                for (uint32_t o = 2; o < 12; ++o) config_.set8(at + o, raw[at + o]);
+                config_.set16(at + PCI_MSIX_FLAGS, flags & PCI_MSIX_FLAGS_QSIZE);
+                config_.allowWrite(at + PCI_MSIX_FLAGS, 2, PCI_MSIX_FLAGS_ENABLE | PCI_MSIX_FLAGS_MASKALL);
+                msix_ = std::move(x);
+                break;
+            }
+            case PCI_CAP_ID_EXP:
+                pcieCap_ = at;
+                // "Initiate FLR" reads 0 and is acted on here (VFIO_DEVICE_RESET), not forwarded.
+                config_.emulate(at + PCI_EXP_DEVCTL, 2, PCI_EXP_DEVCTL_BCR_FLR);
+                break;
+        }
+    }
+
+    // Extended chain (PCIe config space only).
+    keptExtCaps_.clear();
+    if (config_.size() > pci::kConfigSizeLegacy && rd32(raw, 0x100) != 0 && rd32(raw, 0x100) != 0xffffffff) {
+        std::vector<uint16_t> kept;
+        uint16_t at = 0x100;
+        for (int guard = 0; at >= 0x100 && guard < 960; ++guard) {
+            const uint32_t h = rd32(raw, at);
+            if (!h) break;
+            const uint16_t id = PCI_EXT_CAP_ID(h);
+            if (keepExtCapability(id)) kept.push_back(at);
+            else logger().info("{}: hiding extended capability {:#06x} at {:#x}", name_, id, at);
+            at = static_cast<uint16_t>(PCI_EXT_CAP_NEXT(h));
+        }
+        keptExtCaps_ = kept;
+        for (size_t i = 0; i < kept.size(); ++i) {
+            const uint32_t h = rd32(raw, kept[i]);
+            const uint32_t next = i + 1 < kept.size() ? kept[i + 1] : 0;
+            config_.emulate(kept[i], 4, 0xfff00000u);
+            config_.set32(kept[i], (h & 0x000fffffu) | (next << 20));
+        }
+        if (kept.empty() || kept.front() != 0x100) {
+            // The chain must start at 0x100: a null capability there that points at the first kept one.
+            config_.emulate(0x100, 4);
+            config_.forward(0x100, 4, false);
+            config_.set32(0x100, kept.empty() ? 0 : (uint32_t(kept.front()) << 20));
+        }
+    }
+    return success();
+}
+
+// ---------------------------------------------------------------- config access
+
+void VfioPciDevice::configRead(uint32_t offset, std::span<uint8_t> data) {
+    std::lock_guard lock(mutex_);
+    ++stats_.configReads;
+    std::fill(data.begin(), data.end(), 0);
+    if (!config_.fullyEmulated(offset, static_cast<uint32_t>(data.size()))) {
+        if (auto r = device_->readConfig(offset, data); !r) {
+            logger().warn("{}: config read {:#x}+{}: {}", name_, offset, data.size(), r.error().describe());
+            std::fill(data.begin(), data.end(), 0xff);
+            return;
+        }
+    }
+    if (msi_ && msi_->perVectorMask) refreshMsiPending();
+    config_.mergeRead(offset, data);
+}
+
+void VfioPciDevice::configWrite(uint32_t offset, std::span<const uint8_t> data) {
+    std::lock_guard lock(mutex_);
+    ++stats_.configWrites;
+    const uint32_t n = static_cast<uint32_t>(data.size());
+    auto touches = [&](uint32_t off, uint32_t len) { return offset < off + len && off < offset + n; };
+
+    bool flr = false;
+    std::vector<uint8_t> out(data.begin(), data.end());
+    if (pcieCap_ && touches(*pcieCap_ + PCI_EXP_DEVCTL + 1, 1)) {
+        uint32_t i = *pcieCap_ + PCI_EXP_DEVCTL + 1 - offset;
+        flr = out[i] & (PCI_EXP_DEVCTL_BCR_FLR >> 8);
+        out[i] &= ~(PCI_EXP_DEVCTL_BCR_FLR >> 8);
+    }
+    config_.applyWrite(offset, data);
+    // Forward the runs of bytes that belong to the device.
+    for (uint32_t i = 0; i < n;) {
+        if (!config_.forwarded(offset + i)) {
+            ++i;
+            continue;
+        }
+        uint32_t j = i;
+        while (j < n && config_.forwarded(offset + j)) ++j;
+        if (auto r = device_->writeConfig(offset + i, std::span<const uint8_t>(out.data() + i, j - i)); !r)
+            logger().warn("{}: config write {:#x}+{}: {}", name_, offset + i, j - i, r.error().describe());
+        i = j;
+    }
+
+    if (msi_ && touches(msi_->cap, msi_->size())) msiChanged();
+    if (msix_ && touches(msix_->cap + PCI_MSIX_FLAGS, 2)) msixControlChanged();
+    if (touches(PCI_COMMAND, 2) || touches(PCI_BASE_ADDRESS_0, 24) || touches(PCI_ROM_ADDRESS, 4)) updateBars();
+    if (flr) {
+        logger().info("{}: guest initiated a function level reset", name_);
+        if (auto r = resetLocked(); !r) logger().error("{}: FLR: {}", name_, r.error().describe());
+    }
+}
+
+// ---------------------------------------------------------------- BARs
+
+void VfioPciDevice::programBar(unsigned index, uint64_t address) {
+    std::lock_guard lock(mutex_);
+    bars_->program(index, address);
+    updateBars();
+}
+
+std::optional<uint64_t> VfioPciDevice::activeBar(unsigned index) const {
+    std::lock_guard lock(mutex_);
+    return bars_->active(index);
+}
+
+uint64_t VfioPciDevice::programmedBar(unsigned index) const {
+    std::lock_guard lock(mutex_);
+    return bars_->programmed(index);
+}
+
+std::vector<BarArea> VfioPciDevice::mmapAreas(unsigned index) const {
+    std::lock_guard lock(mutex_);
+    std::vector<BarArea> out;
+    for (auto& a : barState_[index].areas) out.push_back(a.range);
+    return out;
+}
+
+std::vector<BarArea> VfioPciDevice::trappedAreas(unsigned index) const {
+    std::lock_guard lock(mutex_);
+    std::vector<BarArea> out;
+    for (auto& t : barState_[index].traps) out.push_back(t.range);
+    return out;
+}
+
+void VfioPciDevice::updateBars() {
+    // Areas and traps are laid out on first use (weak_from_this() needs the shared_ptr to exist).
+    for (unsigned i = 0; i < 7; ++i) {
+        auto& st = barState_[i];
+        const uint64_t size = i == pci::kRomBar ? bars_->romSize() : bars_->info(i).size;
+        if (!size || !st.areas.empty() || !st.traps.empty()) continue;
+        std::vector<BarArea> mapped;
+        if (i < 6 && bars_->info(i).isMemory() && st.region.mmappable()) {
+            auto areas = device_->mmapAreas(VFIO_PCI_BAR0_REGION_INDEX + i);
+            if (!areas) {
+                logger().warn("{}: BAR{} mmap areas: {}; the BAR is trapped", name_, i, areas.error().describe());
+            } else {
+                std::vector<BarArea> holes;
+                if (msix_ && msix_->tableBar == i) {
+                    uint64_t b = memory::alignDown(msix_->tableOffset, kPage);
+                    holes.push_back({b, memory::alignUp(msix_->tableOffset + msix_->table.size(), kPage) - b});
+                }
+                if (msix_ && msix_->pbaBar == i) {
+                    uint64_t b = memory::alignDown(msix_->pbaOffset, kPage);
+                    holes.push_back({b, memory::alignUp(msix_->pbaOffset + (msix_->vectors + 63) / 64 * 8, kPage) - b});
+                }
+                for (auto& a : *areas)
+                    for (auto& piece : subtract({a.offset, a.size}, holes)) mapped.push_back(piece);
+            }
+        }
+        for (auto& piece : mapped) {
+            auto m = device_->mapRegion(VFIO_PCI_BAR0_REGION_INDEX + i, piece.offset, piece.size, PROT_READ | PROT_WRITE);
+            if (!m) {
+                logger().warn("{}: BAR{} mmap [{:#x}, +{:#x}): {}; trapped instead", name_, i, piece.offset, piece.size,
+                              m.error().describe());
+                continue;
+            }
+            Area a;
+            a.range = piece;
+            a.map = std::move(m).value();
+            st.areas.push_back(std::move(a));
+        }
+        std::vector<BarArea> mappedNow;
+        for (auto& a : st.areas) mappedNow.push_back(a.range);
+        std::sort(mappedNow.begin(), mappedNow.end(), [](auto& a, auto& b) { return a.offset < b.offset; });
+        for (auto& t : subtract({0, size}, mappedNow)) {
+            Trap trap;
+            trap.range = t;
+            trap.window = std::make_shared<BarWindow>(weak_from_this(), i, t.offset,
+                                                      fmt::format("{} {} +{:#x}", name_, barName(i), t.offset));
+            st.traps.push_back(std::move(trap));
+        }
+    }
+    bars_->update([this](unsigned i, uint64_t gpa) { return activateBar(i, gpa); },
+                  [this](unsigned i, uint64_t gpa) { return deactivateBar(i, gpa); });
+}
+
+Result<void> VfioPciDevice::activateBar(unsigned index, uint64_t gpa) {
+    auto& st = barState_[index];
+    const bool io = index < 6 && bars_->info(index).type == pci::BarType::Io;
+    Bus& bus = io ? *platform_.pio : *platform_.mmio;
+    if (st.lastAddress && *st.lastAddress != gpa) ++stats_.relocations;
+    st.lastAddress = gpa;
+    for (auto& t : st.traps) {
+        if (auto r = bus.insert(t.window, gpa + t.range.offset, t.range.size); !r) {
+            (void)deactivateBar(index, gpa);
+            return std::move(r).error().withContext(fmt::format("{}: {} at {:#x}", name_, barName(index), gpa));
+        }
+        t.at = gpa + t.range.offset;
+    }
+    for (auto& a : st.areas) {
+        auto slot = platform_.mapper->map(gpa + a.range.offset, a.range.size, a.map.data(),
+                                          fmt::format("{} {} +{:#x}", name_, barName(index), a.range.offset));
+        if (!slot) {
+            (void)deactivateBar(index, gpa);
+            return std::move(slot).error();
+        }
+        a.slot = std::move(slot).value();
+        p2pMap(index, a, gpa + a.range.offset);
+    }
+    logger().debug("{}: {} active at {:#x}", name_, barName(index), gpa);
+    return success();
+}
+
+Result<void> VfioPciDevice::deactivateBar(unsigned index, uint64_t) {
+    auto& st = barState_[index];
+    const bool io = index < 6 && bars_->info(index).type == pci::BarType::Io;
+    Bus& bus = io ? *platform_.pio : *platform_.mmio;
+    for (auto& t : st.traps) {
+        if (t.at) {
+            if (auto r = bus.remove(*t.at); !r) logger().warn("{}: {}", name_, r.error().describe());
+            t.at.reset();
+        }
+    }
+    for (auto& a : st.areas) {
+        p2pUnmap(a);
+        a.slot.reset();
+    }
+    return success();
+}
+
+void VfioPciDevice::p2pMap(unsigned index, Area& a, uint64_t gpa) {
+    if (!platform_.dma) return;
+    // iommufd: a dma-buf of the BAR slice mapped with IOAS_MAP_FILE; type1 (and kernels without
+    // VFIO dma-buf export): the mmap's vaddr, which type1 pins through the PFNMAP path.
+    auto buf = device_->exportDmaBuf(VFIO_PCI_BAR0_REGION_INDEX + index, a.range.offset, a.range.size);
+    std::string why;
+    if (buf) {
+        auto r = platform_.dma->mapFile(gpa, a.range.size, buf->get(), 0, true);
+        if (r) {
+            a.dmaBuf = std::move(buf).value();
+            a.dmaMapped = true;
+            a.dmaIova = gpa;
+            return;
+        }
+        why = r.error().describe();
+    } else {
+        why = buf.error().describe();
+    }
+    auto r = platform_.dma->mapDma(gpa, a.range.size, a.map.data(), true);
+    if (r) {
+        a.dmaMapped = true;
+        a.dmaIova = gpa;
+        return;
+    }
+    logger().warn("{}: BAR{} [{:#x}, +{:#x}) at {:#x} is not DMA-mapped, so peer-to-peer DMA to it will fault: "
+                  "dma-buf path: {}; vaddr path: {}",
+                  name_, index, a.range.offset, a.range.size, gpa, why, r.error().describe());
+}
+
+void VfioPciDevice::p2pUnmap(Area& a) {
+    if (!a.dmaMapped) return;
+    if (auto r = platform_.dma->unmapDma(a.dmaIova, a.range.size); !r)
+        logger().warn("{}: P2P unmap: {}", name_, r.error().describe());
+    a.dmaMapped = false;
+    a.dmaBuf.reset();
+}
+
+bool VfioPciDevice::inMsixTable(unsigned index, uint64_t offset, size_t size) const {
+    return msix_ && msix_->tableBar == index && offset >= msix_->tableOffset &&
+           offset + size <= msix_->tableOffset + msix_->table.size();
+}
+
+bool VfioPciDevice::inMsixPba(unsigned index, uint64_t offset, size_t size) const {
+    return msix_ && msix_->pbaBar == index && offset >= msix_->pbaOffset &&
+           offset + size <= msix_->pbaOffset + (msix_->vectors + 63) / 64 * 8;
+}
+
+void VfioPciDevice::barAccess(unsigned index, uint64_t offset, std::span<uint8_t> data, bool write) {
+    std::lock_guard lock(mutex_);
+    (write ? stats_.trappedWrites : stats_.trappedReads)[index]++;
+    if (inMsixTable(index, offset, data.size())) {
+        const uint64_t at = offset - msix_->tableOffset;
+        if (!write) {
+            ++stats_.msixTableReads;
+            std::memcpy(data.data(), &msix_->table[at], data.size());
+            return;
+        }
+        ++stats_.msixTableWrites;
+        std::memcpy(&msix_->table[at], data.data(), data.size());
+        const unsigned first = static_cast<unsigned>(at / 16), last = static_cast<unsigned>((at + data.size() - 1) / 16);
+        for (unsigned v = first; v <= last; ++v) msixEntryChanged(v);
+        return;
+    }
+    if (inMsixPba(index, offset, data.size())) {
+        if (write) return;  // read-only
+        ++stats_.pbaReads;
+        std::vector<uint8_t> pba((msix_->vectors + 63) / 64 * 8, 0);
+        for (unsigned v = 0; v < msix_->routes.size(); ++v)
+            if (msix_->routes[v] && msix_->routes[v]->pending()) pba[v / 8] |= static_cast<uint8_t>(1u << (v % 8));
+        std::memcpy(data.data(), &pba[offset - msix_->pbaOffset], data.size());
+        return;
+    }
+    const uint32_t region = index == pci::kRomBar ? uint32_t(VFIO_PCI_ROM_REGION_INDEX) : uint32_t(VFIO_PCI_BAR0_REGION_INDEX) + index;
+    if (write) {
+        if (index == pci::kRomBar) return;
+        if (auto r = device_->writeRegion(region, offset, data); !r)
+            logger().warn("{}: {} write +{:#x} size {}: {}", name_, barName(index), offset, data.size(), r.error().describe());
+    } else if (auto r = device_->readRegion(region, offset, data); !r) {
+        logger().warn("{}: {} read +{:#x} size {}: {}", name_, barName(index), offset, data.size(), r.error().describe());
+        std::fill(data.begin(), data.end(), 0xff);
+    }
+}
+
+// ---------------------------------------------------------------- interrupts
+
+void VfioPciDevice::enableIntx() {
+    if (!intxPin_ || intxOn_) return;
+    auto route = platform_.intx->createRoute(*platform_.intxGsi, name_ + " INTx");
+    if (!route) {
+        logger().error("{}: INTx route: {}", name_, route.error().describe());
+        return;
+    }
+    int32_t fd = (*route)->triggerFd();
+    ++stats_.setIrqsCalls;
+    if (auto r = device_->setIrqEventfds(VFIO_PCI_INTX_IRQ_INDEX, 0, std::span<const int32_t>(&fd, 1)); !r) {
+        logger().error("{}: enabling INTx: {}", name_, r.error().describe());
+        return;
+    }
+    ++stats_.setIrqsCalls;
+    if (auto r = device_->setUnmaskEventfd(VFIO_PCI_INTX_IRQ_INDEX, 0, (*route)->resampleFd()); !r) {
+        logger().error("{}: INTx resample: {}", name_, r.error().describe());
+        ++stats_.setIrqsCalls;
+        (void)device_->disableIrq(VFIO_PCI_INTX_IRQ_INDEX);
+        return;
+    }
+    intx_ = std::move(route).value();
+    intxOn_ = true;
+}
+
+void VfioPciDevice::disableIntx() {
+    if (!intxOn_) return;
+    ++stats_.setIrqsCalls;
+    if (auto r = device_->disableIrq(VFIO_PCI_INTX_IRQ_INDEX); !r) logger().warn("{}: disabling INTx: {}", name_, r.error().describe());
+    intx_.reset();
+    intxOn_ = false;
+}
+
+pci::MsiMessage VfioPciDevice::msixMessage(unsigned v) const {
+    uint32_t lo, hi, data;
+    std::memcpy(&lo, &msix_->table[16 * v], 4);
+    std::memcpy(&hi, &msix_->table[16 * v + 4], 4);
+    std::memcpy(&data, &msix_->table[16 * v + 8], 4);
+    return {(uint64_t(hi) << 32) | lo, data};
+}
+
+bool VfioPciDevice::msixVectorMasked(unsigned v) const { return msix_->maskAll || (msix_->table[16 * v + 12] & 1); }
+
+void VfioPciDevice::msixControlChanged() {
+    const uint16_t ctl = config_.get16(msix_->cap + PCI_MSIX_FLAGS);
+    const bool enable = ctl & PCI_MSIX_FLAGS_ENABLE;
+    msix_->maskAll = ctl & PCI_MSIX_FLAGS_MASKALL;
+    if (enable && !msix_->enabled) {
+        // The kernel refuses a second index while one is active: everything else off first.
+        disableIntx();
+        if (msi_ && msi_->enabled) disableMsi();
+        std::vector<int32_t> fds;
+        for (unsigned v = 0; v < msix_->vectors; ++v) {
+            auto route = platform_.msi->createRoute(msixMessage(v), msixVectorMasked(v), fmt::format("{} MSI-X {}", name_, v));
+            if (!route) {
+                logger().error("{}: MSI-X vector {}: {}", name_, v, route.error().describe());
+                msix_->routes.clear();
+                enableIntx();
+                return;
+            }
+            fds.push_back((*route)->eventFd());
+            msix_->routes.push_back(std::move(route).value());
+        }
+        ++stats_.setIrqsCalls;
+        if (auto r = device_->setIrqEventfds(VFIO_PCI_MSIX_IRQ_INDEX, 0, fds); !r) {
+            logger().error("{}: enabling MSI-X: {}", name_, r.error().describe());
+            msix_->routes.clear();
+            enableIntx();
+            return;
+        }
+        msix_->enabled = true;
+        logger().debug("{}: MSI-X on, {} vectors", name_, msix_->vectors);
+    } else if (!enable && msix_->enabled) {
+        disableMsix();
+        enableIntx();
+    } else if (msix_->enabled) {
+        for (unsigned v = 0; v < msix_->vectors; ++v) msixEntryChanged(v);
+    }
+}
+
+void VfioPciDevice::msixEntryChanged(unsigned v) {
+    if (!msix_->enabled || v >= msix_->routes.size()) return;
+    auto& route = *msix_->routes[v];
+    const bool masked = msixVectorMasked(v);
+    // Linux rewrites an entry only while it is masked; follow the message whenever it changes.
+    auto msg = msixMessage(v);
+    if (auto r = route.setMessage(msg); !r) logger().error("{}: MSI-X {}: {}", name_, v, r.error().describe());
+    else ++stats_.routeMessageUpdates;
+    if (route.masked() != masked) {
+        ++stats_.routeMaskChanges;
+        if (auto r = route.setMasked(masked); !r) logger().error("{}: MSI-X {} mask: {}", name_, v, r.error().describe());
+    }
+}
+
+void VfioPciDevice::disableMsix() {
+    ++stats_.setIrqsCalls;
+    if (auto r = device_->disableIrq(VFIO_PCI_MSIX_IRQ_INDEX); !r) logger().warn("{}: disabling MSI-X: {}", name_, r.error().describe());
+    msix_->routes.clear();
+    msix_->enabled = false;
+}
+
+pci::MsiMessage VfioPciDevice::msiMessage(unsigned v) const {
+    uint64_t addr = config_.get32(msi_->cap + PCI_MSI_ADDRESS_LO);
+    if (msi_->is64) addr |= uint64_t(config_.get32(msi_->cap + PCI_MSI_ADDRESS_HI)) << 32;
+    const unsigned n = static_cast<unsigned>(msi_->routes.size());
+    uint32_t data = config_.get16(msi_->dataOff());
+    if (n > 1) data = (data & ~(n - 1)) | v;  // multiple message: the low bits carry the vector
+    return {addr, data};
+}
+
+void VfioPciDevice::msiChanged() {
+    const uint16_t ctl = config_.get16(msi_->cap + PCI_MSI_FLAGS);
+    const bool enable = ctl & PCI_MSI_FLAGS_ENABLE;
+    const uint32_t maskBits = msi_->perVectorMask ? config_.get32(msi_->maskOff()) : 0;
+    if (enable && !msi_->enabled) {
+        disableIntx();
+        if (msix_ && msix_->enabled) disableMsix();
+        const unsigned n = std::min(1u << ((ctl & PCI_MSI_FLAGS_QSIZE) >> 4), msi_->maxVectors);
+        std::vector<int32_t> fds;
+        msi_->routes.resize(n);  // sized first: msiMessage() derives the vector bits from it
+        for (unsigned v = 0; v < n; ++v) {
+            auto route = platform_.msi->createRoute(msiMessage(v), maskBits & (1u << v), fmt::format("{} MSI {}", name_, v));
+            if (!route) {
+                logger().error("{}: MSI vector {}: {}", name_, v, route.error().describe());
+                msi_->routes.clear();
+                enableIntx();
+                return;
+            }
+            fds.push_back((*route)->eventFd());
+            msi_->routes[v] = std::move(route).value();
+        }
+        ++stats_.setIrqsCalls;
+        if (auto r = device_->setIrqEventfds(VFIO_PCI_MSI_IRQ_INDEX, 0, fds); !r) {
+            logger().error("{}: enabling MSI ({} vectors): {}", name_, n, r.error().describe());
+            msi_->routes.clear();
+            enableIntx();
+            return;
+        }
+        msi_->enabled = true;
+    } else if (!enable && msi_->enabled) {
+        disableMsi();
+        enableIntx();
+    } else if (msi_->enabled) {
+        for (unsigned v = 0; v < msi_->routes.size(); ++v) {
+            auto& route = *msi_->routes[v];
+            if (auto r = route.setMessage(msiMessage(v)); !r) logger().error("{}: MSI {}: {}", name_, v, r.error().describe());
+            else ++stats_.routeMessageUpdates;
+            const bool masked = maskBits & (1u << v);
+            if (route.masked() != masked) {
+                ++stats_.routeMaskChanges;
+                if (auto r = route.setMasked(masked); !r) logger().error("{}: MSI {} mask: {}", name_, v, r.error().describe());
+            }
+        }
+    }
+}
+
+void VfioPciDevice::disableMsi() {
+    ++stats_.setIrqsCalls;
+    if (auto r = device_->disableIrq(VFIO_PCI_MSI_IRQ_INDEX); !r) logger().warn("{}: disabling MSI: {}", name_, r.error().describe());
+    msi_->routes.clear();
+    msi_->enabled = false;
+}
+
+void VfioPciDevice::refreshMsiPending() {
+    uint32_t pending = 0;
+    for (unsigned v = 0; v < msi_->routes.size(); ++v)
+        if (msi_->routes[v]->pending()) pending |= 1u << v;
+    config_.emulate(msi_->maskOff() + 4, 4);
+    config_.set32(msi_->maskOff() + 4, pending);
+}
+
+void VfioPciDevice::irqsOff() {
+    if (msix_ && msix_->enabled) disableMsix();
+    if (msi_ && msi_->enabled) disableMsi();
+    disableIntx();
+}
+
+IrqMode VfioPciDevice::irqMode() const {
+    if (msix_ && msix_->enabled) return IrqMode::Msix;
+    if (msi_ && msi_->enabled) return IrqMode::Msi;
+    if (intxOn_) return IrqMode::Intx;
+    return IrqMode::None;
+}
+
+// ---------------------------------------------------------------- reset, stats, teardown
+
+Result<void> VfioPciDevice::functionLevelReset() {
+    std::lock_guard lock(mutex_);
+    return resetLocked();
+}
+
+Result<void> VfioPciDevice::resetLocked() {
+    // What a function sees after FLR: interrupts off, BARs unprogrammed, decoding and bus mastering off.
+    irqsOff();
+    bars_->deactivateAll([this](unsigned i, uint64_t gpa) { return deactivateBar(i, gpa); });
+    if (!device_->canReset()) return Error(fmt::format("{}: the device offers no reset (VFIO_DEVICE_FLAGS_RESET clear)", name_), ENOTTY);
+    TRY_CTX(device_->reset(), name_ + ": VFIO_DEVICE_RESET");
+    ++stats_.resets;
+    // The kernel restores the saved config state after reset; the guest expects a reset function.
+    const uint16_t cmd = TRY(device_->readConfigObj<uint16_t>(PCI_COMMAND));
+    TRY(device_->writeConfigObj<uint16_t>(PCI_COMMAND, cmd & ~(PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER)));
+    config_.set16(PCI_COMMAND, 0);
+    for (unsigned i = 0; i < 6; ++i) bars_->program(i, 0);
+    config_.set32(PCI_ROM_ADDRESS, 0);
+    if (msi_) {
+        config_.set16(msi_->cap + PCI_MSI_FLAGS, config_.get16(msi_->cap + PCI_MSI_FLAGS) & ~(PCI_MSI_FLAGS_ENABLE | PCI_MSI_FLAGS_QSIZE));
+        for (uint32_t o = PCI_MSI_ADDRESS_LO; o < msi_->size(); ++o) config_.set8(msi_->cap + o, 0);
+    }
+    if (msix_) {
+        config_.set16(msix_->cap + PCI_MSIX_FLAGS, msix_->vectors - 1);
+        msix_->maskAll = false;
+        std::fill(msix_->table.begin(), msix_->table.end(), 0);
+        for (unsigned v = 0; v < msix_->vectors; ++v) msix_->table[16 * v + 12] = 1;
+    }
+    enableIntx();
+    return success();
+}
+
+VfioPciStats VfioPciDevice::stats() const {
+    std::lock_guard lock(mutex_);
+    VfioPciStats s = stats_;
+    s.irqMode = irqMode();
+    s.vectors = msix_ && msix_->enabled ? msix_->vectors : msi_ && msi_->enabled ? static_cast<unsigned>(msi_->routes.size()) : 0;
+    for (auto& st : barState_) {
+        for (auto& a : st.areas) {
+            s.memslots += a.slot ? 1 : 0;
+            s.p2pMappings += a.dmaMapped ? 1 : 0;
+        }
+        for (auto& t : st.traps) s.trappedRanges += t.at ? 1 : 0;
+    }
+    return s;
+}
+
+VfioPciDevice::~VfioPciDevice() {
+    std::lock_guard lock(mutex_);
+    // 1. Interrupts off at the device, then the routes (irqfds, GSIs) go.
+    irqsOff();
+    // 2. BARs: bus ranges, memslots and P2P DMA mappings.
+    if (bars_) bars_->deactivateAll([this](unsigned i, uint64_t gpa) { return deactivateBar(i, gpa); });
+    // 3. BAR mmaps, 4. the device fd (the backend detaches it in the close hook).
+    for (auto& st : barState_) {
+        st.traps.clear();
+        st.areas.clear();
+    }
+    device_.reset();
+}
+
+}  // namespace conduit::devices::vfio_pci

@@ -1,0 +1,201 @@
+// VfioPciDevice: a host PCI function assigned to the guest through VFIO.
+//
+// Config space: a shadow (devices/pci/config_space.h) over the device's VFIO config region. The
+// BARs, ROM BAR, capability pointer, interrupt line/pin and the MSI and MSI-X capabilities are
+// emulated; the capability and extended-capability chains are filtered to what Conduit supports
+// (SR-IOV, resizable BAR, ATS/PRI/PASID, ... are unlinked); everything else reads from and writes
+// to the device. A write of PCIe DEVCTL "initiate FLR" resets the device through VFIO.
+//
+// BARs: each mmappable area (sparse mmap areas, else the whole BAR; the MSI-X table and PBA pages
+// always excluded) is mmapped once at creation and, while the guest has the BAR enabled, is a
+// guest memslot at BAR address + offset (no exits) and, with P2P, an IOMMU mapping at the same
+// address (dma-buf + mapFile where offered, else the mmap's vaddr). The rest of the BAR is trapped
+// on the MMIO (or PIO) bus and forwarded with pread/pwrite; the MSI-X table and PBA are emulated
+// there. Moving or disabling a BAR moves or drops all three.
+//
+// Interrupts: INTx (when an IntxRouter and a GSI are given) is on from the start and whenever
+// MSI/MSI-X are off: VFIO triggers an eventfd bound to the IOAPIC pin, KVM's resample eventfd
+// unmasks the device on EOI. Enabling MSI or MSI-X disables the active index first (the kernel
+// refuses two at once), creates one MsiRoute per vector and hands every route's eventfd to VFIO
+// in one SET_IRQS. Vector masking (MSI-X entry mask, function mask, MSI mask bits) only edits the
+// routes: no SET_IRQS per mask; a vector that fires while masked shows in the emulated PBA /
+// pending bits and is delivered at unmask.
+//
+// Teardown (destructor, explicit): IRQs off, routes dropped, bus ranges and memslots removed,
+// DMA unmapped, BAR mmaps unmapped, the device fd closed.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+#include "devices/bus.h"
+#include "devices/pci/config_space.h"
+#include "devices/pci/pci_device.h"
+#include "devices/pci/platform.h"
+#include "vfio/device.h"
+#include "vfio/vfio_ops.h"
+
+namespace conduit::devices::vfio_pci {
+
+struct VfioPciPlatform {
+    Bus* mmio = nullptr;
+    Bus* pio = nullptr;
+    pci::GuestMapper* mapper = nullptr;
+    pci::MsiRouter* msi = nullptr;
+    pci::IntxRouter* intx = nullptr;       // null: no INTx (pin reads 0)
+    std::optional<uint32_t> intxGsi;       // IOAPIC pin for INTx
+    vfio::VfioOps* dma = nullptr;          // null: no P2P mappings of BARs
+    bool resetOnStart = true;
+};
+
+enum class IrqMode { None, Intx, Msi, Msix };
+const char* irqModeName(IrqMode mode);
+
+struct BarArea {
+    uint64_t offset = 0;
+    uint64_t size = 0;
+};
+
+struct VfioPciStats {
+    uint64_t configReads = 0, configWrites = 0;
+    std::array<uint64_t, 7> trappedReads{}, trappedWrites{};  // per BAR, [6] = ROM
+    uint64_t msixTableReads = 0, msixTableWrites = 0, pbaReads = 0;
+    uint64_t routeMessageUpdates = 0, routeMaskChanges = 0;
+    uint64_t setIrqsCalls = 0;  // VFIO_DEVICE_SET_IRQS issued by this device (enable/disable only)
+    uint64_t resets = 0;
+    uint64_t relocations = 0;   // BAR activations at an address other than the previous one
+    size_t memslots = 0, p2pMappings = 0, trappedRanges = 0;
+    IrqMode irqMode = IrqMode::None;
+    unsigned vectors = 0;
+};
+
+class VfioPciDevice final : public pci::PciDevice, public std::enable_shared_from_this<VfioPciDevice> {
+public:
+    // `name` is the guest location and host device, e.g. "00:01.0 (0000:01:00.0)".
+    static Result<std::shared_ptr<VfioPciDevice>> create(std::unique_ptr<vfio::VfioDevice> device,
+                                                         VfioPciPlatform platform, std::string name);
+    ~VfioPciDevice() override;
+    VfioPciDevice(const VfioPciDevice&) = delete;
+    VfioPciDevice& operator=(const VfioPciDevice&) = delete;
+
+    std::string name() const override { return name_; }
+    uint32_t configSize() const override { return config_.size(); }
+    void configRead(uint32_t offset, std::span<uint8_t> data) override;
+    void configWrite(uint32_t offset, std::span<const uint8_t> data) override;
+
+    const pci::BarInfo& bar(unsigned index) const { return bars_->info(index); }
+    uint64_t romSize() const { return bars_->romSize(); }
+    // Firmware's role before the guest runs: programs a BAR address (decoding stays as COMMAND says).
+    void programBar(unsigned index, uint64_t address);
+    std::optional<uint64_t> activeBar(unsigned index) const;
+    uint64_t programmedBar(unsigned index) const;
+    std::vector<BarArea> mmapAreas(unsigned index) const;
+    std::vector<BarArea> trappedAreas(unsigned index) const;
+
+    // What a guest FLR does (also reachable through PCIe DEVCTL).
+    Result<void> functionLevelReset();
+
+    IrqMode irqMode() const;
+    VfioPciStats stats() const;
+    vfio::VfioDevice& vfioDevice() { return *device_; }
+    // Offsets of the capabilities left in the chain / the extended ones (for tests and logs).
+    std::vector<uint8_t> capabilities() const { return keptCaps_; }
+    std::vector<uint16_t> extendedCapabilities() const { return keptExtCaps_; }
+
+    // A trapped BAR access (the bus windows call this).
+    void barAccess(unsigned index, uint64_t offset, std::span<uint8_t> data, bool write);
+
+private:
+    struct Area {
+        BarArea range;
+        vfio::HostMapping map;
+        std::unique_ptr<pci::GuestMapping> slot;
+        bool dmaMapped = false;
+        uint64_t dmaIova = 0;
+        vfio::HostFd dmaBuf;
+    };
+    struct Trap {
+        BarArea range;
+        std::shared_ptr<BusDevice> window;
+        std::optional<uint64_t> at;
+    };
+    struct BarState {
+        vfio::RegionInfo region;
+        std::vector<Area> areas;
+        std::vector<Trap> traps;
+        std::optional<uint64_t> lastAddress;
+    };
+    struct Msix {
+        uint8_t cap = 0;
+        uint16_t vectors = 0;
+        unsigned tableBar = 0, pbaBar = 0;
+        uint64_t tableOffset = 0, pbaOffset = 0;
+        std::vector<uint8_t> table;  // 16 bytes per entry
+        bool enabled = false, maskAll = false;
+        std::vector<std::unique_ptr<pci::MsiRoute>> routes;
+    };
+    struct Msi {
+        uint8_t cap = 0;
+        bool is64 = false, perVectorMask = false;
+        unsigned maxVectors = 1;
+        bool enabled = false;
+        std::vector<std::unique_ptr<pci::MsiRoute>> routes;
+        uint32_t dataOff() const { return cap + (is64 ? 12 : 8); }
+        uint32_t maskOff() const { return cap + (is64 ? 16 : 12); }
+        uint32_t size() const { return (is64 ? 14 : 10) + (perVectorMask ? 10 : 0); }
+    };
+
+    VfioPciDevice(std::unique_ptr<vfio::VfioDevice> device, VfioPciPlatform platform, std::string name, uint32_t cfgSize);
+    Result<void> init();
+    Result<void> setupCapabilities(const std::vector<uint8_t>& raw);
+    Result<void> setupBars(const std::vector<uint8_t>& raw);
+
+    void updateBars();
+    Result<void> activateBar(unsigned index, uint64_t gpa);
+    Result<void> deactivateBar(unsigned index, uint64_t gpa);
+    void p2pMap(unsigned index, Area& area, uint64_t gpa);
+    void p2pUnmap(Area& area);
+
+    // Interrupts (called with mutex_ held).
+    void enableIntx();
+    void disableIntx();
+    void msixControlChanged();
+    void msixEntryChanged(unsigned vector);
+    bool msixVectorMasked(unsigned vector) const;
+    pci::MsiMessage msixMessage(unsigned vector) const;
+    void disableMsix();
+    void msiChanged();
+    void disableMsi();
+    pci::MsiMessage msiMessage(unsigned vector) const;
+    void irqsOff();
+    void refreshMsiPending();
+    Result<void> resetLocked();
+
+    bool inMsixTable(unsigned index, uint64_t offset, size_t size) const;
+    bool inMsixPba(unsigned index, uint64_t offset, size_t size) const;
+
+    mutable std::mutex mutex_;
+    std::unique_ptr<vfio::VfioDevice> device_;
+    VfioPciPlatform platform_;
+    std::string name_;
+    pci::ConfigSpace config_;
+    std::unique_ptr<pci::PciBars> bars_;
+    std::array<BarState, 7> barState_;
+    std::optional<Msix> msix_;
+    std::optional<Msi> msi_;
+    std::optional<uint8_t> pcieCap_;
+    std::vector<uint8_t> keptCaps_;
+    std::vector<uint16_t> keptExtCaps_;
+    uint8_t intxPin_ = 0;
+    std::unique_ptr<pci::IntxRoute> intx_;
+    bool intxOn_ = false;
+    VfioPciStats stats_;
+};
+
+}  // namespace conduit::devices::vfio_pci

@@ -1,0 +1,533 @@
+// The PCI core (config space masks, root with 0xCF8/0xCFC and ECAM, BAR allocator) and the VFIO
+// passthrough device against the simulated host, with fake guest-mapper / MSI / INTx services that
+// record what the device asks for. Both VFIO backends.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <linux/pci_regs.h>
+#include <poll.h>
+
+#include <map>
+
+#include "base/event_fd.h"
+#include "devices/bus.h"
+#include "devices/pci/bar_allocator.h"
+#include "devices/pci/config_space.h"
+#include "devices/pci/pci_root.h"
+#include "devices/vfio_pci/vfio_pci_device.h"
+#include "tests/hostsim/sim_host.h"
+#include "vfio/backend.h"
+
+using namespace conduit;
+using namespace conduit::devices;
+using namespace conduit::devices::pci;
+using conduit::devices::vfio_pci::IrqMode;
+using conduit::devices::vfio_pci::VfioPciDevice;
+
+namespace {
+
+bool readable(int fd) {
+    pollfd p{fd, POLLIN, 0};
+    return ::poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+}
+void drain(int fd) {
+    uint64_t v;
+    while (readable(fd) && ::read(fd, &v, 8) == 8) {}
+}
+
+// ---- fakes for the VMM services ----
+struct FakeMapper : GuestMapper {
+    struct Rec {
+        uint64_t size;
+        void* host;
+    };
+    std::map<uint64_t, Rec> live;
+    struct M : GuestMapping {
+        FakeMapper& m;
+        uint64_t gpa;
+        M(FakeMapper& m, uint64_t g) : m(m), gpa(g) {}
+        ~M() override { m.live.erase(gpa); }
+    };
+    Result<std::unique_ptr<GuestMapping>> map(uint64_t gpa, uint64_t size, void* host, const std::string&) override {
+        EXPECT_FALSE(live.count(gpa)) << "double map at " << std::hex << gpa;
+        live[gpa] = {size, host};
+        return std::unique_ptr<GuestMapping>(std::make_unique<M>(*this, gpa));
+    }
+};
+
+struct FakeMsiRouter : MsiRouter {
+    struct Route : MsiRoute {
+        FakeMsiRouter& r;
+        EventFd ev;
+        MsiMessage msg;
+        bool m;
+        Route(FakeMsiRouter& r, EventFd e, MsiMessage msg, bool masked) : r(r), ev(std::move(e)), msg(msg), m(masked) { r.live.push_back(this); }
+        ~Route() override { r.live.erase(std::find(r.live.begin(), r.live.end(), this)); }
+        int eventFd() const override { return ev.fd(); }
+        Result<void> setMessage(const MsiMessage& x) override {
+            msg = x;
+            return success();
+        }
+        Result<void> setMasked(bool x) override {
+            ++r.maskOps;
+            m = x;
+            if (!x) delivered += ev.consume();  // what KVM does on re-binding the irqfd
+            return success();
+        }
+        bool masked() const override { return m; }
+        bool pending() const override { return m && readable(ev.fd()); }
+        uint64_t delivered = 0;
+    };
+    std::vector<Route*> live;
+    int maskOps = 0;
+    Result<std::unique_ptr<MsiRoute>> createRoute(const MsiMessage& msg, bool masked, const std::string&) override {
+        return std::unique_ptr<MsiRoute>(std::make_unique<Route>(*this, TRY(EventFd::create()), msg, masked));
+    }
+};
+
+struct FakeIntxRouter : IntxRouter {
+    struct Route : IntxRoute {
+        EventFd trig, res;
+        uint32_t g;
+        int* liveCount;
+        Route(EventFd t, EventFd r, uint32_t g, int* lc) : trig(std::move(t)), res(std::move(r)), g(g), liveCount(lc) { ++*liveCount; }
+        ~Route() override { --*liveCount; }
+        int triggerFd() const override { return trig.fd(); }
+        int resampleFd() const override { return res.fd(); }
+        uint32_t gsi() const override { return g; }
+    };
+    int live = 0;
+    Route* last = nullptr;
+    Result<std::unique_ptr<IntxRoute>> createRoute(uint32_t gsi, const std::string&) override {
+        auto r = std::make_unique<Route>(TRY(EventFd::create()), TRY(EventFd::create()), gsi, &live);
+        last = r.get();
+        return std::unique_ptr<IntxRoute>(std::move(r));
+    }
+};
+
+// Counts VFIO_DEVICE_SET_IRQS on the way to the simulated host.
+struct CountingHost final : vfio::HostInterface {
+    vfio::HostInterface& in;
+    size_t setIrqs = 0;
+    explicit CountingHost(vfio::HostInterface& h) : in(h) {}
+    Result<int> open(const std::string& p, int f) override { return in.open(p, f); }
+    void close(int fd) override { in.close(fd); }
+    Result<int> ioctl(int fd, unsigned long req, uintptr_t arg) override {
+        if (req == VFIO_DEVICE_SET_IRQS) ++setIrqs;
+        return in.ioctl(fd, req, arg);
+    }
+    Result<void*> mmap(void* a, size_t l, int p, int f, int fd, off_t o) override { return in.mmap(a, l, p, f, fd, o); }
+    void munmap(void* a, size_t l) override { in.munmap(a, l); }
+    Result<size_t> pread(int fd, void* b, size_t c, off_t o) override { return in.pread(fd, b, c, o); }
+    Result<size_t> pwrite(int fd, const void* b, size_t c, off_t o) override { return in.pwrite(fd, b, c, o); }
+    Result<int> eventfd(unsigned i, int f) override { return in.eventfd(i, f); }
+    Result<std::string> readFile(const std::filesystem::path& p) override { return in.readFile(p); }
+    Result<std::filesystem::path> readLink(const std::filesystem::path& p) override { return in.readLink(p); }
+    Result<std::vector<std::string>> listDirectory(const std::filesystem::path& p) override { return in.listDirectory(p); }
+    bool exists(const std::filesystem::path& p) override { return in.exists(p); }
+};
+
+}  // namespace
+
+// ------------------------------------------------------------------ core
+
+TEST(PciConfigSpace, EmulatedBitsAndWriteMasks) {
+    ConfigSpace c;
+    c.set16(0x04, 0x0000);
+    c.emulate(0x04, 2, 0x0007);     // low three bits from the shadow
+    c.allowWrite(0x04, 2, 0x0006);  // of which the guest may change two
+    std::array<uint8_t, 2> dev{0xff, 0xff};
+    c.mergeRead(0x04, dev);
+    EXPECT_EQ(dev[0], 0xf8);  // emulated bits 0-2 come from the shadow (0)
+    EXPECT_EQ(dev[1], 0xff);
+    const std::array<uint8_t, 2> w{0xff, 0xff};
+    c.applyWrite(0x04, w);
+    EXPECT_EQ(c.get16(0x04), 0x0006);  // bit 0 is read-only
+    EXPECT_TRUE(c.fullyEmulated(0x04, 0) );
+    EXPECT_FALSE(c.fullyEmulated(0x04, 2));
+}
+
+TEST(PciRoot, HostBridgeThroughPortsAndEcam) {
+    PciRoot root;
+    auto ports = root.configPorts();
+    auto ecam = root.ecam();
+    auto out32 = [&](uint64_t off, uint32_t v) { ports->write(off, std::span<const uint8_t>(reinterpret_cast<uint8_t*>(&v), 4)); };
+    auto in = [&](uint64_t off, size_t n) {
+        uint32_t v = 0;
+        ports->read(off, std::span<uint8_t>(reinterpret_cast<uint8_t*>(&v), n));
+        return v;
+    };
+    out32(0, 0x80000000u);  // 00:00.0 reg 0
+    EXPECT_EQ(in(4, 4), 0x00081b36u);
+    EXPECT_EQ(in(6, 1), 0x08u);        // byte at 0xCFE = device id low byte
+    EXPECT_EQ(in(6, 2), 0x0008u);
+    out32(0, 0x80000008u);
+    EXPECT_EQ(in(4, 4) >> 8, 0x060000u);  // class: host bridge
+    out32(0, 0x80000000u | (5 << 11));  // 00:05.0: absent
+    EXPECT_EQ(in(4, 4), 0xffffffffu);
+    out32(0, 0x00000000u);              // enable bit clear
+    EXPECT_EQ(in(4, 4), 0xffffffffu);
+    // A byte write to 0xCF8 does not latch the address.
+    out32(0, 0x80000000u);
+    uint8_t b = 0x10;
+    ports->write(0, std::span<const uint8_t>(&b, 1));
+    EXPECT_EQ(in(0, 4), 0x80000000u);
+    uint32_t v = 0;
+    ecam->read(0, std::span<uint8_t>(reinterpret_cast<uint8_t*>(&v), 4));
+    EXPECT_EQ(v, 0x00081b36u);
+    ecam->read(1 << 15, std::span<uint8_t>(reinterpret_cast<uint8_t*>(&v), 4));
+    EXPECT_EQ(v, 0xffffffffu);
+    ecam->read(1 << 20, std::span<uint8_t>(reinterpret_cast<uint8_t*>(&v), 4));  // bus 1
+    EXPECT_EQ(v, 0xffffffffu);
+}
+
+TEST(PciBarAllocator, NaturallyAlignedAndSkipsReserved) {
+    BarAllocator a("mmio32", {0xc0000000, 0x20000000});
+    a.exclude({0xc0000000, 0x100000});  // e.g. a reserved IOVA range reported by the IOMMU
+    EXPECT_EQ(a.allocate(0x100000, "a").value(), 0xc0100000u);
+    EXPECT_EQ(a.allocate(0x1000, "b").value(), 0xc0200000u);
+    EXPECT_EQ(a.allocate(0x400000, "c").value(), 0xc0400000u);
+    EXPECT_FALSE(a.allocate(0x3000, "odd").ok());
+    EXPECT_FALSE(a.allocate(0x40000000, "huge").ok());
+}
+
+// ------------------------------------------------------------------ passthrough device
+
+class PassthroughDevice : public ::testing::TestWithParam<vfio::BackendKind> {
+protected:
+    static constexpr const char* kBdf = "0000:01:00.0";
+    static constexpr const char* kPeer = "0000:02:00.0";
+
+    void open(hostsim::SimDeviceConfig cfg = {}) {
+        cfg.bdf = kBdf;
+        cfg.group = 7;
+        cfg.msiVectors = 4;
+        sim = std::make_unique<hostsim::SimHost>();
+        sim->addDevice(cfg);
+        hostsim::SimDeviceConfig peer;
+        peer.bdf = kPeer;
+        peer.group = 8;
+        sim->addDevice(peer);
+        baseFds = sim->openFdCount();
+        host = std::make_unique<CountingHost>(*sim);
+        auto b = vfio::openBackend(*host, GetParam(), sim->paths());
+        ASSERT_TRUE(b.ok()) << b.error().describe();
+        backend = std::move(b).value();
+        auto d = backend->openDevice(kBdf);
+        ASSERT_TRUE(d.ok()) << d.error().describe();
+        auto p = backend->openDevice(kPeer);  // a second device in the address space for P2P
+        ASSERT_TRUE(p.ok()) << p.error().describe();
+        peerDev = std::move(p).value();
+        baseMappings = sim->dmaMappingCount();
+        vfio_pci::VfioPciPlatform platform;
+        platform.mmio = &mmio;
+        platform.pio = &pio;
+        platform.mapper = &mapper;
+        platform.msi = &msi;
+        platform.intx = &intx;
+        platform.intxGsi = 17;
+        platform.dma = backend.get();
+        auto dev = VfioPciDevice::create(std::move(d).value(), platform, "00:01.0");
+        ASSERT_TRUE(dev.ok()) << dev.error().describe();
+        device = std::move(dev).value();
+    }
+    void TearDown() override {
+        device.reset();
+        peerDev.reset();
+        backend.reset();
+        host.reset();
+    }
+
+    uint32_t cfg(uint32_t off, size_t n = 4) {
+        uint32_t v = 0;
+        device->configRead(off, std::span<uint8_t>(reinterpret_cast<uint8_t*>(&v), n));
+        return v;
+    }
+    void setCfg(uint32_t off, uint32_t v, size_t n = 4) {
+        device->configWrite(off, std::span<const uint8_t>(reinterpret_cast<uint8_t*>(&v), n));
+    }
+    uint32_t mmioRead(uint64_t a, size_t n = 4) {
+        uint64_t v = 0;
+        EXPECT_TRUE(mmio.read(a, std::span<uint8_t>(reinterpret_cast<uint8_t*>(&v), n))) << std::hex << a;
+        return static_cast<uint32_t>(v);
+    }
+    void mmioWrite(uint64_t a, uint64_t v, size_t n = 4) {
+        EXPECT_TRUE(mmio.write(a, std::span<const uint8_t>(reinterpret_cast<uint8_t*>(&v), n))) << std::hex << a;
+    }
+    std::vector<uint64_t> busBases() {
+        std::vector<uint64_t> out;
+        for (auto& e : mmio.entries()) out.push_back(e.base);
+        return out;
+    }
+    // Program BAR0 (registers) at 0xc0000000 and BAR2 (memory, MSI-X at the top) at `bar2`, decode on.
+    void enable(uint64_t bar2 = 0xc0100000) {
+        setCfg(PCI_BASE_ADDRESS_0, 0xc0000000);
+        setCfg(PCI_BASE_ADDRESS_2, static_cast<uint32_t>(bar2));
+        setCfg(PCI_BASE_ADDRESS_3, static_cast<uint32_t>(bar2 >> 32));
+        setCfg(PCI_COMMAND, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER, 2);
+    }
+    const uint32_t kMsix = 0x60, kMsi = 0x40;
+    uint64_t tableAddr(uint64_t bar2 = 0xc0100000) { return bar2 + 0xfe000; }
+
+    std::unique_ptr<hostsim::SimHost> sim;
+    std::unique_ptr<CountingHost> host;
+    std::unique_ptr<vfio::VfioBackend> backend;
+    std::unique_ptr<vfio::VfioDevice> peerDev;
+    Bus mmio{"mmio"}, pio{"pio"};
+    FakeMapper mapper;
+    FakeMsiRouter msi;
+    FakeIntxRouter intx;
+    std::shared_ptr<VfioPciDevice> device;
+    size_t baseFds = 0, baseMappings = 0;
+};
+
+TEST_P(PassthroughDevice, ResetAtStartAndHeaderPassthrough) {
+    open();
+    EXPECT_EQ(sim->device(kBdf)->resetCount(), 1u);
+    EXPECT_EQ(cfg(0), 0x11e81234u);
+    EXPECT_EQ(cfg(PCI_INTERRUPT_PIN, 1), 1u);
+    EXPECT_EQ(cfg(PCI_INTERRUPT_LINE, 1), 17u);
+    setCfg(PCI_INTERRUPT_LINE, 5, 1);  // emulated, writable
+    EXPECT_EQ(cfg(PCI_INTERRUPT_LINE, 1), 5u);
+    setCfg(PCI_INTERRUPT_PIN, 3, 1);   // read-only
+    EXPECT_EQ(cfg(PCI_INTERRUPT_PIN, 1), 1u);
+    // COMMAND reaches the device (bus mastering is what its DMA engine checks).
+    setCfg(PCI_COMMAND, PCI_COMMAND_MASTER, 2);
+    EXPECT_EQ(sim->device(kBdf)->command() & PCI_COMMAND_MASTER, PCI_COMMAND_MASTER);
+    EXPECT_EQ(cfg(PCI_COMMAND, 2) & PCI_COMMAND_MASTER, PCI_COMMAND_MASTER);
+}
+
+TEST_P(PassthroughDevice, BarSizing) {
+    open();
+    setCfg(PCI_BASE_ADDRESS_0, 0xffffffff);
+    EXPECT_EQ(cfg(PCI_BASE_ADDRESS_0), 0xfff00000u);  // 1 MiB, 32-bit, not prefetchable
+    setCfg(PCI_BASE_ADDRESS_1, 0xffffffff);
+    EXPECT_EQ(cfg(PCI_BASE_ADDRESS_1), 0u);           // absent
+    setCfg(PCI_BASE_ADDRESS_2, 0xffffffff);
+    setCfg(PCI_BASE_ADDRESS_3, 0xffffffff);
+    EXPECT_EQ(cfg(PCI_BASE_ADDRESS_2), 0xfff0000cu);  // 1 MiB, 64-bit, prefetchable
+    EXPECT_EQ(cfg(PCI_BASE_ADDRESS_3), 0xffffffffu);
+    setCfg(PCI_ROM_ADDRESS, 0xffffffff);
+    EXPECT_EQ(cfg(PCI_ROM_ADDRESS), 0u);              // no ROM
+    // Sizing with decode on never maps the sizing pattern.
+    setCfg(PCI_COMMAND, PCI_COMMAND_MEMORY, 2);
+    EXPECT_TRUE(mapper.live.empty());
+    EXPECT_TRUE(mmio.entries().empty());
+}
+
+TEST_P(PassthroughDevice, BarEnableMapsAreasTrapsRestAndP2P) {
+    open();
+    setCfg(PCI_BASE_ADDRESS_0, 0xc0000000);
+    setCfg(PCI_BASE_ADDRESS_2, 0xc0100000);
+    EXPECT_TRUE(mapper.live.empty()) << "decode is off";
+    setCfg(PCI_COMMAND, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER, 2);
+    // BAR2: everything but the MSI-X table/PBA pages is a guest mapping; the rest is trapped.
+    ASSERT_EQ(mapper.live.size(), 1u);
+    EXPECT_EQ(mapper.live.begin()->first, 0xc0100000u);
+    EXPECT_EQ(mapper.live.begin()->second.size, 0xfe000u);
+    EXPECT_THAT(busBases(), ::testing::ElementsAre(0xc0000000u, 0xc01fe000u));
+    // The trapped register BAR forwards to the device: edu ident and liveness.
+    EXPECT_EQ(mmioRead(0xc0000000), 0x010000edu);
+    mmioWrite(0xc0000004, 0x12345678);
+    EXPECT_EQ(mmioRead(0xc0000004), ~0x12345678u);
+    // The guest mapping is the device's BAR memory.
+    static_cast<uint8_t*>(mapper.live.begin()->second.host)[0x10] = 0x5a;
+    EXPECT_EQ(sim->device(kBdf)->barMemory(2)[0x10], 0x5a);
+    // P2P: the BAR area is in the IOMMU at its guest address; the peer's DMA reaches it.
+    EXPECT_EQ(sim->dmaMappingCount(), baseMappings + 1);
+    uint32_t word = 0xfeedf00d;
+    ASSERT_TRUE(sim->dmaWrite(*sim->device(kPeer), 0xc0100100, &word, 4));
+    EXPECT_EQ(std::memcmp(sim->device(kBdf)->barMemory(2) + 0x100, &word, 4), 0);
+    auto s = device->stats();
+    EXPECT_EQ(s.memslots, 1u);
+    EXPECT_EQ(s.p2pMappings, 1u);
+    EXPECT_EQ(s.trappedRanges, 2u);
+    EXPECT_EQ(s.trappedReads[0], 2u);
+}
+
+TEST_P(PassthroughDevice, BarRelocationMovesSlotTrapAndDmaMapping) {
+    open();
+    enable();
+    setCfg(PCI_BASE_ADDRESS_2, 0xc0400000);  // moved while decoding (Linux would disable first; both work)
+    ASSERT_EQ(mapper.live.size(), 1u);
+    EXPECT_EQ(mapper.live.begin()->first, 0xc0400000u);
+    EXPECT_THAT(busBases(), ::testing::ElementsAre(0xc0000000u, 0xc04fe000u));
+    EXPECT_EQ(sim->dmaMappingCount(), baseMappings + 1);
+    uint32_t word = 0x600df00d;
+    EXPECT_TRUE(sim->dmaWrite(*sim->device(kPeer), 0xc0400200, &word, 4));
+    EXPECT_EQ(std::memcmp(sim->device(kBdf)->barMemory(2) + 0x200, &word, 4), 0);
+    sim->clearDmaFaults();
+    EXPECT_FALSE(sim->dmaWrite(*sim->device(kPeer), 0xc0100200, &word, 4)) << "the old address is unmapped";
+    EXPECT_EQ(sim->dmaFaults().size(), 1u);
+    EXPECT_EQ(device->stats().relocations, 1u);
+    // Decode off: everything goes.
+    setCfg(PCI_COMMAND, 0, 2);
+    EXPECT_TRUE(mapper.live.empty());
+    EXPECT_TRUE(mmio.entries().empty());
+    EXPECT_EQ(sim->dmaMappingCount(), baseMappings);
+}
+
+TEST_P(PassthroughDevice, SparseMmapWithoutMsixMappable) {
+    hostsim::SimDeviceConfig c;
+    c.msixMappable = false;
+    c.bars[2].sparseAreas = {{0, 0xfe000}};
+    open(c);
+    enable();
+    ASSERT_EQ(mapper.live.size(), 1u);
+    EXPECT_EQ(mapper.live.begin()->second.size, 0xfe000u);
+    EXPECT_THAT(busBases(), ::testing::ElementsAre(0xc0000000u, 0xc01fe000u));
+}
+
+TEST_P(PassthroughDevice, CapabilityChainFiltered) {
+    hostsim::SimDeviceConfig c;
+    c.pcieCaps = true;  // MSI 0x40 -> MSI-X 0x60 -> SSVID 0xb0 -> PCIe 0x70
+    open(c);
+    EXPECT_TRUE(cfg(PCI_STATUS, 2) & PCI_STATUS_CAP_LIST);
+    std::vector<uint32_t> chain, ids;
+    for (uint32_t at = cfg(PCI_CAPABILITY_LIST, 1); at; at = cfg(at + 1, 1)) {
+        chain.push_back(at);
+        ids.push_back(cfg(at, 1));
+        ASSERT_LT(chain.size(), 10u);
+    }
+    EXPECT_THAT(chain, ::testing::ElementsAre(0x40u, 0x60u, 0x70u));
+    EXPECT_THAT(ids, ::testing::ElementsAre(PCI_CAP_ID_MSI, PCI_CAP_ID_MSIX, PCI_CAP_ID_EXP));
+}
+
+TEST_P(PassthroughDevice, MsixMaskingEditsRoutesWithoutSetIrqs) {
+    open();
+    enable();
+    EXPECT_EQ(device->irqMode(), IrqMode::Intx);
+    for (unsigned v = 0; v < 2; ++v) {
+        mmioWrite(tableAddr() + 16 * v, 0xfee00000);
+        mmioWrite(tableAddr() + 16 * v + 4, 0);
+        mmioWrite(tableAddr() + 16 * v + 8, 0x40 + v);
+        mmioWrite(tableAddr() + 16 * v + 12, 0);  // unmask
+    }
+    const size_t before = host->setIrqs;
+    setCfg(kMsix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE, 2);
+    EXPECT_EQ(device->irqMode(), IrqMode::Msix);
+    EXPECT_EQ(host->setIrqs, before + 2) << "INTx off, then MSI-X on with every vector at once";
+    ASSERT_EQ(msi.live.size(), 8u);
+    EXPECT_EQ(msi.live[1]->msg, (MsiMessage{0xfee00000, 0x41}));
+    EXPECT_FALSE(msi.live[0]->masked());
+    EXPECT_TRUE(msi.live[2]->masked()) << "entries are masked at reset";
+    EXPECT_EQ(sim->device(kBdf)->activeIrqIndex(), uint32_t(VFIO_PCI_MSIX_IRQ_INDEX));
+
+    const size_t armed = host->setIrqs;
+    mmioWrite(tableAddr() + 12, 1);  // mask vector 0
+    EXPECT_TRUE(msi.live[0]->masked());
+    mmioWrite(0xc0000070, 0);        // the device fires vector 0 while masked
+    EXPECT_TRUE(readable(msi.live[0]->eventFd()));
+    EXPECT_EQ(mmioRead(tableAddr() + 0x1000) & 1, 1u) << "PBA shows vector 0 pending";
+    mmioWrite(tableAddr() + 12, 0);  // unmask: delivered
+    EXPECT_FALSE(msi.live[0]->masked());
+    EXPECT_EQ(msi.live[0]->delivered, 1u);
+    EXPECT_EQ(mmioRead(tableAddr() + 0x1000) & 1, 0u);
+    // Function mask masks every vector, again by route.
+    setCfg(kMsix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE | PCI_MSIX_FLAGS_MASKALL, 2);
+    EXPECT_TRUE(msi.live[1]->masked());
+    setCfg(kMsix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE, 2);
+    EXPECT_FALSE(msi.live[1]->masked());
+    EXPECT_EQ(host->setIrqs, armed) << "no VFIO_DEVICE_SET_IRQS for masking";
+    // Re-targeting an entry updates its route.
+    mmioWrite(tableAddr() + 16 + 8, 0x51);
+    EXPECT_EQ(msi.live[1]->msg.data, 0x51u);
+    // Disable: MSI-X off, INTx back.
+    setCfg(kMsix + PCI_MSIX_FLAGS, 0, 2);
+    EXPECT_EQ(device->irqMode(), IrqMode::Intx);
+    EXPECT_TRUE(msi.live.empty());
+    EXPECT_EQ(sim->device(kBdf)->activeIrqIndex(), uint32_t(VFIO_PCI_INTX_IRQ_INDEX));
+}
+
+TEST_P(PassthroughDevice, MsiMultipleVectorsPerVectorMask) {
+    open();
+    enable();
+    EXPECT_EQ((cfg(kMsi + PCI_MSI_FLAGS, 2) & PCI_MSI_FLAGS_QMASK) >> 1, 2u) << "4 vectors capable";
+    setCfg(kMsi + PCI_MSI_ADDRESS_LO, 0xfee00000);
+    setCfg(kMsi + PCI_MSI_ADDRESS_HI, 0);
+    setCfg(kMsi + PCI_MSI_DATA_64, 0x60, 2);
+    setCfg(kMsi + PCI_MSI_MASK_64, 0x4);  // vector 2 masked
+    const size_t before = host->setIrqs;
+    setCfg(kMsi + PCI_MSI_FLAGS, PCI_MSI_FLAGS_ENABLE | (2 << 4), 2);  // 4 vectors
+    EXPECT_EQ(device->irqMode(), IrqMode::Msi);
+    EXPECT_EQ(host->setIrqs, before + 2);
+    ASSERT_EQ(msi.live.size(), 4u);
+    for (unsigned v = 0; v < 4; ++v) EXPECT_EQ(msi.live[v]->msg, (MsiMessage{0xfee00000, 0x60 + v}));
+    EXPECT_TRUE(msi.live[2]->masked());
+    EXPECT_FALSE(msi.live[1]->masked());
+    const size_t armed = host->setIrqs;
+    mmioWrite(0xc0000070, 2);  // fire vector 2 (masked)
+    EXPECT_EQ(cfg(kMsi + PCI_MSI_MASK_64 + 4), 0x4u) << "pending bits";
+    setCfg(kMsi + PCI_MSI_MASK_64, 0x1);
+    EXPECT_FALSE(msi.live[2]->masked());
+    EXPECT_TRUE(msi.live[0]->masked());
+    EXPECT_EQ(msi.live[2]->delivered, 1u);
+    EXPECT_EQ(host->setIrqs, armed);
+    // Switching to MSI-X disables MSI first.
+    setCfg(kMsix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE, 2);
+    EXPECT_EQ(device->irqMode(), IrqMode::Msix);
+    EXPECT_EQ(sim->device(kBdf)->activeIrqIndex(), uint32_t(VFIO_PCI_MSIX_IRQ_INDEX));
+}
+
+TEST_P(PassthroughDevice, IntxResampleUnmasksDevice) {
+    open();
+    enable();
+    ASSERT_EQ(device->irqMode(), IrqMode::Intx);
+    ASSERT_NE(intx.last, nullptr);
+    EXPECT_EQ(intx.last->gsi(), 17u);
+    auto* sd = sim->device(kBdf);
+    mmioWrite(0xc0000060, 1);  // edu: raise interrupt
+    EXPECT_TRUE(readable(intx.last->triggerFd()));
+    EXPECT_TRUE(sd->intxMasked()) << "automasked";
+    drain(intx.last->triggerFd());
+    // EOI while still asserted: KVM signals the resample fd, VFIO unmasks, the line fires again.
+    ASSERT_TRUE(EventFd(UniqueFd(::dup(intx.last->resampleFd()))).signal().ok());
+    sim->pump();
+    EXPECT_TRUE(readable(intx.last->triggerFd()));
+    drain(intx.last->triggerFd());
+    // The guest acks the device, then EOIs: unmasked and quiet.
+    mmioWrite(0xc0000064, 1);
+    ASSERT_TRUE(EventFd(UniqueFd(::dup(intx.last->resampleFd()))).signal().ok());
+    sim->pump();
+    EXPECT_FALSE(sd->intxMasked());
+    EXPECT_FALSE(readable(intx.last->triggerFd()));
+}
+
+TEST_P(PassthroughDevice, GuestFlrResetsDevice) {
+    hostsim::SimDeviceConfig c;
+    c.pcieCaps = true;
+    open(c);
+    enable();
+    setCfg(kMsix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE, 2);
+    ASSERT_EQ(device->irqMode(), IrqMode::Msix);
+    const unsigned resets = sim->device(kBdf)->resetCount();
+    setCfg(0x70 + PCI_EXP_DEVCTL, PCI_EXP_DEVCTL_BCR_FLR, 2);
+    EXPECT_EQ(sim->device(kBdf)->resetCount(), resets + 1);
+    EXPECT_EQ(device->irqMode(), IrqMode::Intx);
+    EXPECT_TRUE(mapper.live.empty());
+    EXPECT_TRUE(mmio.entries().empty());
+    EXPECT_EQ(cfg(PCI_COMMAND, 2) & (PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER), 0u);
+    EXPECT_EQ(cfg(PCI_BASE_ADDRESS_0), 0u);
+    EXPECT_EQ(cfg(0x70 + PCI_EXP_DEVCTL, 2) & PCI_EXP_DEVCTL_BCR_FLR, 0u);
+}
+
+TEST_P(PassthroughDevice, TeardownLeavesNothing) {
+    open();
+    enable();
+    setCfg(kMsix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE, 2);
+    ASSERT_GT(sim->mmapCount(), 0u);
+    device.reset();
+    EXPECT_TRUE(mapper.live.empty());
+    EXPECT_TRUE(msi.live.empty());
+    EXPECT_EQ(intx.live, 0);
+    EXPECT_TRUE(mmio.entries().empty());
+    EXPECT_EQ(sim->mmapCount(), 0u);
+    EXPECT_EQ(sim->dmaMappingCount(), baseMappings);
+    EXPECT_EQ(sim->device(kBdf)->activeIrqIndex(), uint32_t(VFIO_PCI_NUM_IRQS));
+    peerDev.reset();
+    backend.reset();
+    EXPECT_EQ(sim->openFdCount(), baseFds);
+    EXPECT_EQ(sim->iommufdObjectCount(), 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, PassthroughDevice, ::testing::Values(vfio::BackendKind::Type1, vfio::BackendKind::Iommufd),
+                         [](const auto& info) { return std::string(vfio::backendKindName(info.param)); });

@@ -1,0 +1,311 @@
+#include "vmm/passthrough.h"
+
+#include <fmt/format.h>
+
+#include <mutex>
+
+#include "base/log.h"
+#include "tests/hostsim/sim_host.h"
+#include "vfio/iommufd.h"
+#include "vfio/sysfs.h"
+#include "vfio/type1.h"
+
+namespace conduit::vmm {
+
+namespace {
+
+using devices::vfio_pci::VfioPciDevice;
+
+// The simulated host is single-threaded; vCPU threads reach it through BAR and config accesses
+// of different devices at once, so every call is serialised here.
+class LockedHost final : public vfio::HostInterface {
+public:
+    explicit LockedHost(vfio::HostInterface& inner) : inner_(inner) {}
+    Result<int> open(const std::string& path, int flags) override { L l(m_); return inner_.open(path, flags); }
+    void close(int fd) override { L l(m_); inner_.close(fd); }
+    Result<int> ioctl(int fd, unsigned long request, uintptr_t arg) override { L l(m_); return inner_.ioctl(fd, request, arg); }
+    Result<void*> mmap(void* addr, size_t length, int prot, int flags, int fd, off_t offset) override {
+        L l(m_);
+        return inner_.mmap(addr, length, prot, flags, fd, offset);
+    }
+    void munmap(void* addr, size_t length) override { L l(m_); inner_.munmap(addr, length); }
+    Result<size_t> pread(int fd, void* buf, size_t count, off_t offset) override { L l(m_); return inner_.pread(fd, buf, count, offset); }
+    Result<size_t> pwrite(int fd, const void* buf, size_t count, off_t offset) override {
+        L l(m_);
+        return inner_.pwrite(fd, buf, count, offset);
+    }
+    Result<int> eventfd(unsigned initval, int flags) override { L l(m_); return inner_.eventfd(initval, flags); }
+    Result<std::string> readFile(const std::filesystem::path& path) override { L l(m_); return inner_.readFile(path); }
+    Result<std::filesystem::path> readLink(const std::filesystem::path& path) override { L l(m_); return inner_.readLink(path); }
+    Result<std::vector<std::string>> listDirectory(const std::filesystem::path& path) override {
+        L l(m_);
+        return inner_.listDirectory(path);
+    }
+    bool exists(const std::filesystem::path& path) override { L l(m_); return inner_.exists(path); }
+
+private:
+    using L = std::lock_guard<std::recursive_mutex>;
+    vfio::HostInterface& inner_;
+    std::recursive_mutex m_;
+};
+
+hostsim::SimDeviceConfig simDeviceConfig(const SimulatedDeviceConfig& c) {
+    hostsim::SimDeviceConfig d;
+    d.bdf = c.bdf;
+    d.group = c.group;
+    d.msiVectors = c.msiVectors;
+    d.msixVectors = c.msixVectors;
+    d.bars[2].size = c.memoryBarSize;
+    d.msixBar = 2;
+    d.msixTableOffset = c.memoryBarSize - 0x2000;
+    d.msixPbaOffset = c.memoryBarSize - 0x1000;
+    d.msixMappable = c.msixMappable && !c.sparseMmap;
+    if (c.sparseMmap) d.bars[2].sparseAreas = {{0, c.memoryBarSize - 0x2000}};
+    d.resetSupported = c.reset;
+    return d;
+}
+
+nlohmann::json areasJson(const std::vector<devices::vfio_pci::BarArea>& areas) {
+    nlohmann::json a = nlohmann::json::array();
+    for (auto& x : areas) a.push_back({{"offset", x.offset}, {"size", x.size}});
+    return a;
+}
+
+}  // namespace
+
+Passthrough::Passthrough(Env env)
+    : env_(env), mapper_(env.vm), msiRouter_(env.vm), intxRouter_(env.vm),
+      mmio32_("mmio32", env.layout.mmio32Window()), mmio64_("mmio64", env.layout.mmio64Window()),
+      io_("io", {0xc000, 0x4000}, 4) {}
+
+Result<std::unique_ptr<Passthrough>> Passthrough::create(const VmConfig& config, Env env) {
+    std::unique_ptr<Passthrough> p(new Passthrough(env));
+    TRY(p->build(config));
+    return p;
+}
+
+Result<void> Passthrough::build(const VmConfig& config) {
+    auto& log = log::get("vmm");
+    root_ = std::make_unique<devices::pci::PciRoot>();
+    TRY_CTX(env_.pio.insert(root_->configPorts(), devices::pci::PciRoot::kConfigAddressPort,
+                            devices::pci::PciRoot::kConfigPortCount),
+            "PCI config ports");
+    portsOnBus_ = true;
+    TRY_CTX(env_.mmio.insert(root_->ecam(), env_.layout.pciEcam().base, env_.layout.pciEcam().size), "PCI ECAM");
+    ecamOnBus_ = true;
+    for (auto& r : env_.layout.platformRanges()) {
+        mmio32_.exclude(r.range);
+        mmio64_.exclude(r.range);
+    }
+
+    const auto& hostCfg = config.vfioHost;
+    if (hostCfg.kind == VfioHostConfig::Kind::Simulated) {
+        hostsim::SimHostConfig sc;
+        sc.iommufd = hostCfg.iommufd;
+        sc.cdev = hostCfg.iommufd;
+        sc.type1v2 = hostCfg.type1;
+        sim_ = std::make_unique<hostsim::SimHost>(sc);
+        for (auto& d : hostCfg.devices) sim_->addDevice(simDeviceConfig(d));
+        lockedSim_ = std::make_unique<LockedHost>(*sim_);
+        host_ = lockedSim_.get();
+        paths_ = sim_->paths();
+        log.info("passthrough: simulated VFIO host (test/demo) with {} device(s)", hostCfg.devices.size());
+    } else {
+        host_ = &vfio::realHost();
+    }
+
+    for (const auto& entry : config.devices) {
+        if (!entry.vfioPci) continue;
+        const auto& d = *entry.vfioPci;
+        const std::string bdf = TRY(resolveHost(d));
+        auto* backend = TRY_CTX(backendFor(d.backend), fmt::format("vfio-pci {}", d.host));
+        auto vdev = TRY_CTX(backend->openDevice(bdf), fmt::format("vfio-pci {}", d.host));
+        auto& be = backends_[backend->kind()];
+        if (!be.listening) {
+            // After the first device: type1 has its IOMMU set, iommufd its IOVA ranges narrowed.
+            be.dma = std::make_unique<memory::DmaMapper>(*backend);
+            TRY_CTX(env_.memory.addListener(be.dma.get()), fmt::format("DMA mapping of guest RAM ({})", backend->backendName()));
+            be.listening = true;
+        }
+        if (!sim_) {
+            // KVM must know every VFIO group / cdev the VM uses (coherency, arch hooks).
+            if (!kvmVfio_) kvmVfio_ = TRY(env_.vm.createVfioDevice());
+            if (auto* t1 = dynamic_cast<vfio::Type1Backend*>(backend)) {
+                unsigned group = TRY(vfio::Sysfs(*host_, paths_).iommuGroup(bdf));
+                int fd = TRY(t1->attachGroup(group))->fd();
+                bool known = false;
+                for (auto& [isGroup, f] : kvmVfioEntries_) known = known || (isGroup && f == fd);
+                if (!known) {
+                    TRY(kvmVfio_->addGroup(fd));
+                    kvmVfioEntries_.emplace_back(true, fd);
+                }
+            } else {
+                TRY(kvmVfio_->addFile(vdev->fd()));
+                kvmVfioEntries_.emplace_back(false, vdev->fd());
+            }
+        }
+        const uint8_t slot = d.slot ? *d.slot : TRY(root_->nextFreeSlot());
+        const std::string name = fmt::format("00:{:02x}.0 ({})", slot, bdf);
+        devices::vfio_pci::VfioPciPlatform platform;
+        platform.mmio = &env_.mmio;
+        platform.pio = &env_.pio;
+        platform.mapper = &mapper_;
+        platform.msi = &msiRouter_;
+        platform.intx = &intxRouter_;
+        platform.intxGsi = 16 + slot % 8;
+        platform.dma = d.p2p ? static_cast<vfio::VfioOps*>(backend) : nullptr;
+        auto dev = TRY(VfioPciDevice::create(std::move(vdev), platform, name));
+        TRY(placeBars(*dev, *backend));
+        const uint8_t devfn = TRY(root_->addDevice(dev, slot));
+        devices_.push_back({dev, devfn, bdf, backend->kind()});
+        log.info("passthrough: {} on {} backend", name, backend->backendName());
+    }
+    return success();
+}
+
+Result<std::string> Passthrough::resolveHost(const VfioPciConfig& d) {
+    const auto devicesDir = paths_.sysfs / "bus/pci/devices";
+    if (d.form != VfioPciConfig::HostForm::Cdev) {
+        if (!host_->exists(devicesDir / d.bdf))
+            return Error(fmt::format("vfio-pci {}: no PCI device {} on this {}host ({} does not exist)", d.host, d.bdf,
+                                     sim_ ? "simulated " : "", (devicesDir / d.bdf).string()),
+                         ENODEV);
+        return d.bdf;
+    }
+    // /dev/vfio/devices/vfioN: the device whose sysfs directory has vfio-dev/vfioN.
+    const std::string node = fmt::format("vfio{}", d.cdevIndex);
+    auto list = TRY_CTX(host_->listDirectory(devicesDir), fmt::format("vfio-pci {}", d.host));
+    for (auto& bdf : list)
+        if (host_->exists(devicesDir / bdf / "vfio-dev" / node)) return bdf;
+    return Error(fmt::format("vfio-pci {}: no PCI device has the VFIO cdev {} (is it bound to vfio-pci, with "
+                             "CONFIG_VFIO_DEVICE_CDEV?)",
+                             d.host, node),
+                 ENODEV);
+}
+
+Result<vfio::VfioBackend*> Passthrough::backendFor(vfio::BackendKind kind) {
+    if (kind != vfio::BackendKind::Auto) {
+        if (auto it = backends_.find(kind); it != backends_.end()) return it->second.backend.get();
+    } else if (!backends_.empty()) {
+        return backends_.begin()->second.backend.get();  // auto: whatever is already open
+    }
+    auto backend = TRY(vfio::openBackend(*host_, kind, paths_));
+    auto* raw = backend.get();
+    backends_[raw->kind()].backend = std::move(backend);
+    return raw;
+}
+
+Result<void> Passthrough::placeBars(VfioPciDevice& dev, vfio::VfioOps& ops) {
+    // Never over a reserved IOVA range: P2P maps BARs at their guest address.
+    if (auto reserved = ops.reservedRegions()) {
+        for (auto& r : *reserved) {
+            memory::AddressRange range{r.range.start, r.range.last - r.range.start + 1};
+            mmio32_.exclude(range);
+            mmio64_.exclude(range);
+        }
+    }
+    for (unsigned i = 0; i < 6; ++i) {
+        const auto& b = dev.bar(i);
+        if (!b.present()) continue;
+        const std::string what = fmt::format("{} BAR{}", dev.name(), i);
+        uint64_t at = 0;
+        if (b.type == devices::pci::BarType::Io) {
+            at = TRY(io_.allocate(b.size, what));
+        } else {
+            auto low = b.size <= 256 * memory::MiB ? mmio32_.allocate(b.size, what) : Result<uint64_t>(Error("too large"));
+            if (low) at = *low;
+            else if (b.type == devices::pci::BarType::Mem64) at = TRY(mmio64_.allocate(b.size, what));
+            else return std::move(low).error();
+        }
+        dev.programBar(i, at);
+    }
+    if (dev.romSize()) dev.programBar(devices::pci::kRomBar, TRY(mmio32_.allocate(dev.romSize(), dev.name() + " ROM")));
+    return success();
+}
+
+nlohmann::json Passthrough::stats() const {
+    nlohmann::json j;
+    j["host"] = sim_ ? "simulated" : "real";
+    auto& list = j["devices"] = nlohmann::json::array();
+    for (auto& a : devices_) {
+        auto s = a.device->stats();
+        nlohmann::json d;
+        d["guest"] = devices::pci::formatDevfn(0, a.devfn);
+        d["host"] = a.hostBdf;
+        d["backend"] = vfio::backendKindName(a.backend);
+        d["irq_mode"] = devices::vfio_pci::irqModeName(s.irqMode);
+        d["vectors"] = s.vectors;
+        d["config_reads"] = s.configReads;
+        d["config_writes"] = s.configWrites;
+        d["msix_table_reads"] = s.msixTableReads;
+        d["msix_table_writes"] = s.msixTableWrites;
+        d["pba_reads"] = s.pbaReads;
+        d["route_message_updates"] = s.routeMessageUpdates;
+        d["route_mask_changes"] = s.routeMaskChanges;
+        d["set_irqs_calls"] = s.setIrqsCalls;
+        d["resets"] = s.resets;
+        d["relocations"] = s.relocations;
+        d["memslots"] = s.memslots;
+        d["p2p_mappings"] = s.p2pMappings;
+        d["trapped_ranges"] = s.trappedRanges;
+        auto& bars = d["bars"] = nlohmann::json::array();
+        for (unsigned i = 0; i < 7; ++i) {
+            const uint64_t size = i == devices::pci::kRomBar ? a.device->romSize() : a.device->bar(i).size;
+            if (!size) continue;
+            nlohmann::json b;
+            b["index"] = i == devices::pci::kRomBar ? nlohmann::json("rom") : nlohmann::json(i);
+            b["type"] = i == devices::pci::kRomBar ? "rom" : devices::pci::barTypeName(a.device->bar(i).type);
+            b["size"] = size;
+            auto active = a.device->activeBar(i);
+            b["address"] = active ? nlohmann::json(*active) : nlohmann::json(nullptr);
+            b["programmed"] = a.device->programmedBar(i);
+            b["mmapped"] = areasJson(a.device->mmapAreas(i));
+            b["trapped"] = areasJson(a.device->trappedAreas(i));
+            b["trapped_reads"] = s.trappedReads[i];
+            b["trapped_writes"] = s.trappedWrites[i];
+            bars.push_back(std::move(b));
+        }
+        if (sim_) {
+            if (auto* sd = sim_->device(a.hostBdf)) d["sim_interrupts_delivered"] = sd->interruptsDelivered();
+        }
+        list.push_back(std::move(d));
+    }
+    if (sim_) {
+        auto& faults = j["dma_faults"] = nlohmann::json::array();
+        for (auto& f : sim_->dmaFaults())
+            faults.push_back({{"device", f.bdf}, {"iova", f.iova}, {"size", f.size}, {"write", f.write}, {"reason", f.reason}});
+    }
+    return j;
+}
+
+Passthrough::~Passthrough() {
+    auto& log = log::get("vmm");
+    // 1. KVM's view of the VFIO groups/cdevs.
+    if (kvmVfio_) {
+        for (auto& [isGroup, fd] : kvmVfioEntries_) {
+            auto r = isGroup ? kvmVfio_->removeGroup(fd) : kvmVfio_->removeFile(fd);
+            if (!r) log.warn("{}", r.error().describe());
+        }
+    }
+    kvmVfioEntries_.clear();
+    // 2. Devices: off the bus, then destroyed (IRQs off, slots, ranges, P2P DMA, fds).
+    if (root_)
+        for (auto& a : devices_) root_->removeDevice(a.devfn);
+    devices_.clear();
+    // 3. Guest RAM out of the IOMMUs, 4. the backends (containers/iommufds, groups).
+    for (auto& [kind, be] : backends_) {
+        if (be.listening) env_.memory.removeListener(be.dma.get());
+        be.dma.reset();
+        be.backend.reset();
+    }
+    backends_.clear();
+    kvmVfio_.reset();
+    // 5. The root off the buses, 6. the simulated host.
+    if (portsOnBus_) (void)env_.pio.remove(devices::pci::PciRoot::kConfigAddressPort);
+    if (ecamOnBus_) (void)env_.mmio.remove(env_.layout.pciEcam().base);
+    root_.reset();
+    lockedSim_.reset();
+    sim_.reset();
+}
+
+}  // namespace conduit::vmm

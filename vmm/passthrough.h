@@ -1,0 +1,107 @@
+// Passthrough: everything the Machine needs for PCI and assigned devices, assembled from the
+// config in one place so machine.cpp only creates and destroys it.
+//
+//   host        the real kernel (vfio::realHost()) or the simulated host (tests/hostsim, library
+//               conduit_hostsim, linked into conduit_vmm) as "vfio_host" says; the simulated one is
+//               wrapped so vCPU threads reach it one at a time
+//   PCI root    host bridge 00:00.0, 0xCF8-0xCFF on the PIO bus, ECAM at layout.pciEcam()
+//   backends    one VfioBackend per backend kind in use, each with a DmaMapper registered on guest
+//               RAM after its first device is open (type1 sets the IOMMU with the first group;
+//               iommufd narrows the IOVA ranges on attach)
+//   devices     VfioPciDevice per "vfio-pci" entry on bus 0, BARs placed by BarAllocators (32-bit
+//               window first, 64-bit window for large 64-bit BARs, I/O 0xC000-0xFFFF), never over a
+//               reserved IOVA range; INTx on IOAPIC pin 16 + slot % 8
+//   KVM VFIO    the pseudo-device, fed group fds (type1) or device cdev fds (iommufd) on a real host
+//
+// Teardown (destructor, in this order): KVM VFIO entries removed, devices off the bus and
+// destroyed (IRQs off, memslots and bus ranges removed, P2P DMA unmapped, fds closed), DmaMappers
+// unregistered (guest RAM unmapped), backends closed, PCI root off the buses, simulated host last.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "devices/bus.h"
+#include "devices/pci/bar_allocator.h"
+#include "devices/pci/pci_root.h"
+#include "devices/vfio_pci/vfio_pci_device.h"
+#include "memory/address_layout.h"
+#include "memory/dma_mapper.h"
+#include "memory/guest_memory.h"
+#include "vfio/backend.h"
+#include "vmm/config.h"
+#include "vmm/kvm_pci_platform.h"
+#include "vmm/kvm_vfio_device.h"
+#include "vmm/vm.h"
+
+namespace conduit::hostsim {
+class SimHost;
+}
+
+namespace conduit::vmm {
+
+class Passthrough {
+public:
+    struct Env {
+        Vm& vm;
+        memory::GuestMemory& memory;
+        devices::Bus& pio;
+        devices::Bus& mmio;
+        const memory::AddressLayout& layout;
+    };
+
+    static Result<std::unique_ptr<Passthrough>> create(const VmConfig& config, Env env);
+    ~Passthrough();
+    Passthrough(const Passthrough&) = delete;
+    Passthrough& operator=(const Passthrough&) = delete;
+
+    devices::pci::PciRoot& root() { return *root_; }
+    // The simulated host when "vfio_host" is simulated (tests inspect its devices), else null.
+    hostsim::SimHost* simHost() { return sim_.get(); }
+
+    struct Assigned {
+        std::shared_ptr<devices::vfio_pci::VfioPciDevice> device;
+        uint8_t devfn = 0;
+        std::string hostBdf;
+        vfio::BackendKind backend = vfio::BackendKind::Auto;
+    };
+    const std::vector<Assigned>& devices() const { return devices_; }
+
+    // {"host": "real"|"simulated", "devices": [...], "dma_faults": [...]} (docs/config.md).
+    nlohmann::json stats() const;
+
+private:
+    explicit Passthrough(Env env);
+    Result<void> build(const VmConfig& config);
+    Result<std::string> resolveHost(const VfioPciConfig& d);
+    Result<vfio::VfioBackend*> backendFor(vfio::BackendKind kind);
+    Result<void> placeBars(devices::vfio_pci::VfioPciDevice& dev, vfio::VfioOps& ops);
+
+    struct Backend {
+        std::unique_ptr<vfio::VfioBackend> backend;
+        std::unique_ptr<memory::DmaMapper> dma;
+        bool listening = false;
+    };
+
+    Env env_;
+    std::unique_ptr<hostsim::SimHost> sim_;
+    std::unique_ptr<vfio::HostInterface> lockedSim_;
+    vfio::HostInterface* host_ = nullptr;
+    vfio::HostPaths paths_;
+    KvmGuestMapper mapper_;
+    KvmMsiRouter msiRouter_;
+    KvmIntxRouter intxRouter_;
+    std::unique_ptr<devices::pci::PciRoot> root_;
+    bool portsOnBus_ = false, ecamOnBus_ = false;
+    std::map<vfio::BackendKind, Backend> backends_;
+    std::optional<KvmVfioDevice> kvmVfio_;
+    std::vector<std::pair<bool, int>> kvmVfioEntries_;  // (isGroup, fd)
+    std::vector<Assigned> devices_;
+    devices::pci::BarAllocator mmio32_, mmio64_, io_;
+};
+
+}  // namespace conduit::vmm
