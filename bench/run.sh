@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the three Conduit benchmarks (bench/README.md) against a build directory and prints each
+# Runs the Conduit benchmarks (bench/README.md) against a build directory and prints each
 # figure next to its baseline from the same run and its goal. Not a test: no pass/fail threshold;
 # the exit status is non-zero only when a benchmark could not run.
 #
@@ -9,13 +9,16 @@
 #   PIO_REPS=41      (b) interleaved repetitions (one segment of each path)
 #   PIO_CPU=-1       (b) CPU to pin to (-1: the last CPU, -2: no pinning)
 #   QEMU=path        (a) QEMU binary (default: qemu-system-x86_64 from PATH; QEMU= to skip)
+#   MSIX_N=300       (d) interrupts per path (eventfd and KVM_SIGNAL_MSI, interleaved)
+#   MSIX_BACKEND=iommufd  (d)/(e) VFIO backend of the passed-through edu (type1|iommufd)
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 build=$(cd "${1:-$here/../build}" && pwd) || { echo "bench: no build directory ${1:-$here/../build}" >&2; exit 2; }
 out=$build/bench
 
 need=("$build/conduit" "$out/bench_exec" "$out/bench_pio" "$out/bench_rss" "$out/hello16_conduit.bin"
-      "$out/hello16_qemu.bin" "$build/tests/guest/hello.bin" "$build/tests/guest/uart_irq.bin")
+      "$out/hello16_qemu.bin" "$build/tests/guest/hello.bin" "$build/tests/guest/uart_irq.bin"
+      "$out/bench_msix" "$build/tests/guest/bench_msix.bin")
 for f in "${need[@]}"; do
   [[ -e $f ]] || { echo "bench: missing $f (build with: make -C $build bench)" >&2; exit 2; }
 done
@@ -41,4 +44,7 @@ echo
 "$out/bench_pio" --exits "${PIO_EXITS:-2000}" --reps "${PIO_REPS:-41}" --cpu "${PIO_CPU:--1}" || status=1
 echo
 "$out/bench_rss" --conduit "$build/conduit" --config "$out/bench_uart_irq_1g.json" || status=1
+echo
+"$out/bench_msix" --payload "$build/tests/guest/bench_msix.bin" --samples "${MSIX_N:-300}" \
+  --backend "${MSIX_BACKEND:-iommufd}" || status=1
 exit $status
