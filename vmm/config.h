@@ -34,12 +34,16 @@ struct KernelConfig {  // boot a Linux kernel (bzImage or ELF vmlinux, detected 
 };
 
 enum class PayloadMode { Long64, Real16 };
+// How the APs of a 64-bit payload start: all at `entry` in long mode (Entry), or left in the reset
+// state (wait-for-SIPI) for the payload's BSP to start with INIT/SIPI (Sipi). real16 always waits.
+enum class PayloadApStart { Entry, Sipi };
 
 struct PayloadConfig {  // boot a flat binary (docs/payloads.md)
     std::filesystem::path path;
     uint64_t loadAddress = 0x100000;
     std::optional<uint64_t> entry;  // default: loadAddress
     PayloadMode mode = PayloadMode::Long64;
+    PayloadApStart apStart = PayloadApStart::Entry;  // "ap_start"
 };
 
 enum class SerialOutput { Stdout, File, None };

@@ -353,11 +353,16 @@ Result<PayloadConfig> Validator::payload(const Json& v, const std::string& ptr) 
             out.entry = TRY(address(value, p));
         } else if (key == "mode") {
             out.mode = TRY(choice<PayloadMode>(value, p, {{"long64", PayloadMode::Long64}, {"real16", PayloadMode::Real16}}));
+        } else if (key == "ap_start") {
+            out.apStart = TRY(choice<PayloadApStart>(value, p, {{"entry", PayloadApStart::Entry}, {"sipi", PayloadApStart::Sipi}}));
         } else {
-            return unknownKey(p, key, {"path", "load_address", "entry", "mode"});
+            return unknownKey(p, key, {"path", "load_address", "entry", "mode", "ap_start"});
         }
     }
     if (!havePath) return error(ptr, "missing \"path\"");
+    // real16 APs always wait for INIT/SIPI (there is no 16-bit "entry" for them): refuse the contradiction.
+    if (out.mode == PayloadMode::Real16 && v.contains("ap_start") && out.apStart == PayloadApStart::Entry)
+        return error(child(ptr, "ap_start"), "\"entry\" needs \"mode\": \"long64\" (real16 APs always wait for INIT/SIPI)");
     return out;
 }
 
@@ -671,6 +676,7 @@ std::string describeConfig(const VmConfig& c) {
         s += fmt::format(", payload {} ({} at {:#x}, entry {:#x})", c.payload->path.string(),
                          c.payload->mode == PayloadMode::Long64 ? "long64" : "real16", c.payload->loadAddress,
                          c.payload->entry.value_or(c.payload->loadAddress));
+        if (c.payload->apStart == PayloadApStart::Sipi) s += ", APs started by the guest (INIT/SIPI)";
     }
     switch (c.serial.output) {
     case SerialOutput::Stdout: s += ", serial to stdout"; break;

@@ -42,6 +42,8 @@
  *   present|writable|user on every level, so CPL3 code reaches RAM, the LAPIC/IOAPIC and BARs.
  *   2 MiB pages that hold no RAM (BAR windows, ECAM, LAPIC/IOAPIC) are mapped uncached (PCD|PWT).
  *   GDT entries for the TSSs are marked busy (type 11), as LTR leaves them.
+ * With "ap_start": "sipi" only the BSP starts so; the APs wait in the reset state for the payload's
+ * INIT/SIPI, and their TSS descriptors are left available (type 9) for their own LTR.
  * No IDT is loaded (IDTR limit 0): the payload installs its own before enabling interrupts. */
 struct conduit_boot_info {
     uint32_t magic;           /* CONDUIT_BOOT_INFO_MAGIC */

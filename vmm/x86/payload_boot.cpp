@@ -112,13 +112,19 @@ Result<BootPlan> loadLong64(const memory::GuestMemory& mem, const memory::Addres
     gdt[CONDUIT_SEL_KDATA / 8] = encodeDescriptor(kdata);
     gdt[(CONDUIT_SEL_UDATA & ~7) / 8] = encodeDescriptor(udata);
     gdt[(CONDUIT_SEL_UCODE & ~7) / 8] = encodeDescriptor(ucode);
+    // ap_start "sipi": only the BSP starts here; the APs wait in the reset state for the guest's
+    // INIT/SIPI (the Machine leaves a non-runnable AP alone).
+    const bool apsBySipi = payload.apStart == PayloadApStart::Sipi;
     std::vector<kvm_segment> trs;
     for (unsigned i = 0; i < vcpus; ++i) {
         const uint64_t tssAddr = CONDUIT_TSS_ADDR + CONDUIT_TSS_STRIDE * i;
         // Marked busy in the GDT as well, as LTR would have left it; a payload that reloads TR
-        // must clear the busy bit first (as Linux does).
+        // must clear the busy bit first (as Linux does). An AP left for INIT/SIPI has loaded no TR,
+        // so its descriptor stays available (type 9) for the guest's own LTR.
         trs.push_back(tss64(static_cast<uint16_t>(CONDUIT_SEL_TSS(i)), tssAddr, kTssLimit));
-        auto desc = encodeSystemDescriptor(trs.back());
+        kvm_segment inGdt = trs.back();
+        if (apsBySipi && i > 0) inGdt.type = 9;  // 64-bit TSS, available
+        auto desc = encodeSystemDescriptor(inGdt);
         gdt[CONDUIT_SEL_TSS(i) / 8] = desc[0];
         gdt[CONDUIT_SEL_TSS(i) / 8 + 1] = desc[1];
 
@@ -134,6 +140,14 @@ Result<BootPlan> loadLong64(const memory::GuestMemory& mem, const memory::Addres
     BootPlan plan;
     for (unsigned i = 0; i < vcpus; ++i) {
         VcpuBootState s;
+        if (apsBySipi && i > 0) {
+            // Architectural reset state (what KVM already holds); the guest's SIPI sets CS:IP.
+            s.sregs = resetSregs(i);
+            s.regs = resetRegs();
+            s.runnable = false;
+            plan.vcpus.push_back(s);
+            continue;
+        }
         s.regs.rip = entry;
         s.regs.rdi = CONDUIT_BOOT_INFO_ADDR;
         s.regs.rsi = i;
@@ -147,6 +161,7 @@ Result<BootPlan> loadLong64(const memory::GuestMemory& mem, const memory::Addres
     plan.description = fmt::format("64-bit payload {} ({} bytes) at {:#x}, entry {:#x}, {} vCPU(s), identity map "
                                    "[0, {:#x})",
                                    file, image.size(), payload.loadAddress, entry, vcpus, mapEnd);
+    if (apsBySipi && vcpus > 1) plan.description += ", APs wait for INIT/SIPI";
     return plan;
 }
 

@@ -96,7 +96,7 @@ const BadCase kBadCases[] = {
     {"cmdline type", "{\"kernel\": {\"path\": \"vmlinuz\", \"cmdline\": [\"a\"]}}",
      "{F}:1:43: /kernel/cmdline: expected a string, got array"},
     {"payload unknown key", "{\"payload\": {\"path\": \"p.bin\", \"entry_point\": 5}}",
-     "{F}:1:31: /payload/entry_point: unknown key (expected one of \"path\", \"load_address\", \"entry\", \"mode\")"},
+     "{F}:1:31: /payload/entry_point: unknown key (expected one of \"path\", \"load_address\", \"entry\", \"mode\", \"ap_start\")"},
     {"payload bad hex", "{\"payload\": {\"path\": \"p.bin\", \"load_address\": \"0xZZ\"}}",
      "{F}:1:47: /payload/load_address: expected an integer or a \"0x...\" hex string, got string \"0xZZ\""},
     {"payload decimal string", "{\"payload\": {\"path\": \"p.bin\", \"entry\": \"4096\"}}",

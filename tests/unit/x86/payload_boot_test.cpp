@@ -166,6 +166,62 @@ TEST(PayloadBoot, GdtDescriptorsMatchSregs) {
     EXPECT_EQ(udata.present, 1);
 }
 
+// ap_start "sipi": the BSP gets the 64-bit entry state, the APs the reset state (not runnable) and
+// an available TSS descriptor for their own LTR; everything else is as with "entry".
+TEST(PayloadBoot, ApStartSipiLeavesApsInResetState) {
+    Guest g = makeGuest(64 * MiB);
+    TempFile f(someCode(64));
+    PayloadConfig c = config(f, 0x100000, 0x100020);
+    c.apStart = PayloadApStart::Sipi;
+    const unsigned n = 3;
+    auto plan = loadPayload(g.mem, g.layout, c, n);
+    ASSERT_TRUE(plan.ok()) << plan.error().describe();
+    ASSERT_EQ(plan->vcpus.size(), n);
+    auto gdtAt = [&](uint64_t off) { return readGuest<uint64_t>(g.mem, CONDUIT_GDT_ADDR + off); };
+    auto tssType = [&](unsigned i) { return (gdtAt(CONDUIT_SEL_TSS(i)) >> 40) & 0xf; };
+
+    const VcpuBootState& bsp = plan->vcpus[0];
+    EXPECT_TRUE(bsp.runnable);
+    EXPECT_EQ(bsp.regs.rip, 0x100020u);
+    EXPECT_EQ(bsp.regs.rsi, 0u);
+    EXPECT_EQ(bsp.sregs.cs.selector, CONDUIT_SEL_KCODE);
+    EXPECT_EQ(bsp.sregs.tr.selector, CONDUIT_SEL_TSS(0));
+    EXPECT_EQ(tssType(0), 11u);  // busy: the BSP's TR
+    for (unsigned i = 1; i < n; ++i) {
+        SCOPED_TRACE(i);
+        const VcpuBootState& ap = plan->vcpus[i];
+        EXPECT_FALSE(ap.runnable);
+        EXPECT_EQ(ap.regs.rip, 0xfff0u);
+        EXPECT_EQ(ap.sregs.cs.selector, 0xf000u);
+        EXPECT_EQ(ap.sregs.cr0 & 1u, 0u);  // real mode
+        EXPECT_EQ(ap.sregs.efer, 0u);
+        EXPECT_EQ(tssType(i), 9u);  // available: the AP loads it itself
+        // The rest of the descriptor still points at TSS(i), and the TSS has its stack.
+        auto tr = test::decodeDescriptor(gdtAt(CONDUIT_SEL_TSS(i)), CONDUIT_SEL_TSS(i), gdtAt(CONDUIT_SEL_TSS(i) + 8));
+        EXPECT_EQ(tr.base, CONDUIT_TSS_ADDR + CONDUIT_TSS_STRIDE * i);
+        EXPECT_EQ(tr.present, 1);
+        EXPECT_EQ(readGuest<uint64_t>(g.mem, CONDUIT_TSS_ADDR + CONDUIT_TSS_STRIDE * i + 4),
+                  CONDUIT_STACKS_TOP - i * CONDUIT_STACK_SIZE);
+    }
+    auto info = readGuest<conduit_boot_info>(g.mem, CONDUIT_BOOT_INFO_ADDR);
+    EXPECT_EQ(info.vcpu_count, n);
+    EXPECT_NE(plan->description.find("INIT/SIPI"), std::string::npos) << plan->description;
+}
+
+TEST(PayloadBoot, ApStartEntryIsTheDefaultAndStartsEveryVcpu) {
+    Guest g = makeGuest(64 * MiB);
+    TempFile f(someCode(64));
+    PayloadConfig c = config(f);
+    EXPECT_EQ(c.apStart, PayloadApStart::Entry);
+    auto plan = loadPayload(g.mem, g.layout, c, 2);
+    ASSERT_TRUE(plan.ok()) << plan.error().describe();
+    for (unsigned i = 0; i < 2; ++i) {
+        EXPECT_TRUE(plan->vcpus[i].runnable) << i;
+        EXPECT_EQ((readGuest<uint64_t>(g.mem, CONDUIT_GDT_ADDR + CONDUIT_SEL_TSS(i)) >> 40) & 0xf, 11u) << i;
+    }
+    EXPECT_EQ(plan->description.find("INIT/SIPI"), std::string::npos) << plan->description;
+}
+
 TEST(PayloadBoot, TssHasStackTopAndNoIoBitmap) {
     Guest g = makeGuest(64 * MiB);
     TempFile f(someCode(16));
