@@ -9,6 +9,7 @@ packages=(
   googletest libgtest-dev libgmock-dev        # unit and integration tests
   liblz4-dev zlib1g-dev liblzma-dev libzstd-dev   # unpacking a bzImage's kernel on the host
   lz4 xz-utils zstd dpkg                      # the Linux-boot test unpacks Debian's kernel package
+  clang libclang-rt-14-dev                    # libFuzzer targets (tests/fuzz): clang, libFuzzer + ASan/UBSan runtimes
 )
 
 missing=()

@@ -9,6 +9,27 @@
 
 namespace conduit::vfio {
 
+namespace {
+// Base class 0x06 (bridge device) by subclass, as the PCI Code and ID Assignment spec names them:
+// a q35 host has a host bridge (0x0600) and an ISA bridge (0x0601), neither a PCI-to-PCI bridge.
+std::string bridgeName(uint32_t classCode) {
+    switch ((classCode >> 8) & 0xff) {
+        case 0x00: return "host bridge";
+        case 0x01: return "ISA bridge";
+        case 0x02: return "EISA bridge";
+        case 0x03: return "MCA bridge";
+        case 0x04: return "PCI bridge";
+        case 0x05: return "PCMCIA bridge";
+        case 0x06: return "NuBus bridge";
+        case 0x07: return "CardBus bridge";
+        case 0x08: return "RACEway bridge";
+        case 0x09: return "PCI bridge (semi-transparent)";
+        case 0x0a: return "InfiniBand-to-PCI bridge";
+    }
+    return "bridge";
+}
+}  // namespace
+
 Result<std::vector<PciDeviceInfo>> scanPciDevices(const std::filesystem::path& sysfsRoot) {
     return scanPciDevices(realHost(), sysfsRoot);
 }
@@ -45,7 +66,7 @@ Result<std::vector<PciDeviceInfo>> scanPciDevices(HostInterface& host, const std
         if (!group) {
             info.reason = "no IOMMU group (IOMMU disabled or absent)";
         } else if (isBridge) {
-            info.reason = "PCI bridge";
+            info.reason = bridgeName(info.classCode);
         } else if (info.driver != "vfio-pci") {
             info.reason = info.driver.empty() ? "not bound to vfio-pci (no driver)"
                                               : fmt::format("bound to {}, not vfio-pci", info.driver);

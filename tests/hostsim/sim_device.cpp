@@ -27,7 +27,9 @@ SimDevice::SimDevice(SimHost& host, SimDeviceConfig config, unsigned cdevIndex)
     : host_(host), config_(std::move(config)), cdevIndex_(cdevIndex) {
     for (unsigned i = 0; i < 6; ++i) {
         auto& b = config_.bars[i];
-        if (b.kind != BarKind::Memory || !b.size) continue;
+        // Memory BARs, and a Registers BAR that is mmappable, are backed by a memfd.
+        const bool backed = b.kind == BarKind::Memory || (b.kind == BarKind::Registers && config_.registerBarMmap);
+        if (!backed || !b.size) continue;
         int fd = ::memfd_create(fmt::format("hostsim-{}-bar{}", config_.bdf, i).c_str(), MFD_CLOEXEC);
         if (fd < 0 || ::ftruncate(fd, static_cast<off_t>(b.size)) != 0) throw std::runtime_error("hostsim: memfd for BAR");
         void* p = ::mmap(nullptr, b.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -285,7 +287,8 @@ void SimDevice::runDma() {
         log.warn("edu {}: DMA device range [{:#x}, +{:#x}) is outside the 4 KiB buffer; ignored", bdf(), devAddr,
                  count);
     } else if (!(command() & 0x4)) {
-        host_.dmaFaults_.push_back({bdf(), iova, count, toRam, "bus mastering disabled (PCI_COMMAND_MASTER clear)"});
+        host_.dmaFaults_.push_back({bdf(), iova, count, toRam, "bus mastering disabled (PCI_COMMAND_MASTER clear)",
+                                    DmaFaultKind::BusMasterDisabled, 0});
     } else if (toRam) {
         host_.dmaWrite(*this, iova, &dmaBuf_[devAddr - kEduBuf], count);
     } else {

@@ -525,7 +525,9 @@ struct SimHost::Impl {
     bool mmappable(const SimDevice& d, unsigned index) {
         if (index > VFIO_PCI_BAR5_REGION_INDEX) return false;
         auto& b = d.config_.bars[index];
-        return b.kind == BarKind::Memory && b.size && b.mmappable;
+        if (!b.size) return false;
+        if (b.kind == BarKind::Registers) return d.config_.registerBarMmap;  // real edu's BAR0 is mmappable
+        return b.kind == BarKind::Memory && b.mmappable;
     }
 
     Result<int> regionInfo(SimDevice& d, uintptr_t arg) {
@@ -730,6 +732,8 @@ struct SimHost::Impl {
         if (f.argsz < minsz || (f.flags & ~(VFIO_DEVICE_FEATURE_MASK | ops))) return fail(EINVAL);
         if ((f.flags & VFIO_DEVICE_FEATURE_GET) && (f.flags & VFIO_DEVICE_FEATURE_SET)) return fail(EINVAL);
         if ((f.flags & VFIO_DEVICE_FEATURE_MASK) != VFIO_DEVICE_FEATURE_DMA_BUF) return fail(ENOTTY);
+        // 6.12's vfio_pci_core_ioctl_feature() has no DMA_BUF case: -ENOTTY.
+        if (host.config_.kernel == HostKernel::Linux6_12) return fail(ENOTTY);
         if (f.flags & VFIO_DEVICE_FEATURE_SET) return fail(EINVAL);  // GET only
         if (f.flags & VFIO_DEVICE_FEATURE_PROBE) return 0;
         vfio_device_feature_dma_buf db{};
@@ -962,6 +966,10 @@ struct SimHost::Impl {
                 return ioasMap(ctx, arg, cmd.flags, cmd.__reserved, cmd.ioas_id, cmd.length, cmd.iova,
                                [&](Mapping& m) -> int {
                                    if (!userRangeMapped(cmd.user_va, cmd.length)) return EFAULT;  // iopt_pages pin
+                                   // 6.12: pin_user_pages() refuses a VM_PFNMAP vma (a VFIO BAR mmap).
+                                   if (host.config_.kernel == HostKernel::Linux6_12 &&
+                                       host.overlapsBarMmap(cmd.user_va, cmd.length))
+                                       return EFAULT;
                                    m.host = reinterpret_cast<uint8_t*>(cmd.user_va);
                                    return 0;
                                },
@@ -971,6 +979,7 @@ struct SimHost::Impl {
                                });
             }
             case IOMMU_IOAS_MAP_FILE: {
+                if (host.config_.kernel == HostKernel::Linux6_12) return fail(ENOTTY);  // added in 6.13
                 COPY_IN(iommu_ioas_map_file, iova);
                 return ioasMap(ctx, arg, cmd.flags, 0, cmd.ioas_id, cmd.length, cmd.iova,
                                [&](Mapping& m) -> int { return mapFileBacking(m, cmd.fd, cmd.start, cmd.length, cmd.flags); },
@@ -1727,50 +1736,51 @@ bool SimHost::exists(const fs::path& path) {
 // ---------------------------------------------------------------- the simulated IOMMU
 
 bool SimHost::dmaRead(SimDevice& dev, uint64_t iova, void* out, size_t size) {
+    return dmaTransfer(dev, iova, static_cast<uint8_t*>(out), size, false);
+}
+
+bool SimHost::dmaWrite(SimDevice& dev, uint64_t iova, const void* in, size_t size) {
+    // dmaTransfer() only reads `buf` for a write.
+    return dmaTransfer(dev, iova, static_cast<uint8_t*>(const_cast<void*>(in)), size, true);
+}
+
+bool SimHost::dmaTransfer(SimDevice& dev, uint64_t iova, uint8_t* buf, size_t size, bool write) {
     auto* as = impl_->domainOf(dev);
     if (!as) {
-        dmaFaults_.push_back({dev.bdf(), iova, size, false, "device has no IOMMU domain (DMA blocked)"});
+        dmaFaults_.push_back({dev.bdf(), iova, size, write, "device has no IOMMU domain (DMA blocked)",
+                              DmaFaultKind::NoDomain, 0});
         return false;
     }
-    // Translate the whole transfer first: a fault anywhere means nothing moves.
+    // Page by page, as the IOMMU translates each transaction: the pages before the first failing
+    // one are transferred (a 4 KiB DMA straddling the end of RAM writes the RAM half on real
+    // VT-d), then the transfer stops and the fault names the first failing IOVA.
     for (uint64_t done = 0; done < size;) {
-        const Mapping* m = as->find(iova + done);
-        if (!m || !m->read) {
-            dmaFaults_.push_back({dev.bdf(), iova + done, size - done, false, m ? "not readable" : "unmapped IOVA"});
+        const uint64_t at = iova + done;
+        const Mapping* m = as->find(at);
+        if (!m || !(write ? m->write : m->read)) {
+            DmaFaultKind kind = !m ? DmaFaultKind::NotPresent
+                                   : write ? DmaFaultKind::WriteToReadOnly : DmaFaultKind::ReadFromWriteOnly;
+            const char* why = !m ? "unmapped IOVA" : write ? "read-only mapping" : "not readable";
+            dmaFaults_.push_back({dev.bdf(), at, size - done, write, why, kind, uint8_t(write ? 5 : 6)});
             return false;
         }
-        done += std::min<uint64_t>(size - done, m->iova + m->size - (iova + done));
-    }
-    for (uint64_t done = 0; done < size;) {
-        const Mapping* m = as->find(iova + done);
-        uint64_t n = std::min<uint64_t>(size - done, m->iova + m->size - (iova + done));
-        std::memcpy(static_cast<uint8_t*>(out) + done, m->host + (iova + done - m->iova), n);
+        uint64_t n = std::min<uint64_t>({size - done, kPage - (at & (kPage - 1)), m->iova + m->size - at});
+        uint8_t* host = m->host + (at - m->iova);
+        if (write)
+            std::memcpy(host, buf + done, n);
+        else
+            std::memcpy(buf + done, host, n);
         done += n;
     }
     return true;
 }
 
-bool SimHost::dmaWrite(SimDevice& dev, uint64_t iova, const void* in, size_t size) {
-    auto* as = impl_->domainOf(dev);
-    if (!as) {
-        dmaFaults_.push_back({dev.bdf(), iova, size, true, "device has no IOMMU domain (DMA blocked)"});
-        return false;
+bool SimHost::overlapsBarMmap(uint64_t va, uint64_t len) const {
+    for (auto& [p, n] : mmaps_) {
+        uint64_t a = reinterpret_cast<uint64_t>(p);
+        if (va < a + n && a < va + len) return true;
     }
-    for (uint64_t done = 0; done < size;) {
-        const Mapping* m = as->find(iova + done);
-        if (!m || !m->write) {
-            dmaFaults_.push_back({dev.bdf(), iova + done, size - done, true, m ? "read-only mapping" : "unmapped IOVA"});
-            return false;
-        }
-        done += std::min<uint64_t>(size - done, m->iova + m->size - (iova + done));
-    }
-    for (uint64_t done = 0; done < size;) {
-        const Mapping* m = as->find(iova + done);
-        uint64_t n = std::min<uint64_t>(size - done, m->iova + m->size - (iova + done));
-        std::memcpy(m->host + (iova + done - m->iova), static_cast<const uint8_t*>(in) + done, n);
-        done += n;
-    }
-    return true;
+    return false;
 }
 
 }  // namespace conduit::hostsim

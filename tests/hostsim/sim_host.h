@@ -13,8 +13,11 @@
 // them. Memory BARs are memfds, so their mmap() can back a KVM memslot.
 //
 // The simulated IOMMU translates every device DMA through the device's current domain (type1
-// container, or the HWPT/IOAS it is attached to); an unmapped, non-readable or non-writable IOVA
-// is recorded as a DmaFault and nothing is transferred.
+// container, or the HWPT/IOAS it is attached to) page by page, as the hardware does: the pages
+// before the first unmapped, non-readable or non-writable one are transferred, then the transfer
+// stops and a DmaFault records the first failing IOVA. Every fault is recorded; real VT-d keeps
+// one fault per recording register and may drop a fault raised while another is still pending
+// (QEMU's VT-d records nothing new until the guest clears the previous one).
 //
 // Device model: QEMU's documented `edu` (docs/specs/edu.rst) with additions (MSI-X, a memory BAR).
 // Register processing is synchronous on the write (factorial, DMA), so "busy" is never observed.
@@ -46,7 +49,7 @@ struct BarConfig {
     uint64_t size = 0;
     bool is64 = false;
     bool prefetchable = false;
-    bool mmappable = true;  // Memory BARs only; Registers BARs are always trapped
+    bool mmappable = true;  // Memory BARs only; Registers BARs follow SimDeviceConfig::registerBarMmap
     // Sparse mmap areas (offsets within the BAR). Non-empty: a SPARSE_MMAP capability is reported
     // and mmap() outside these areas fails with EINVAL.
     std::vector<vfio::SparseArea> sparseAreas;
@@ -75,11 +78,25 @@ struct SimDeviceConfig {
     uint64_t msixTableOffset = 0xfe000;
     uint64_t msixPbaOffset = 0xff000;
     bool msixMappable = true;          // report MSIX_MAPPABLE; else sparse areas avoid table+PBA
+    // false: the device has no reset method (edu on q35's root bus): VFIO_DEVICE_FLAGS_RESET is
+    // clear and VFIO_DEVICE_RESET fails with EINVAL (vfio_pci_ioctl_reset(): !reset_works).
     bool resetSupported = true;
+    // true: the Registers BAR is reported VFIO_REGION_INFO_FLAG_MMAP and can be mmapped, as
+    // vfio-pci does for the real edu's page-aligned BAR0 (JSON: "register_bar_mmap"). Its mmap is
+    // a memfd: accesses through the mapping reach plain memory, not the register model (which
+    // pread/pwrite on the device fd still reach). Off by default so pt_edu's BAR0 stays trapped.
+    bool registerBarMmap = false;
     uint64_t dmaMask = ~0ull;          // QEMU's edu uses 28 bits; the sim defaults to 64 for P2P
     // Sim addition: after MSI-X, a bridge subsystem-vendor capability (0x0d, at 0xb0, which a VMM
     // should hide) and then a PCIe endpoint capability (at 0x70, FLR capable). Off by default.
     bool pcieCaps = false;
+};
+
+// Which host kernel's VFIO/iommufd the simulation follows.
+enum class HostKernel {
+    Newer,      // VFIO dma-buf export (VFIO_DEVICE_FEATURE_DMA_BUF) and IOMMU_IOAS_MAP_FILE exist
+    Linux6_12,  // no VFIO_DEVICE_FEATURE_DMA_BUF (ENOTTY), no IOMMU_IOAS_MAP_FILE (6.13; ENOTTY),
+                // and IOMMU_IOAS_MAP of a BAR mmap (a VM_PFNMAP vma, not pinnable) is EFAULT
 };
 
 struct SimHostConfig {
@@ -94,6 +111,16 @@ struct SimHostConfig {
     uint64_t pageSizes = 0x1000 | 0x200000 | 0x40000000;
     bool nesting = true;                        // NEST_PARENT HWPTs and nested HWPTs/vIOMMUs work
     uint32_t hwInfoType = IOMMU_HW_INFO_TYPE_INTEL_VTD;
+    HostKernel kernel = HostKernel::Newer;
+};
+
+// Why the simulated IOMMU blocked a DMA.
+enum class DmaFaultKind {
+    NotPresent,         // no mapping at the IOVA
+    WriteToReadOnly,    // a write to a mapping without write permission
+    ReadFromWriteOnly,  // a read of a mapping without read permission
+    NoDomain,           // the device is attached to no domain (DMA blocked)
+    BusMasterDisabled,  // PCI_COMMAND_MASTER clear: the device did not issue the DMA
 };
 
 struct DmaFault {
@@ -102,6 +129,12 @@ struct DmaFault {
     uint64_t size = 0;
     bool write = false;
     std::string reason;
+    DmaFaultKind kind = DmaFaultKind::NotPresent;
+    // The VT-d fault reason the hardware would report for an IOMMU-blocked transfer (0: none, the
+    // IOMMU saw nothing). Second-level PTEs have no present bit, so a write to an unmapped IOVA is
+    // reason 5 ("PTE Write access is not set") just like a write to a read-only one, and a read is
+    // reason 6 ("PTE Read access is not set"); `kind` keeps the distinction VT-d does not report.
+    uint8_t vtdReason = 0;
 };
 
 struct InjectedFault {
@@ -147,6 +180,7 @@ public:
     // Device-side DMA through the simulated IOMMU (the edu DMA engine uses these too).
     bool dmaRead(SimDevice& dev, uint64_t iova, void* out, size_t size);
     bool dmaWrite(SimDevice& dev, uint64_t iova, const void* in, size_t size);
+    // Every fault is recorded, in order (see the class comment for what real VT-d may drop).
     const std::vector<DmaFault>& dmaFaults() const { return dmaFaults_; }
     void clearDmaFaults() { dmaFaults_.clear(); }
 
@@ -170,6 +204,9 @@ public:
     struct Impl;  // the kernel-side state (sim_host.cpp)
 
 private:
+    bool dmaTransfer(SimDevice& dev, uint64_t iova, uint8_t* buf, size_t size, bool write);
+    // Whether [va, va + len) overlaps an mmap of a device BAR handed out by mmap().
+    bool overlapsBarMmap(uint64_t va, uint64_t len) const;
     void writeSysfs(const SimDevice& dev);
     void writeGroupSysfs(unsigned group);
     std::vector<ReservedRange> reservedFor(unsigned group) const;

@@ -28,10 +28,10 @@
  *                address no longer reaches the device, MSI-X (table in the moved BAR) works (0x12..0x15)
  *  14 p2p        A's DMA engine writes into B's memory BAR (B's address as IOVA); the bytes
  *                are read through B's mapping; then again from B's buffer into A's moved BAR (0x16, 0x17)
- *  15 iommu-fault DMA to IOVAs that map nothing: one straddling the end of RAM (its RAM half
- *                must stay untouched, the simulated IOMMU translates the whole transfer first)
- *                and one in an unused part of the 32-bit MMIO window; then a normal DMA still
- *                works                                                                      (0x18, 0x19)
+ *  15 iommu-fault DMA to IOVAs that map nothing: one straddling the end of RAM (the IOMMU
+ *                translates page by page, as real VT-d does: exactly its RAM half is written,
+ *                the RAM below it is not) and one in an unused part of the 32-bit MMIO window
+ *                (RAM stays untouched); then a normal DMA still works                        (0x18, 0x19)
  *
  * Last lines: "pt: trapped mmio accesses <T>" (every access this payload made that must exit to
  * the VMM: ECAM, BAR0, MSI-X table, the old BAR address), "pt: mmapped accesses <M>",
@@ -595,31 +595,47 @@ static int step_p2p(struct edu *a, struct edu *b) {
 
 /* ---- unmapped IOVA ---- */
 static int step_iommu_fault(const struct conduit_boot_info *bi, struct edu *e) {
-    /* 1: straddles the end of RAM: the first half is guest RAM, the second maps nothing. */
+    /* 1: straddles the end of RAM: the first half is guest RAM, the second maps nothing. The
+     * IOMMU translates page by page, so the RAM half is written and the transfer faults at the
+     * first byte past RAM (pt_real_edu's "straddle" step saw the same on real VT-d). */
     uint64_t ram_end = bi->ram_high_size ? 0x100000000ull + bi->ram_high_size : bi->ram_low_size;
     uint64_t straddle = ram_end - EDU_BUF_SIZE / 2;
-    volatile uint8_t *ram_half = (volatile uint8_t *)straddle;
-    for (unsigned i = 0; i < EDU_BUF_SIZE / 2; i++) ram_half[i] = 0xc5;
+    volatile uint8_t *last = (volatile uint8_t *)(ram_end - EDU_BUF_SIZE); /* the last RAM page */
+    for (unsigned i = 0; i < EDU_BUF_SIZE; i++) last[i] = 0xc5;
     /* Give the device buffer something other than 0xc5 to write. */
     for (unsigned i = 0; i < EDU_BUF_SIZE / 4; i++) ((uint32_t *)dma_src)[i] = 0x3c3c3c3cu;
     edu_dma(e, (uint64_t)dma_src, EDU_BUF, EDU_BUF_SIZE, 0);
     edu_dma(e, EDU_BUF, straddle, EDU_BUF_SIZE, EDU_DMA_TO_RAM);
-    for (unsigned i = 0; i < EDU_BUF_SIZE / 2; i++) {
-        if (ram_half[i] != 0xc5) {
-            rt_printf("pt: RAM byte 0x%lx is 0x%02x after a DMA to unmapped IOVA\n", straddle + i, ram_half[i]);
+    unsigned written = 0;
+    for (unsigned i = 0; i < EDU_BUF_SIZE; i++) {
+        const uint8_t want = i < EDU_BUF_SIZE / 2 ? 0xc5 : 0x3c; /* below the DMA : its RAM half */
+        if (last[i] != want) {
+            rt_printf("pt: RAM byte 0x%lx is 0x%02x after the straddling DMA, expected 0x%02x\n",
+                      ram_end - EDU_BUF_SIZE + i, last[i], want);
+            return fail(ST_FAULT_TOUCHED, "iommu-fault", "the straddling DMA did not write exactly its RAM half");
+        }
+        written += i >= EDU_BUF_SIZE / 2;
+    }
+    rt_printf("pt: straddle wrote %u of %u RAM bytes (iova 0x%lx +0x%x)\n", written, EDU_BUF_SIZE / 2, straddle, EDU_BUF_SIZE);
+    /* 2: wholly unmapped: the top MiB of the 32-bit MMIO window, where this payload put no BAR.
+     * Guest RAM (the last page, refilled) stays untouched. */
+    for (unsigned i = 0; i < EDU_BUF_SIZE; i++) last[i] = 0xc5;
+    uint64_t hole = bi->mmio32_base + bi->mmio32_size - 0x100000;
+    edu_dma(e, EDU_BUF, hole, 256, EDU_DMA_TO_RAM);
+    for (unsigned i = 0; i < EDU_BUF_SIZE; i++) {
+        if (last[i] != 0xc5) {
+            rt_printf("pt: RAM byte 0x%lx is 0x%02x after a DMA to unmapped IOVA\n", ram_end - EDU_BUF_SIZE + i, last[i]);
             return fail(ST_FAULT_TOUCHED, "iommu-fault", "guest memory changed by a DMA that should have faulted");
         }
     }
-    /* 2: wholly unmapped: the top MiB of the 32-bit MMIO window, where this payload put no BAR. */
-    uint64_t hole = bi->mmio32_base + bi->mmio32_size - 0x100000;
-    edu_dma(e, EDU_BUF, hole, 256, EDU_DMA_TO_RAM);
     /* 3: the device still works: a normal DMA lands. */
     uint32_t *d = (uint32_t *)dma_dst;
     for (unsigned i = 0; i < EDU_BUF_SIZE / 4; i++) d[i] = 0;
     edu_dma(e, EDU_BUF, (uint64_t)dma_dst, EDU_BUF_SIZE, EDU_DMA_TO_RAM);
     for (unsigned i = 0; i < EDU_BUF_SIZE / 4; i++)
         if (d[i] != 0x3c3c3c3cu) return fail(ST_FAULT_AFTER, "iommu-fault", "a normal DMA after the faults did not land");
-    rt_printf("pt: iommu-fault ok: DMA to iova 0x%lx (+0x%x, straddling the end of RAM) and 0x%lx left RAM untouched\n",
+    rt_printf("pt: iommu-fault ok: DMA to iova 0x%lx (+0x%x, straddling the end of RAM) wrote exactly its RAM half; "
+              "0x%lx left RAM untouched\n",
               straddle, EDU_BUF_SIZE, hole);
     return 0;
 }

@@ -115,7 +115,7 @@ TEST_P(DeviceTest, DmaRoundTripThroughTheIommuWithMsix) {
     EXPECT_EQ(pending(up.msix[0]), 0u);
 }
 
-TEST_P(DeviceTest, DmaToUnmappedIovaIsAFaultAndWritesNothing) {
+TEST_P(DeviceTest, DmaToUnmappedIovaIsAFaultAndWritesOnlyMappedPages) {
     auto& d = *up.device;
     std::memset(up.dmaBuffer.data(), 0xaa, up.dmaBuffer.size());
     wr64(d, 0x80, 0x40000);
@@ -125,7 +125,9 @@ TEST_P(DeviceTest, DmaToUnmappedIovaIsAFaultAndWritesNothing) {
     ASSERT_EQ(host.dmaFaults().size(), 1u);
     EXPECT_EQ(host.dmaFaults()[0].iova, up.dmaIova + up.dmaBuffer.size());
     EXPECT_TRUE(host.dmaFaults()[0].write);
-    for (size_t i = 0; i < up.dmaBuffer.size(); ++i) ASSERT_EQ(up.dmaBuffer.data()[i], 0xaa) << i;
+    // Page by page, as the real IOMMU: the mapped half lands (edu's buffer is zero), nothing else.
+    for (size_t i = 0; i < up.dmaBuffer.size(); ++i)
+        ASSERT_EQ(up.dmaBuffer.data()[i], i < up.dmaBuffer.size() - 2048 ? 0xaa : 0x00) << i;
     // After unmapping, the same IOVA faults too.
     ASSERT_TRUE(up.backend->unmapDma(up.dmaIova, up.dmaBuffer.size()).ok());
     up.dmaMapped = false;

@@ -59,7 +59,7 @@ TEST(Inventory, AssignabilityAndReasons) {
     ASSERT_TRUE(devs.ok()) << devs.error().describe();
     ASSERT_EQ(devs->size(), 6u);
     auto& v = *devs;
-    EXPECT_EQ(v[0].reason, "PCI bridge");
+    EXPECT_EQ(v[0].reason, "host bridge");
     EXPECT_FALSE(v[1].iommuGroup.has_value());
     EXPECT_NE(v[1].reason.find("no IOMMU group"), std::string::npos);
     EXPECT_TRUE(v[2].assignable);
@@ -82,6 +82,28 @@ TEST(Inventory, AssignabilityAndReasons) {
     auto table = renderInventory(v, false);
     EXPECT_NE(table.find("0000:00:03.0"), std::string::npos);
     EXPECT_NE(table.find("no: bound to e1000e"), std::string::npos);
+}
+
+// Bridges are not assignable and are named by subclass (a q35 host's 00:00.0 and 00:1f.0 are a
+// host and an ISA bridge, not PCI bridges).
+TEST(Inventory, BridgesAreLabelledBySubclass) {
+    TempSysfs s;
+    s.device("0000:00:00.0", "0x060000", 0, "");
+    s.device("0000:00:1c.0", "0x060400", 1, "pcieport");
+    s.device("0000:00:1f.0", "0x060100", 2, "lpc_ich");
+    s.device("0000:00:1f.1", "0x068000", 3, "vfio-pci");
+    auto devs = scanPciDevices(s.root());
+    ASSERT_TRUE(devs.ok()) << devs.error().describe();
+    ASSERT_EQ(devs->size(), 4u);
+    auto& v = *devs;
+    EXPECT_EQ(v[0].reason, "host bridge");
+    EXPECT_EQ(v[1].reason, "PCI bridge");
+    EXPECT_EQ(v[2].reason, "ISA bridge");
+    EXPECT_EQ(v[3].reason, "bridge");  // 0x0680, "other bridge", even when bound to vfio-pci
+    for (auto& d : v) EXPECT_FALSE(d.assignable) << d.bdf;
+    auto table = renderInventory(v, false);
+    EXPECT_NE(table.find("no: ISA bridge"), std::string::npos) << table;
+    EXPECT_NE(table.find("no: host bridge"), std::string::npos) << table;
 }
 
 TEST(Inventory, SimulatedHostTree) {

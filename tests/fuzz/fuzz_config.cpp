@@ -1,0 +1,76 @@
+// libFuzzer target: the JSON config loader (vmm::parseConfig) on arbitrary text.
+// Invariants beyond "no crash, no sanitizer report": an error is one non-empty line that starts with
+// the config file's name (the CLI prints it as "conduit: error: <message>"); an accepted config
+// satisfies what vmm/config.h promises (exactly one of kernel/payload, vcpus and memory in range)
+// and describeConfig() works on it.
+#include <unistd.h>
+
+#include <filesystem>
+#include <optional>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "base/log.h"
+#include "tests/fuzz/fuzz_input.h"
+#include "vmm/config.h"
+
+namespace fs = std::filesystem;
+using namespace conduit;
+
+namespace {
+fs::path gFile;
+}
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+    log::setLevel("off");
+    // The files a config may name (relative paths resolve against the config's directory).
+    char tmpl[] = "/tmp/conduit-fuzz-config-XXXXXX";
+    if (!::mkdtemp(tmpl)) std::abort();
+    fs::path dir = tmpl;
+    for (const char* f : {"p.bin", "vmlinuz", "initrd.img", "bzImage"}) std::ofstream(dir / f) << "x";
+    fs::create_directory(dir / "sub");
+    gFile = dir / "vm.json";
+    return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+    std::string text(reinterpret_cast<const char*>(data), size);
+    // KNOWN FINDING (docs/reliability.md): a number literal beyond double range ("1e999") makes
+    // nlohmann throw out_of_range 406, which parseConfig does not catch (it catches parse_error
+    // only). Tolerated here, and only this one, so the run goes on to find other things; remove
+    // once vmm/config_loader.cpp turns it into an error value.
+    auto parse = [&]() -> std::optional<Result<vmm::VmConfig>> {
+        try {
+            return vmm::parseConfig(text, gFile);
+        } catch (const nlohmann::json::out_of_range& e) {
+            if (e.id != 406) throw;
+            return std::nullopt;
+        }
+    };
+    auto parsed = parse();
+    if (!parsed) return 0;
+    auto& r = *parsed;
+    if (!r.ok()) {
+        const std::string msg = r.error().what();
+        FUZZ_CHECK(!msg.empty());
+        // KNOWN FINDING (docs/reliability.md): a key with an escaped control character ("vc\\npus")
+        // is copied raw into the JSON pointer, so its message spans lines. Reported once per run
+        // (not an abort) so the run goes on; make it FUZZ_CHECK once vmm/config_loader.cpp escapes.
+        if (msg.find('\n') != std::string::npos) {
+            static bool reported = false;
+            if (!reported) std::fprintf(stderr, "fuzz_config: KNOWN FINDING multi-line message: %s\n", msg.c_str());
+            reported = true;
+        }
+        FUZZ_CHECK(msg.rfind(gFile.string(), 0) == 0);
+        (void)r.error().describe();
+        return 0;
+    }
+    const vmm::VmConfig& c = r.value();
+    FUZZ_CHECK(c.kernel.has_value() != c.payload.has_value());
+    FUZZ_CHECK(c.vcpus >= 1 && c.vcpus <= vmm::kMaxVcpus);
+    FUZZ_CHECK(c.memory.sizeBytes >= (2ull << 20) && c.memory.sizeBytes <= (1ull << 40));
+    for (const auto& d : c.devices) FUZZ_CHECK(d.type != "vfio-pci" || d.vfioPci.has_value());
+    FUZZ_CHECK(!vmm::describeConfig(c).empty());
+    return 0;
+}

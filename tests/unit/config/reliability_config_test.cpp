@@ -1,0 +1,172 @@
+// Bad configs (docs/reliability.md, "bad configs"): the classes tests/unit/config/config_test.cpp
+// does not already pin down (device entries, the simulated host, the config file itself, hostile
+// texts), each with its exact message. Every message must be one line: the CLI prints it as
+// "conduit: error: <message>".
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <string>
+
+#include "vmm/config.h"
+
+namespace conduit::vmm {
+namespace {
+
+namespace fs = std::filesystem;
+
+class ReliabilityConfig : public ::testing::Test {
+protected:
+    void SetUp() override {
+        char tmpl[] = "/tmp/conduit-reliability-config-XXXXXX";
+        ASSERT_NE(::mkdtemp(tmpl), nullptr);
+        dir = tmpl;
+        std::ofstream(dir / "p.bin") << "x";
+        fs::create_directory(dir / "sub");
+        file = dir / "vm.json";
+    }
+    void TearDown() override { fs::remove_all(dir); }
+    std::string expand(std::string s) const {
+        for (auto [key, value] : {std::pair<std::string, std::string>{"{F}", file.string()}, {"{D}", dir.string()}}) {
+            for (size_t pos; (pos = s.find(key)) != std::string::npos;) s.replace(pos, key.size(), value);
+        }
+        return s;
+    }
+    fs::path dir;
+    fs::path file;
+};
+
+struct BadCase {
+    const char* name;
+    std::string text;
+    const char* message;
+};
+
+#define P "{\"payload\": {\"path\": \"p.bin\"}, "
+const BadCase kBadDevices[] = {
+    {"device host not a PCI address", P "\"devices\": [{\"type\": \"vfio-pci\", \"host\": \"01:00\"}]}", "{F}:1:73: /devices/0/host: \"01:00\" is neither a PCI address (\"0000:01:00.0\"), a sysfs device path nor /dev/vfio/devices/vfioN"},
+    {"device host with a newline", P "\"devices\": [{\"type\": \"vfio-pci\", \"host\": \"0000:01:00.0\\nx\"}]}", "{F}:1:73: /devices/0/host: \"0000:01:00.0\\nx\" is neither a PCI address (\"0000:01:00.0\"), a sysfs device path nor /dev/vfio/devices/vfioN"},
+    {"device sysfs path escaping", P "\"devices\": [{\"type\": \"vfio-pci\", \"host\": \"/sys/bus/pci/devices/../0000:01:00.0\"}]}", "{F}:1:73: /devices/0/host: \"/sys/bus/pci/devices/../0000:01:00.0\" is not a PCI device's sysfs directory (expected /sys/bus/pci/devices/DDDD:BB:DD.F)"},
+    {"device host missing", P "\"devices\": [{\"type\": \"vfio-pci\"}]}", "{F}:1:44: /devices/0: missing \"host\""},
+    {"device host not a string", P "\"devices\": [{\"type\": \"vfio-pci\", \"host\": 1}]}", "{F}:1:73: /devices/0/host: expected a string, got number 1"},
+    {"device backend unknown", P "\"devices\": [{\"type\": \"vfio-pci\", \"host\": \"0000:01:00.0\", \"backend\": \"vfio\"}]}", "{F}:1:100: /devices/0/backend: unknown value \"vfio\" (expected one of \"auto\", \"type1\", \"iommufd\")"},
+    {"cdev with type1", P "\"devices\": [{\"type\": \"vfio-pci\", \"host\": \"/dev/vfio/devices/vfio0\", \"backend\": \"type1\"}]}", "{F}:1:111: /devices/0/backend: a /dev/vfio/devices/vfioN cdev needs the iommufd backend (give a BDF for type1)"},
+    {"slot zero", P "\"devices\": [{\"type\": \"vfio-pci\", \"host\": \"0000:01:00.0\", \"slot\": 0}]}", "{F}:1:97: /devices/0/slot: must be between 1 and 31, got 0"},
+    {"slot 32", P "\"devices\": [{\"type\": \"vfio-pci\", \"host\": \"0000:01:00.0\", \"slot\": 32}]}", "{F}:1:97: /devices/0/slot: must be between 1 and 31, got 32"},
+    {"slot twice", P "\"devices\": [{\"type\": \"vfio-pci\", \"host\": \"0000:01:00.0\", \"slot\": 3}, {\"type\": \"vfio-pci\", \"host\": \"0000:02:00.0\", \"slot\": 3}]}", "{F}:1:154: /devices/1/slot: slot 3 is already used by /devices/0"},
+    {"device assigned twice", P "\"devices\": [{\"type\": \"vfio-pci\", \"host\": \"0000:01:00.0\"}, {\"type\": \"vfio-pci\", \"host\": \"/sys/bus/pci/devices/0000:01:00.0\"}]}", "{F}:1:119: /devices/1/host: device \"/sys/bus/pci/devices/0000:01:00.0\" is assigned twice"},
+    {"device unknown key", P "\"devices\": [{\"type\": \"vfio-pci\", \"host\": \"0000:01:00.0\", \"bdf\": \"0000:01:00.0\"}]}", "{F}:1:89: /devices/0/bdf: unknown key (expected one of \"type\", \"host\", \"backend\", \"slot\", \"p2p\")"},
+    {"p2p not a boolean", P "\"devices\": [{\"type\": \"vfio-pci\", \"host\": \"0000:01:00.0\", \"p2p\": \"no\"}]}", "{F}:1:96: /devices/0/p2p: expected true or false, got string \"no\""},
+    {"vfio_host without kind", P "\"vfio_host\": {}}", "{F}:1:45: /vfio_host: missing \"kind\" (\"real\" or \"simulated\")"},
+    {"vfio_host kind unknown", P "\"vfio_host\": {\"kind\": \"fake\"}}", "{F}:1:54: /vfio_host/kind: unknown value \"fake\" (expected one of \"real\", \"simulated\")"},
+    {"simulated-only key on a real host", P "\"vfio_host\": {\"kind\": \"real\", \"devices\": []}}", "{F}:1:62: /vfio_host/devices: only used with \"kind\": \"simulated\""},
+    {"simulated device twice", P "\"vfio_host\": {\"kind\": \"simulated\", \"devices\": [{\"bdf\": \"01:00.0\"}, {\"bdf\": \"0000:01:00.0\"}]}}", "{F}:1:107: /vfio_host/devices/1/bdf: \"0000:01:00.0\" is simulated twice"},
+    {"simulated device without bdf", P "\"vfio_host\": {\"kind\": \"simulated\", \"devices\": [{}]}}", "{F}:1:79: /vfio_host/devices/0: missing \"bdf\""},
+    {"simulated device bad bdf", P "\"vfio_host\": {\"kind\": \"simulated\", \"devices\": [{\"bdf\": \"0000:01:20.0\"}]}}", "{F}:1:87: /vfio_host/devices/0/bdf: \"0000:01:20.0\" is not a PCI address like \"0000:01:00.0\""},
+    {"simulated msi vectors", P "\"vfio_host\": {\"kind\": \"simulated\", \"devices\": [{\"bdf\": \"0000:01:00.0\", \"msi_vectors\": 3}]}}", "{F}:1:118: /vfio_host/devices/0/msi_vectors: must be a power of two, got 3"},
+    {"simulated bar size", P "\"vfio_host\": {\"kind\": \"simulated\", \"devices\": [{\"bdf\": \"0000:01:00.0\", \"memory_bar_size\": \"0x3000\"}]}}", "{F}:1:122: /vfio_host/devices/0/memory_bar_size: must be a power of two between 16 KiB and 1 GiB, got 0x3000"},
+    {"simulated model", P "\"vfio_host\": {\"kind\": \"simulated\", \"devices\": [{\"bdf\": \"0000:01:00.0\", \"model\": \"nvme\"}]}}", "{F}:1:112: /vfio_host/devices/0/model: unknown value \"nvme\" (expected one of \"edu\")"},
+};
+const BadCase kHostileTexts[] = {
+    {"invalid UTF-8", std::string("{\"vcpus\": \"\xff\"}"), "{F}:1:12: syntax error: while parsing value - invalid string: ill-formed UTF-8 byte; last read: '\"\xFF'"},
+    {"NUL byte", std::string("{\"vcpus\": 1,\0 \"x\": 2}", 20), "{F}:1:13: syntax error: while parsing object key - unexpected end of input; expected string literal"},
+    {"integer beyond 64 bits", "{\"vcpus\": 123456789012345678901234567890}", "{F}:1:11: /vcpus: out of range: 1.2345678901234568e+29"},
+    {"byte order mark then garbage", "\xef\xbb\xbf{\"vcpus\": }", "{F}:1:14: syntax error: while parsing value - unexpected '}'; expected '[', '{', or a literal"},
+};
+#undef P
+
+void expectOneLine(const std::string& message) {
+    EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+}
+
+TEST_F(ReliabilityConfig, BadDeviceEntriesGiveExactMessages) {
+    for (const auto& c : kBadDevices) {
+        SCOPED_TRACE(c.name);
+        auto r = parseConfig(c.text, file);
+        ASSERT_FALSE(r.ok());
+        EXPECT_EQ(r.error().what(), expand(c.message));
+        expectOneLine(r.error().describe());
+    }
+}
+
+TEST_F(ReliabilityConfig, HostileTextsGiveExactOneLineMessages) {
+    for (const auto& c : kHostileTexts) {
+        SCOPED_TRACE(c.name);
+        auto r = parseConfig(c.text, file);
+        ASSERT_FALSE(r.ok());
+        EXPECT_EQ(r.error().what(), expand(c.message));
+        expectOneLine(r.error().describe());
+    }
+}
+
+// Deep nesting must be refused (or parsed) without exhausting the stack or memory. FINDING
+// (docs/reliability.md): vmm/config_positions.cpp's PositionScanner recurses once per nesting level
+// and copies the growing JSON pointer at each, so a 40 KB config of 20,000 nested arrays takes
+// 0.9 GB and 6 s, and a 200 KB one (100,000 levels) overflows the stack (SIGSEGV; ASan:
+// stack-overflow in PositionScanner::parseValue). Disabled until the loader limits the depth;
+// enable it with the fix (--gtest_also_run_disabled_tests shows the crash).
+TEST_F(ReliabilityConfig, DISABLED_DeeplyNestedInputIsRefusedWithoutCrashing) {
+    for (const char* open_close : {"[]", "{}"}) {
+        SCOPED_TRACE(open_close);
+        std::string text = "{\"vcpus\": ";
+        const size_t depth = 100000;
+        for (size_t i = 0; i < depth; ++i) text += open_close[0] == '[' ? "[" : "{\"a\":";
+        text.append(depth, open_close[1]);
+        text += "}";
+        auto r = parseConfig(text, file);
+        ASSERT_FALSE(r.ok());
+        EXPECT_EQ(r.error().what().rfind(file.string() + ":", 0), 0u) << r.error().what();
+        expectOneLine(r.error().describe());
+    }
+}
+
+// FINDING (docs/reliability.md, found by fuzz_config): a number beyond double range makes
+// nlohmann::json::parse throw out_of_range (406), which parseConfig (vmm/config_loader.cpp, the
+// try around Json::parse) does not catch: the library throws instead of returning an error, and the
+// CLI's last-resort handler prints "conduit: error: unexpected exception: [json.exception.
+// out_of_range.406] number overflow parsing '1e999'" with no file or position. Disabled until fixed.
+TEST_F(ReliabilityConfig, DISABLED_NumberBeyondDoubleRangeIsAnErrorValue) {
+    for (const char* text : {"{\"vcpus\": 1e999}", "{\"vcpus\": -1e999}"}) {
+        SCOPED_TRACE(text);
+        std::optional<Result<VmConfig>> r;
+        EXPECT_NO_THROW(r.emplace(parseConfig(text, file)));
+        ASSERT_TRUE(r.has_value());
+        ASSERT_FALSE(r->ok());
+        EXPECT_EQ(r->error().what().rfind(file.string() + ":1:11: ", 0), 0u) << r->error().what();
+    }
+}
+
+// FINDING (docs/reliability.md): a key containing an escaped newline ("vc\\npus") is decoded and put
+// into the JSON pointer as is, so the message spans two lines:
+//   {F}:1:2: /vc
+//   pus: unknown key (did you mean "vcpus"?)
+// (vmm/config_loader.cpp: the pointer in error(), child(), JsonPositionIndex::escapeToken escape
+// only '~' and '/'). Control characters in keys and values should be shown escaped. Disabled
+// until fixed.
+TEST_F(ReliabilityConfig, DISABLED_ControlCharactersInKeysKeepMessagesOnOneLine) {
+    auto r = parseConfig("{\"vc\\npus\": 1}", file);
+    ASSERT_FALSE(r.ok());
+    expectOneLine(r.error().describe());
+}
+
+TEST_F(ReliabilityConfig, ConfigFileMissingUnreadableADirectoryOrEmpty) {
+    auto d = loadConfig(dir / "sub");
+    ASSERT_FALSE(d.ok());
+    EXPECT_EQ(d.error().describe(), expand("{D}/sub: reading config file: Is a directory (EISDIR)"));
+    auto missing = loadConfig(dir / "absent.json");
+    ASSERT_FALSE(missing.ok());
+    EXPECT_EQ(missing.error().describe(), expand("{D}/absent.json: cannot open config file: No such file or directory (ENOENT)"));
+    std::ofstream(dir / "plain") << "{}";
+    auto notDir = loadConfig(dir / "plain" / "vm.json");  // unreadable path (a file used as a directory)
+    ASSERT_FALSE(notDir.ok());
+    EXPECT_EQ(notDir.error().describe(), expand("{D}/plain/vm.json: cannot open config file: Not a directory (ENOTDIR)"));
+    std::ofstream(file).close();
+    auto e = loadConfig(file);
+    ASSERT_FALSE(e.ok());
+    EXPECT_EQ(e.error().describe(), expand("{F}:1:1: syntax error: while parsing value - unexpected end of input; expected '[', '{', or a literal"));
+}
+
+}  // namespace
+}  // namespace conduit::vmm
