@@ -207,6 +207,10 @@ void SimDevice::disableIrqs() {
 }
 
 void SimDevice::resetState() {
+    // A function reset returns the config space to its defaults as well: COMMAND 0 (no decode, no
+    // bus mastering), BAR address bits 0, MSI/MSI-X disabled. The real igb under QEMU read BAR0 0 and
+    // COMMAND 0 after the guest's FLR (docs/testing.md, difference 8).
+    buildConfigSpace();
     liveness_ = fact_ = status_ = irqStatus_ = 0;
     dmaSrc_ = dmaDst_ = dmaCount_ = dmaCmd_ = 0;
     dmaBuf_.fill(0);

@@ -163,6 +163,23 @@ TEST_P(SimFidelity, DeviceWithoutResetMethodClearsTheFlagAndRefusesReset) {
     EXPECT_EQ(host->device(kBdf)->resetCount(), 0u);
 }
 
+// Difference 8: a reset clears COMMAND and the BAR address bits (and the MSI enable), as the real
+// device did after a function reset; the guest must program them again.
+TEST_P(SimFidelity, ResetClearsCommandBarsAndMsiEnable) {
+    open();
+    auto& d = *up.device;
+    ASSERT_TRUE(d.writeConfigObj<uint16_t>(0x04, 0x0006).ok());      // MEM + MASTER
+    ASSERT_TRUE(d.writeConfigObj<uint32_t>(0x10, 0xc0000000).ok());  // BAR0 address
+    const uint32_t bar0Flags = d.readConfigObj<uint32_t>(0x10).value() & 0xf;
+    ASSERT_EQ(d.readConfigObj<uint32_t>(0x10).value() & ~0xfu, 0xc0000000u);
+    ASSERT_EQ(d.readConfigObj<uint16_t>(0x04).value() & 0x6, 0x6);
+    ASSERT_TRUE(d.reset().ok());
+    EXPECT_EQ(d.readConfigObj<uint16_t>(0x04).value(), 0);
+    EXPECT_EQ(d.readConfigObj<uint32_t>(0x10).value(), bar0Flags);  // flags stay, address bits cleared
+    // Identity registers survive.
+    EXPECT_EQ(d.readConfigObj<uint16_t>(0x00).value(), 0x1234);
+}
+
 // Difference 6: the fault says why, as VT-d's fault reason does.
 TEST_P(SimFidelity, FaultsRecordTheReasonAndEveryFaultIsKept) {
     open();
