@@ -163,7 +163,11 @@ if [ "$kernel" = src ] || [ "$kernel" = both ]; then
     say "iommufd kernel (built once, ~5 min on 2 cores; log in $cache)"
     bz=$("$here/build-kernel.sh" "$cache")
     pack "$cache/initrd-src.gz"
-    boot src "$bz" "$cache/initrd-src.gz" iommufd,type1
+    # One backend per L1 boot: QEMU's emulated VT-d stops recording faults ("New fault is not
+    # recorded due to compression of faults") once one is pending, so a second backend's fault
+    # check in the same boot could see nothing. type1 already ran on the Debian kernel above.
+    boot src "$bz" "$cache/initrd-src.gz" iommufd
+    if [ "$kernel" = src ]; then boot src "$bz" "$cache/initrd-src.gz" type1; fi
 fi
 say "total $(awk -v t0="$t_start" -v t="$(date +%s.%N)" 'BEGIN{printf "%.0f", t-t0}')s"
 [ $failures = 0 ]
