@@ -621,6 +621,33 @@ std::string describeSyntaxError(const std::string& file, const std::string& text
     return fmt::format("{}:{}:{}: syntax error: {}", file, line, column, msg);
 }
 
+// nlohmann throws out_of_range (406) for a number beyond double range, with no position: find the
+// first such number token outside strings ourselves, so the message still says where it is.
+std::string describeNumberOverflow(const std::string& file, const std::string& text) {
+    unsigned line = 1, column = 1;
+    bool inString = false;
+    for (size_t i = 0; i < text.size(); ++i, ++column) {
+        const char c = text[i];
+        if (inString) {
+            if (c == '\\') ++i, ++column;
+            else if (c == '"') inString = false;
+        } else if (c == '"') {
+            inString = true;
+        } else if (c == '\n') {
+            ++line;
+            column = 0;
+        } else if (c == '-' || (c >= '0' && c <= '9')) {
+            size_t end = text.find_first_not_of("+-0123456789.eE", i);
+            const std::string token = text.substr(i, end == std::string::npos ? std::string::npos : end - i);
+            if (std::isinf(std::strtod(token.c_str(), nullptr)))
+                return fmt::format("{}:{}:{}: number {} is out of range", file, line, column, token);
+            column += static_cast<unsigned>(token.size()) - 1;
+            i += token.size() - 1;
+        }
+    }
+    return fmt::format("{}: a number is out of range", file);
+}
+
 }  // namespace
 
 Result<VmConfig> parseConfig(const std::string& text, const fs::path& file, const std::vector<ConfigOverride>& overrides) {
@@ -630,6 +657,8 @@ Result<VmConfig> parseConfig(const std::string& text, const fs::path& file, cons
         doc = Json::parse(text);
     } catch (const nlohmann::json::parse_error& e) {
         return Error(describeSyntaxError(label, text, e));
+    } catch (const nlohmann::json::out_of_range&) {
+        return Error(describeNumberOverflow(label, text));
     }
     auto positions = JsonPositionIndex::build(text);
     if (!positions) return Error(label + ": cannot locate values in the JSON text");  // not expected

@@ -36,20 +36,9 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::string text(reinterpret_cast<const char*>(data), size);
-    // KNOWN FINDING (docs/reliability.md): a number literal beyond double range ("1e999") makes
-    // nlohmann throw out_of_range 406, which parseConfig does not catch (it catches parse_error
-    // only). Tolerated here, and only this one, so the run goes on to find other things; remove
-    // once vmm/config_loader.cpp turns it into an error value.
-    auto parse = [&]() -> std::optional<Result<vmm::VmConfig>> {
-        try {
-            return vmm::parseConfig(text, gFile);
-        } catch (const nlohmann::json::out_of_range& e) {
-            if (e.id != 406) throw;
-            return std::nullopt;
-        }
-    };
-    auto parsed = parse();
-    if (!parsed) return 0;
+    // F2 (docs/reliability.md) is fixed: a number beyond double range is an error value now, so any
+    // exception escaping parseConfig is a finding again.
+    std::optional<Result<vmm::VmConfig>> parsed(vmm::parseConfig(text, gFile));
     auto& r = *parsed;
     if (!r.ok()) {
         const std::string msg = r.error().what();
