@@ -36,8 +36,30 @@ constexpr uint64_t kMaxGuestAddress = 1ull << 48;
 constexpr uint64_t kMinMemoryMib = memory::AddressLayout::kMinRam >> 20;
 constexpr uint64_t kMaxMemoryMib = memory::AddressLayout::kMaxRam >> 20;
 constexpr size_t kMaxConfigBytes = 1 << 20;
+// A VM config nests four levels at most; anything far deeper is hostile or broken input.
+constexpr unsigned kMaxNesting = 32;
 
 std::string jsonQuote(const std::string& s) { return Json(s).dump(); }
+
+// Error messages are one line: a key, a value or a file name that carries control characters
+// (a JSON "\n" in a key is legal) shows them escaped, as JSON would write them.
+std::string printable(const std::string& s) {
+    std::string out;
+    out.reserve(s.size());
+    for (unsigned char c : s) {
+        if (c == '\n')
+            out += "\\n";
+        else if (c == '\r')
+            out += "\\r";
+        else if (c == '\t')
+            out += "\\t";
+        else if (c < 0x20 || c == 0x7f)
+            out += fmt::format("\\x{:02x}", c);
+        else
+            out += static_cast<char>(c);
+    }
+    return out;
+}
 
 // "string \"256\"", "number 1.5", "boolean true", "null", "object", "array".
 std::string describeValue(const Json& v) {
@@ -93,7 +115,7 @@ public:
     // "FILE:LINE:COL: /pointer: message", or "--flag: /pointer: message" when the value (or the
     // object holding it) came from a command-line override.
     Error error(const std::string& pointer, const std::string& message, bool atKey = false) const {
-        const std::string what = pointer.empty() ? message : pointer + ": " + message;
+        const std::string what = printable(pointer.empty() ? message : pointer + ": " + message);
         std::string p = pointer;
         for (;;) {
             if (auto o = origins_.find(p); o != origins_.end()) return Error(o->second + ": " + what);
@@ -651,7 +673,9 @@ std::string describeNumberOverflow(const std::string& file, const std::string& t
 }  // namespace
 
 Result<VmConfig> parseConfig(const std::string& text, const fs::path& file, const std::vector<ConfigOverride>& overrides) {
-    const std::string label = file.empty() ? std::string("(config)") : file.string();
+    const std::string label = printable(file.empty() ? std::string("(config)") : file.string());
+    if (auto deep = JsonPositionIndex::firstNestingBeyond(text, kMaxNesting))
+        return Error(fmt::format("{}:{}:{}: nested deeper than {} levels", label, deep->line, deep->column, kMaxNesting));
     Json doc;
     try {
         doc = Json::parse(text);

@@ -139,6 +139,34 @@ std::optional<JsonPositionIndex> JsonPositionIndex::build(const std::string& tex
     return index;
 }
 
+std::optional<TextPosition> JsonPositionIndex::firstNestingBeyond(const std::string& text, unsigned maxDepth) {
+    unsigned depth = 0, line = 1;
+    size_t lineStart = 0;
+    bool inString = false;
+    for (size_t i = 0; i < text.size(); ++i) {
+        const char c = text[i];
+        if (c == '\n') {
+            ++line;
+            lineStart = i + 1;
+        }
+        if (inString) {
+            if (c == '\\')
+                ++i;  // the escaped character cannot end the string
+            else if (c == '"')
+                inString = false;
+            continue;
+        }
+        if (c == '"') {
+            inString = true;
+        } else if (c == '[' || c == '{') {
+            if (++depth > maxDepth) return TextPosition{line, static_cast<unsigned>(i - lineStart + 1)};
+        } else if ((c == ']' || c == '}') && depth > 0) {
+            --depth;
+        }
+    }
+    return std::nullopt;
+}
+
 std::optional<TextPosition> JsonPositionIndex::value(const std::string& pointer) const {
     auto it = values_.find(pointer);
     if (it == values_.end()) return std::nullopt;

@@ -28,6 +28,11 @@ public:
     // The first key that appears twice in one object, as a pointer to its second occurrence.
     const std::optional<std::string>& firstDuplicate() const { return firstDuplicate_; }
 
+    // Where `text` first opens an array or object nested deeper than `maxDepth` levels, if it
+    // does. Needs no valid JSON: it runs before the parser so that neither the parser nor build()
+    // (recursive, one pointer string per level) ever sees hostile nesting.
+    static std::optional<TextPosition> firstNestingBeyond(const std::string& text, unsigned maxDepth);
+
     // "a/b" -> "a~1b", "~" -> "~0" (RFC 6901).
     static std::string escapeToken(const std::string& key);
 

@@ -2,6 +2,7 @@
 // does not already pin down (device entries, the simulated host, the config file itself, hostile
 // texts), each with its exact message. Every message must be one line: the CLI prints it as
 // "conduit: error: <message>".
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -101,25 +102,41 @@ TEST_F(ReliabilityConfig, HostileTextsGiveExactOneLineMessages) {
     }
 }
 
-// Deep nesting must be refused (or parsed) without exhausting the stack or memory. FINDING
-// (docs/reliability.md): vmm/config_positions.cpp's PositionScanner recurses once per nesting level
-// and copies the growing JSON pointer at each, so a 40 KB config of 20,000 nested arrays takes
-// 0.9 GB and 6 s, and a 200 KB one (100,000 levels) overflows the stack (SIGSEGV; ASan:
-// stack-overflow in PositionScanner::parseValue). Disabled until the loader limits the depth;
-// enable it with the fix (--gtest_also_run_disabled_tests shows the crash).
-TEST_F(ReliabilityConfig, DISABLED_DeeplyNestedInputIsRefusedWithoutCrashing) {
-    for (const char* open_close : {"[]", "{}"}) {
-        SCOPED_TRACE(open_close);
-        std::string text = "{\"vcpus\": ";
-        const size_t depth = 100000;
-        for (size_t i = 0; i < depth; ++i) text += open_close[0] == '[' ? "[" : "{\"a\":";
-        text.append(depth, open_close[1]);
-        text += "}";
-        auto r = parseConfig(text, file);
-        ASSERT_FALSE(r.ok());
-        EXPECT_EQ(r.error().what().rfind(file.string() + ":", 0), 0u) << r.error().what();
-        expectOneLine(r.error().describe());
+// F1 (docs/reliability.md, found by review of fuzz_config's slow inputs): PositionScanner recursed
+// once per nesting level and copied the growing JSON pointer at each, so 20,000 nested arrays took
+// 0.9 GB and 6 s and 100,000 overflowed the stack (SIGSEGV). The loader now refuses nesting beyond
+// 32 levels before any parser sees the text, at the position of the first bracket too deep.
+TEST_F(ReliabilityConfig, DeeplyNestedInputIsRefusedWithoutCrashing) {
+    struct Case {
+        const char* open;  // one nesting level
+        char close;
+        unsigned column;   // of the 33rd level: the document's '{' is level 1, "vcpus" opens at column 11
+    };
+    for (const Case& c : {Case{"[", ']', 11 + 31}, Case{"{\"a\":", '}', 11 + 31 * 5}}) {
+        SCOPED_TRACE(c.open);
+        for (size_t depth : {size_t{32}, size_t{100000}}) {
+            std::string text = "{\"vcpus\": ";
+            for (size_t i = 0; i < depth; ++i) text += c.open;
+            text.append(depth, c.close);
+            text += "}";
+            auto r = parseConfig(text, file);
+            ASSERT_FALSE(r.ok());
+            EXPECT_EQ(r.error().what(), fmt::format("{}:1:{}: nested deeper than 32 levels", file.string(), c.column));
+            expectOneLine(r.error().describe());
+        }
     }
+    // 32 levels exactly is not refused for its depth: the error is about the value.
+    std::string text = "{\"vcpus\": ";
+    for (int i = 0; i < 31; ++i) text += "[";
+    text.append(31, ']');
+    text += "}";
+    auto r = parseConfig(text, file);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().what(), file.string() + ":1:11: /vcpus: expected an integer, got array");
+    // Brackets inside strings do not count.
+    auto s = parseConfig("{\"payload\": {\"path\": \"" + std::string(100, '[') + "\\\"\"}}", file);
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.error().what().find("nested deeper"), std::string::npos) << s.error().what();
 }
 
 // FINDING (docs/reliability.md, found by fuzz_config): a number beyond double range makes
@@ -138,17 +155,20 @@ TEST_F(ReliabilityConfig, NumberBeyondDoubleRangeIsAnErrorValue) {
     }
 }
 
-// FINDING (docs/reliability.md): a key containing an escaped newline ("vc\\npus") is decoded and put
-// into the JSON pointer as is, so the message spans two lines:
-//   {F}:1:2: /vc
-//   pus: unknown key (did you mean "vcpus"?)
-// (vmm/config_loader.cpp: the pointer in error(), child(), JsonPositionIndex::escapeToken escape
-// only '~' and '/'). Control characters in keys and values should be shown escaped. Disabled
-// until fixed.
-TEST_F(ReliabilityConfig, DISABLED_ControlCharactersInKeysKeepMessagesOnOneLine) {
+// F3 (docs/reliability.md, found by fuzz_config): a key containing an escaped newline ("vc\\npus")
+// was decoded into the JSON pointer as is, so the message spanned two lines. Control characters
+// in keys, values and file names are now shown escaped.
+TEST_F(ReliabilityConfig, ControlCharactersInKeysKeepMessagesOnOneLine) {
     auto r = parseConfig("{\"vc\\npus\": 1}", file);
     ASSERT_FALSE(r.ok());
-    expectOneLine(r.error().describe());
+    EXPECT_EQ(r.error().what(), file.string() + ":1:2: /vc\\npus: unknown key (did you mean \"vcpus\"?)");
+    auto t = parseConfig("{\"vcpus\": 1, \"payload\": {\"path\": \"p.bin\", \"mode\": \"x\\u0001\\t\"}}", file);
+    ASSERT_FALSE(t.ok());
+    expectOneLine(t.error().describe());
+    EXPECT_NE(t.error().what().find("\\u0001\\t"), std::string::npos) << t.error().what();
+    auto u = parseConfig("{\"vcpus\": 0}", dir / "a\nb.json");
+    ASSERT_FALSE(u.ok());
+    EXPECT_EQ(u.error().what(), (dir / "a").string() + "\\nb.json:1:11: /vcpus: must be between 1 and 32, got 0");
 }
 
 TEST_F(ReliabilityConfig, ConfigFileMissingUnreadableADirectoryOrEmpty) {
