@@ -219,7 +219,7 @@ Result<std::vector<HotResetDevice>> VfioDevice::hotResetInfo() {
 
 Result<void> VfioDevice::readRegion(uint32_t index, uint64_t offset, std::span<uint8_t> out) {
     auto region = TRY(regionInfo(index));
-    const auto what = fmt::format("read {} {} [{:#x}, +{:#x})", name_, regionName(index), offset, out.size());
+    const auto what = fmt::format("pread {} {} [{:#x}, +{:#x})", name_, regionName(index), offset, out.size());
     if (!region.readable() || offset > region.size || out.size() > region.size - offset)
         return Error(what + ": outside the readable region", EINVAL);
     auto n = host_->pread(fd(), out.data(), out.size(), static_cast<off_t>(region.offset + offset));
@@ -230,7 +230,7 @@ Result<void> VfioDevice::readRegion(uint32_t index, uint64_t offset, std::span<u
 
 Result<void> VfioDevice::writeRegion(uint32_t index, uint64_t offset, std::span<const uint8_t> in) {
     auto region = TRY(regionInfo(index));
-    const auto what = fmt::format("write {} {} [{:#x}, +{:#x})", name_, regionName(index), offset, in.size());
+    const auto what = fmt::format("pwrite {} {} [{:#x}, +{:#x})", name_, regionName(index), offset, in.size());
     if (!region.writable() || offset > region.size || in.size() > region.size - offset)
         return Error(what + ": outside the writable region", EINVAL);
     auto n = host_->pwrite(fd(), in.data(), in.size(), static_cast<off_t>(region.offset + offset));

@@ -227,6 +227,15 @@ void Machine::startSerialInput() {
         return;
     }
     serialStop_ = std::make_unique<EventFd>(std::move(stop).value());
+    try {
+        startSerialReader();
+    } catch (const std::system_error& e) {
+        // Like a missing eventfd: the guest runs on without serial input (one line says why).
+        log::get("vmm").warn("{}", Error("serial input disabled: creating the serial-in thread", e.code().value()).describe());
+    }
+}
+
+void Machine::startSerialReader() {
     serialIn_ = std::thread([this] {
         pthread_setname_np(pthread_self(), "serial-in");
         auto& log = log::get("vmm");

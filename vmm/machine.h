@@ -71,6 +71,7 @@ private:
     Result<void> boot();
     void onExitDevice(uint32_t value);
     void startSerialInput();
+    void startSerialReader();  // throws std::system_error if the thread cannot be created
     void stopSerialInput();
 
     VmConfig config_;

@@ -133,7 +133,7 @@ Result<void> VcpuRunner::start() {
                 std::lock_guard lock(mutex_);
                 running_ -= vcpus_.size() - i;
             }
-            return Error(fmt::format("creating the thread of vcpu{}: {}", i, e.what()), e.code().value());
+            return Error(fmt::format("creating the thread of vcpu{}", i), e.code().value());
         }
     }
     return success();

@@ -43,6 +43,17 @@ Vm::~Vm() {
         slots.swap(regionSlots_);
     }
     slots.clear();
+    for (const auto& [slot, gpa, name] : undeleted_) {
+        kvm_userspace_memory_region region{};
+        region.slot = slot;
+        region.guest_phys_addr = gpa;
+        auto r = KVM_IOCTL(fd(), KVM_SET_USER_MEMORY_REGION, &region, "vm",
+                           fmt::format("delete slot {} gpa {:#x} for {} (again, at teardown)", slot, gpa, name));
+        if (r)
+            log::get("vmm").info("memslot {} ({}) deleted at teardown after an earlier refusal", slot, name);
+        else
+            log::get("vmm").error("{}", r.error().describe());
+    }
 }
 
 Result<int> Vm::checkExtension(unsigned cap) const {
@@ -115,8 +126,9 @@ void Vm::releaseSlot(const MemorySlot& s) {
                        fmt::format("delete slot {} gpa {:#x} for {}", s.slot(), s.gpa(), s.name()));
     std::lock_guard lock(slotMutex_);
     if (!r) {
-        // The slot may still map the pages: never reuse its number.
+        // The slot may still map the pages: never reuse its number; the destructor tries again.
         log::get("vmm").error("{}", r.error().describe());
+        undeleted_.emplace_back(s.slot(), s.gpa(), s.name());
         return;
     }
     slotUsed_[s.slot()] = false;

@@ -15,6 +15,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "base/event_fd.h"
@@ -104,6 +105,9 @@ private:
     mutable std::mutex slotMutex_;
     std::vector<bool> slotUsed_;
     std::map<uint64_t, MemorySlot> regionSlots_;  // GuestMemory regions, by GPA (under slotMutex_ for reads)
+    // Slots whose delete KVM refused: still mapped in KVM, their numbers never reused, deleted
+    // again by the destructor so a VM torn down leaves none behind (slot, gpa, name).
+    std::vector<std::tuple<uint32_t, uint64_t, std::string>> undeleted_;
     uint32_t maxGsis_;
     std::unique_ptr<GsiRoutingTable> routing_;
     bool pit_ = false;

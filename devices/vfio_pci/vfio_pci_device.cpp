@@ -152,6 +152,7 @@ Result<void> VfioPciDevice::init() {
 
     // Interrupt pin/line: pin as the device has it when INTx can be routed, else 0 (no INTx).
     auto intxInfo = device_->irqInfo(VFIO_PCI_INTX_IRQ_INDEX);
+    if (!intxInfo) logger().warn("{}: no INTx: {}", name_, intxInfo.error().describe());
     const bool intxPossible = platform_.intx && platform_.intxGsi && intxInfo && intxInfo->count > 0 && raw[PCI_INTERRUPT_PIN];
     intxPin_ = intxPossible ? raw[PCI_INTERRUPT_PIN] : 0;
     config_.emulate(PCI_INTERRUPT_LINE, 2);
@@ -186,6 +187,7 @@ Result<void> VfioPciDevice::setupBars(const std::vector<uint8_t>& raw) {
         if (b.type == pci::BarType::Mem64) ++i;  // the upper half has no region of its own
     }
     auto rom = device_->regionInfo(VFIO_PCI_ROM_REGION_INDEX);
+    if (!rom) logger().warn("{}: no expansion ROM: {}", name_, rom.error().describe());
     uint64_t romSize = 0;
     if (rom && rom->size && !(rom->size & (rom->size - 1))) {
         romSize = rom->size;
@@ -227,6 +229,7 @@ Result<void> VfioPciDevice::setupCapabilities(const std::vector<uint8_t>& raw) {
                 m.perVectorMask = flags & PCI_MSI_FLAGS_MASKBIT;
                 m.maxVectors = 1u << ((flags & PCI_MSI_FLAGS_QMASK) >> 1);
                 auto irq = device_->irqInfo(VFIO_PCI_MSI_IRQ_INDEX);
+                if (!irq) logger().warn("{}: MSI vectors as the capability says ({}): {}", name_, m.maxVectors, irq.error().describe());
                 if (irq && irq->count) m.maxVectors = std::min<unsigned>(m.maxVectors, irq->count);
                 // Fully emulated: the kernel programs the real MSI capability when we SET_IRQS.
                 config_.emulate(at, m.size());
@@ -508,6 +511,8 @@ void VfioPciDevice::p2pMap(unsigned index, Area& a, uint64_t gpa) {
     if (r) {
         a.dmaMapped = true;
         a.dmaIova = gpa;
+        logger().info("{}: BAR{} [{:#x}, +{:#x}) DMA-mapped at {:#x} through its mmap's address (dma-buf path: {})", name_,
+                      index, a.range.offset, a.range.size, gpa, why);
         return;
     }
     logger().warn("{}: BAR{} [{:#x}, +{:#x}) at {:#x} is not DMA-mapped, so peer-to-peer DMA to it will fault: "

@@ -17,6 +17,7 @@
 #include <fmt/format.h>
 
 #include "base/log.h"
+#include "tests/hostsim/host_call_observer.h"
 
 namespace conduit::hostsim {
 
@@ -1278,6 +1279,7 @@ struct SimHost::Impl {
         handles.erase(it);
         switch (h.kind) {
             case KContainer:
+                host.dmaDroppedByClose_ += h.container->as.maps.size();
                 h.container->fdOpen = false;
                 maybeFreeContainer(h.container);
                 break;
@@ -1306,6 +1308,8 @@ struct SimHost::Impl {
             }
             case KIommufd: {
                 Ctx* ctx = h.ctx;
+                for (auto& [id, o] : ctx->objs)
+                    if (o.as) host.dmaDroppedByClose_ += o.as->maps.size();
                 ctx->fdOpen = false;
                 // iommufd_fops_release() destroys every object once nothing else holds the context.
                 bool devices = false;
@@ -1322,6 +1326,7 @@ struct SimHost::Impl {
 // ======================================================================== SimHost
 
 SimHost::SimHost(SimHostConfig config) : config_(std::move(config)), impl_(std::make_unique<Impl>(*this)) {
+    SimulatedHostScope scope;
     char tmpl[] = "/tmp/conduit-hostsim-XXXXXX";
     if (!::mkdtemp(tmpl)) throw std::runtime_error("hostsim: mkdtemp");
     root_ = tmpl;
@@ -1331,6 +1336,9 @@ SimHost::SimHost(SimHostConfig config) : config_(std::move(config)), impl_(std::
 }
 
 SimHost::~SimHost() {
+    SimulatedHostScope scope;
+    if (HostCallObserver* o = hostCallObserver())
+        o->hostDestroyed({fds_.size(), mmaps_.size(), dmaMappingCount(), iommufdObjectCount(), dmaDroppedByClose_});
     for (auto& [fd, kind] : fds_) ::close(fd);
     for (auto& [p, len] : mmaps_) ::munmap(p, len);
     devices_.clear();
@@ -1340,6 +1348,7 @@ SimHost::~SimHost() {
 }
 
 SimDevice& SimHost::addDevice(SimDeviceConfig config) {
+    SimulatedHostScope scope;
     unsigned cdev = static_cast<unsigned>(devices_.size());
     devices_.push_back(std::make_unique<SimDevice>(*this, std::move(config), cdev));
     writeSysfs(*devices_.back());
@@ -1499,7 +1508,13 @@ std::string SimHost::ioctlNameFor(int fd, unsigned long req) const {
     return "?";
 }
 
+int SimHost::observe(const std::string& call) {
+    HostCallObserver* o = hostCallObserver();
+    return o ? o->beforeCall(call) : 0;
+}
+
 void SimHost::pump() {
+    SimulatedHostScope scope;
     for (auto& d : devices_) {
         int fd = d->intx_.unmaskFd;
         if (fd < 0) continue;
@@ -1514,6 +1529,8 @@ void SimHost::pump() {
 // ---------------------------------------------------------------- HostInterface
 
 Result<int> SimHost::open(const std::string& path, int) {
+    SimulatedHostScope scope;
+    if (int err = observe("open " + path)) return Error("open " + path, err);
     pump();
     const auto dev = paths().dev;
     Impl::Handle h{KContainer};
@@ -1570,6 +1587,7 @@ Result<int> SimHost::open(const std::string& path, int) {
 }
 
 void SimHost::close(int fd) {
+    SimulatedHostScope scope;
     auto it = fds_.find(fd);
     if (it == fds_.end()) {
         log::get("hostsim").error("close of fd {} that the simulated host never gave out", fd);
@@ -1581,6 +1599,8 @@ void SimHost::close(int fd) {
 }
 
 Result<int> SimHost::ioctl(int fd, unsigned long request, uintptr_t arg) {
+    SimulatedHostScope scope;
+    if (int err = observe(ioctlNameFor(fd, request))) return Error("injected", err);
     pump();
     ++ioctlCount_;
     // Fault injection first: a refused call has no side effect.
@@ -1607,6 +1627,8 @@ Result<int> SimHost::ioctl(int fd, unsigned long request, uintptr_t arg) {
 }
 
 Result<void*> SimHost::mmap(void* addr, size_t length, int prot, int flags, int fd, off_t offset) {
+    SimulatedHostScope scope;
+    if (int err = observe("mmap")) return Error("mmap", err);
     pump();
     auto it = impl_->handles.find(fd);
     if (it == impl_->handles.end()) return Error("mmap", EBADF);
@@ -1634,6 +1656,7 @@ Result<void*> SimHost::mmap(void* addr, size_t length, int prot, int flags, int 
 }
 
 void SimHost::munmap(void* addr, size_t length) {
+    SimulatedHostScope scope;
     auto it = mmaps_.find(addr);
     if (it == mmaps_.end()) {
         log::get("hostsim").error("munmap of {} that the simulated host never mapped", addr);
@@ -1644,6 +1667,8 @@ void SimHost::munmap(void* addr, size_t length) {
 }
 
 Result<size_t> SimHost::pread(int fd, void* buf, size_t count, off_t offset) {
+    SimulatedHostScope scope;
+    if (int err = observe("pread")) return Error("pread", err);
     pump();
     auto it = impl_->handles.find(fd);
     if (it == impl_->handles.end()) return Error("pread", EBADF);
@@ -1676,6 +1701,8 @@ Result<size_t> SimHost::pread(int fd, void* buf, size_t count, off_t offset) {
 }
 
 Result<size_t> SimHost::pwrite(int fd, const void* buf, size_t count, off_t offset) {
+    SimulatedHostScope scope;
+    if (int err = observe("pwrite")) return Error("pwrite", err);
     pump();
     auto it = impl_->handles.find(fd);
     if (it == impl_->handles.end()) return Error("pwrite", EBADF);
@@ -1714,6 +1741,8 @@ Result<size_t> SimHost::pwrite(int fd, const void* buf, size_t count, off_t offs
 }
 
 Result<int> SimHost::eventfd(unsigned initval, int flags) {
+    SimulatedHostScope scope;
+    if (int err = observe("eventfd")) return Error("eventfd", err);
     int fd = ::eventfd(initval, flags);
     if (fd < 0) return Error::fromErrno("eventfd");
     fds_[fd] = KEventfd;

@@ -205,6 +205,8 @@ public:
 
 private:
     bool dmaTransfer(SimDevice& dev, uint64_t iova, uint8_t* buf, size_t size, bool write);
+    // Asks the process-wide HostCallObserver (host_call_observer.h) whether `call` should fail.
+    static int observe(const std::string& call);
     // Whether [va, va + len) overlaps an mmap of a device BAR handed out by mmap().
     bool overlapsBarMmap(uint64_t va, uint64_t len) const;
     void writeSysfs(const SimDevice& dev);
@@ -232,6 +234,7 @@ private:
     int failNthErr_ = 0;
     size_t ioctlCount_ = 0;
     std::vector<InjectedFault> injected_;
+    size_t dmaDroppedByClose_ = 0;  // see SimHostLeftovers
 
     friend class SimDevice;
     friend struct Impl;

@@ -75,7 +75,7 @@
 
 #define MSIX_VECTOR_BASE 0x50
 #define MSI_VECTOR_BASE 0x60 /* aligned to 32, as multiple-message MSI requires */
-#define IRQ_TIMEOUT_MS 5000
+#define IRQ_TIMEOUT_MS 1000 /* the simulated device answers in microseconds; the fault sweep waits this out when an interrupt path is failed on purpose */
 #define QUIET_MS 200 /* how long a masked vector must stay silent */
 #define MAX_EDU 2
 #define MMAP_TEST_BYTES 0x10000u
