@@ -680,7 +680,7 @@ Result<VmConfig> parseConfig(const std::string& text, const fs::path& file, cons
     try {
         doc = Json::parse(text);
     } catch (const nlohmann::json::parse_error& e) {
-        return Error(describeSyntaxError(label, text, e));
+        return Error(printable(describeSyntaxError(label, text, e)));  // nlohmann shows DEL (0x7f) raw
     } catch (const nlohmann::json::out_of_range&) {
         return Error(describeNumberOverflow(label, text));
     }

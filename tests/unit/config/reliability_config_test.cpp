@@ -166,6 +166,11 @@ TEST_F(ReliabilityConfig, ControlCharactersInKeysKeepMessagesOnOneLine) {
     ASSERT_FALSE(t.ok());
     expectOneLine(t.error().describe());
     EXPECT_NE(t.error().what().find("\\u0001\\t"), std::string::npos) << t.error().what();
+    // Found by fuzz_config once it checked every byte: nlohmann's "last read" shows DEL raw.
+    auto d = parseConfig(std::string("{\"p\x7f\x7f\0", 6), file);
+    ASSERT_FALSE(d.ok());
+    EXPECT_EQ(d.error().what(), file.string() + ":1:6: syntax error: while parsing object key - invalid string: control "
+                                "character U+0000 (NUL) must be escaped to \\u0000; last read: '\"p\\x7f\\x7f<U+0000>'; expected string literal");
     auto u = parseConfig("{\"vcpus\": 0}", dir / "a\nb.json");
     ASSERT_FALSE(u.ok());
     EXPECT_EQ(u.error().what(), (dir / "a").string() + "\\nb.json:1:11: /vcpus: must be between 1 and 32, got 0");
