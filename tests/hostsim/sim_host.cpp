@@ -1450,6 +1450,18 @@ size_t SimHost::dmaMappingCount() const {
     return n;
 }
 
+std::vector<SimHost::DmaMappingView> SimHost::dmaMappings() const {
+    std::vector<DmaMappingView> out;
+    auto add = [&](const AddressSpace& as) {
+        for (auto& [iova, m] : as.maps) out.push_back({m.iova, m.size, m.host, m.read, m.write});
+    };
+    for (auto& c : impl_->containers) add(c.as);
+    for (auto& ctx : impl_->ctxs)
+        for (auto& [id, o] : ctx.objs)
+            if (o.as) add(*o.as);
+    return out;
+}
+
 size_t SimHost::iommufdObjectCount() const {
     size_t n = 0;
     for (auto& ctx : impl_->ctxs) n += ctx.objs.size();
@@ -1795,6 +1807,7 @@ bool SimHost::dmaTransfer(SimDevice& dev, uint64_t iova, uint8_t* buf, size_t si
         }
         uint64_t n = std::min<uint64_t>({size - done, kPage - (at & (kPage - 1)), m->iova + m->size - at});
         uint8_t* host = m->host + (at - m->iova);
+        if (dmaAudit_) dmaAudit_({dev.bdf(), at, host, static_cast<size_t>(n), write});
         if (write)
             std::memcpy(host, buf + done, n);
         else

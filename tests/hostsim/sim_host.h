@@ -28,6 +28,7 @@
 
 #include <array>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -184,6 +185,27 @@ public:
     const std::vector<DmaFault>& dmaFaults() const { return dmaFaults_; }
     void clearDmaFaults() { dmaFaults_.clear(); }
 
+    // Every IOMMU mapping now present (type1 containers and iommufd IOAS), for isolation checks.
+    struct DmaMappingView {
+        uint64_t iova = 0, size = 0;
+        const uint8_t* host = nullptr;
+        bool read = false, write = false;
+        bool operator==(const DmaMappingView&) const = default;
+    };
+    std::vector<DmaMappingView> dmaMappings() const;
+    // Called for every page-sized piece of device DMA the simulated IOMMU let through, with the
+    // host memory it touched: a test can check it lies in guest RAM or a mapped BAR.
+    struct DmaAccess {
+        std::string bdf;
+        uint64_t iova = 0;
+        const uint8_t* host = nullptr;
+        size_t size = 0;
+        bool write = false;
+    };
+    void setDmaAudit(std::function<void(const DmaAccess&)> audit) { dmaAudit_ = std::move(audit); }
+    // The BAR mmaps handed to Conduit (address -> length).
+    const std::map<void*, size_t>& barMmaps() const { return mmaps_; }
+
     // Processes pending INTx resample (unmask) eventfds.
     void pump();
 
@@ -235,6 +257,7 @@ private:
     size_t ioctlCount_ = 0;
     std::vector<InjectedFault> injected_;
     size_t dmaDroppedByClose_ = 0;  // see SimHostLeftovers
+    std::function<void(const DmaAccess&)> dmaAudit_;
 
     friend class SimDevice;
     friend struct Impl;
