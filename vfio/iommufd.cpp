@@ -54,6 +54,7 @@ std::optional<uint32_t> IommufdBackend::devId(const std::string& bdf) const {
 Result<std::unique_ptr<VfioDevice>> IommufdBackend::openDevice(const std::string& bdfIn) {
     auto bdf = TRY(normalizeBdf(bdfIn));
     if (devIds_.count(bdf)) return Error(fmt::format("VFIO device {} is already open in this VM", bdf), EBUSY);
+    TRY(sysfs_.checkAssignable(bdf));
     auto cdev = TRY(sysfs_.vfioCdev(bdf));
     auto group = sysfs_.iommuGroup(bdf);  // for reserved regions; a cdev without a group is not fatal here
     int raw = TRY_CTX(host_.open(cdev, O_RDWR), "VFIO device " + bdf);

@@ -46,6 +46,34 @@ std::string Sysfs::driver(const std::string& bdf) const {
     return link ? link->filename().string() : std::string();
 }
 
+Result<void> Sysfs::checkAssignable(const std::string& bdf) const {
+    if (!host_.exists(deviceDir(bdf)))
+        return Error(fmt::format("PCI device {} does not exist ({} missing)", bdf, deviceDir(bdf).string()), ENODEV);
+    const std::string drv = driver(bdf);
+    if (drv.empty() || drv == "pci-stub" || drv == "pcieport" || !driverKeepsGroupViable(drv))
+        return Error(fmt::format("PCI device {} is {}, not to vfio-pci (bind it to vfio-pci first)", bdf,
+                                 drv.empty() ? "bound to no driver" : "bound to " + drv),
+                     ENODEV);
+    if (auto group = iommuGroup(bdf)) {
+        const std::string culprits = groupCulprits(*group);
+        if (!culprits.empty())
+            return Error(fmt::format("IOMMU group {} is not viable: {} must be unbound or bound to vfio-pci", *group,
+                                     culprits),
+                         EPERM);
+    }
+    return success();
+}
+
+std::string Sysfs::groupCulprits(unsigned group) const {
+    std::string culprits;
+    if (auto members = groupMembers(group)) {
+        for (auto& m : *members)
+            if (!driverKeepsGroupViable(m.driver))
+                culprits += fmt::format("{}{} (bound to {})", culprits.empty() ? "" : ", ", m.bdf, m.driver);
+    }
+    return culprits;
+}
+
 Result<std::vector<GroupMember>> Sysfs::groupMembers(unsigned group) const {
     auto dir = paths_.sysfs / "kernel/iommu_groups" / std::to_string(group) / "devices";
     auto names = TRY_CTX(host_.listDirectory(dir), fmt::format("IOMMU group {}", group));

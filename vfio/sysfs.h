@@ -34,6 +34,15 @@ public:
     Result<unsigned> iommuGroup(const std::string& bdf) const;
     // "" when no driver is bound.
     std::string driver(const std::string& bdf) const;
+    // Before any VFIO call, what sysfs already says against assigning `bdf` (both backends): the
+    // device does not exist (ENODEV), is not bound to vfio-pci or a vfio-pci variant driver
+    // (ENODEV), or shares its IOMMU group with a device bound to a host driver (EPERM, naming it).
+    // The kernel would refuse these too, but with ENOENT on a group node or EBUSY from
+    // VFIO_DEVICE_BIND_IOMMUFD, which do not say what to fix.
+    Result<void> checkAssignable(const std::string& bdf) const;
+    // The members keeping `group` from VFIO: "0000:00:05.1 (bound to snd_hda_intel), ..."; empty
+    // when none (or when sysfs cannot tell).
+    std::string groupCulprits(unsigned group) const;
     Result<std::vector<GroupMember>> groupMembers(unsigned group) const;
     // /sys/kernel/iommu_groups/N/reserved_regions.
     Result<std::vector<ReservedRegion>> reservedRegions(unsigned group) const;

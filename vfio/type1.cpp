@@ -55,12 +55,7 @@ Result<Type1Group*> Type1Backend::attachGroup(unsigned groupId) {
     TRY(ioctlPtr(host_, fd.get(), VFIO_GROUP_GET_STATUS, &status, "VFIO_GROUP_GET_STATUS", what));
     if (!(status.flags & VFIO_GROUP_FLAGS_VIABLE)) {
         // Name the culprits: every member bound to a driver that keeps the group from VFIO.
-        std::string culprits;
-        if (auto members = sysfs_.groupMembers(groupId)) {
-            for (auto& m : *members)
-                if (!Sysfs::driverKeepsGroupViable(m.driver))
-                    culprits += fmt::format("{}{} (bound to {})", culprits.empty() ? "" : ", ", m.bdf, m.driver);
-        }
+        std::string culprits = sysfs_.groupCulprits(groupId);
         if (culprits.empty()) culprits = "a member device (sysfs gave no details)";
         return Error(fmt::format("{} is not viable: {} must be unbound or bound to vfio-pci", what, culprits), EPERM);
     }
@@ -84,6 +79,7 @@ Result<Type1Group*> Type1Backend::attachGroup(unsigned groupId) {
 
 Result<std::unique_ptr<VfioDevice>> Type1Backend::openDevice(const std::string& bdfIn) {
     auto bdf = TRY(normalizeBdf(bdfIn));
+    TRY(sysfs_.checkAssignable(bdf));
     unsigned groupId = TRY(sysfs_.iommuGroup(bdf));
     const bool newGroup = !groups_.count(groupId);
     auto* group = TRY(attachGroup(groupId));
