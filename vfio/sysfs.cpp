@@ -6,6 +6,8 @@
 
 #include <fmt/format.h>
 
+#include "base/printable.h"
+
 namespace conduit::vfio {
 
 namespace {
@@ -24,7 +26,7 @@ Result<std::string> normalizeBdf(const std::string& bdf) {
     for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     if (std::regex_match(lower, full)) return lower;
     if (std::regex_match(lower, shortForm)) return "0000:" + lower;
-    return Error(fmt::format("'{}' is not a PCI address (expected DDDD:BB:DD.F)", bdf), EINVAL);
+    return Error(fmt::format("'{}' is not a PCI address (expected DDDD:BB:DD.F)", printable(bdf)), EINVAL);
 }
 
 Result<unsigned> Sysfs::iommuGroup(const std::string& bdf) const {

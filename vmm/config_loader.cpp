@@ -18,6 +18,7 @@
 
 #include "memory/address_layout.h"
 #include "vmm/config.h"
+#include "base/printable.h"
 #include "vmm/config_positions.h"
 #include "vmm/x86/payload_abi.h"
 #include "vfio/sysfs.h"
@@ -41,25 +42,6 @@ constexpr unsigned kMaxNesting = 32;
 
 std::string jsonQuote(const std::string& s) { return Json(s).dump(); }
 
-// Error messages are one line: a key, a value or a file name that carries control characters
-// (a JSON "\n" in a key is legal) shows them escaped, as JSON would write them.
-std::string printable(const std::string& s) {
-    std::string out;
-    out.reserve(s.size());
-    for (unsigned char c : s) {
-        if (c == '\n')
-            out += "\\n";
-        else if (c == '\r')
-            out += "\\r";
-        else if (c == '\t')
-            out += "\\t";
-        else if (c < 0x20 || c == 0x7f)
-            out += fmt::format("\\x{:02x}", c);
-        else
-            out += static_cast<char>(c);
-    }
-    return out;
-}
 
 // "string \"256\"", "number 1.5", "boolean true", "null", "object", "array".
 std::string describeValue(const Json& v) {
