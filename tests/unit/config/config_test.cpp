@@ -1,3 +1,4 @@
+#include "tests/unit/config/config_dir_fixture.h"
 #include "vmm/config.h"
 
 #include <gtest/gtest.h>
@@ -17,29 +18,7 @@ namespace {
 namespace fs = std::filesystem;
 
 // A scratch directory holding the files configs refer to: p.bin, vmlinuz, initrd.img, sub/.
-class ConfigTest : public ::testing::Test {
-protected:
-    void SetUp() override {
-        char tmpl[] = "/tmp/conduit-config-test-XXXXXX";
-        ASSERT_NE(::mkdtemp(tmpl), nullptr);
-        dir = tmpl;
-        for (const char* f : {"p.bin", "vmlinuz", "initrd.img"}) std::ofstream(dir / f) << "x";
-        fs::create_directory(dir / "sub");
-        file = dir / "vm.json";
-    }
-    void TearDown() override { fs::remove_all(dir); }
-
-    // Replaces {F} with the config file name and {D} with its directory.
-    std::string expand(std::string s) const {
-        for (auto [key, value] : {std::pair<std::string, std::string>{"{F}", file.string()}, {"{D}", dir.string()}}) {
-            for (size_t pos; (pos = s.find(key)) != std::string::npos;) s.replace(pos, key.size(), value);
-        }
-        return s;
-    }
-
-    fs::path dir;
-    fs::path file;
-};
+class ConfigTest : public ConfigDirFixture {};
 
 struct BadCase {
     const char* name;

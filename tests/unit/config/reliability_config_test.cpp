@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 
+#include "tests/unit/config/config_dir_fixture.h"
 #include "vmm/config.h"
 
 namespace conduit::vmm {
@@ -18,26 +19,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-class ReliabilityConfig : public ::testing::Test {
-protected:
-    void SetUp() override {
-        char tmpl[] = "/tmp/conduit-reliability-config-XXXXXX";
-        ASSERT_NE(::mkdtemp(tmpl), nullptr);
-        dir = tmpl;
-        std::ofstream(dir / "p.bin") << "x";
-        fs::create_directory(dir / "sub");
-        file = dir / "vm.json";
-    }
-    void TearDown() override { fs::remove_all(dir); }
-    std::string expand(std::string s) const {
-        for (auto [key, value] : {std::pair<std::string, std::string>{"{F}", file.string()}, {"{D}", dir.string()}}) {
-            for (size_t pos; (pos = s.find(key)) != std::string::npos;) s.replace(pos, key.size(), value);
-        }
-        return s;
-    }
-    fs::path dir;
-    fs::path file;
-};
+class ReliabilityConfig : public ConfigDirFixture {};
 
 struct BadCase {
     const char* name;
