@@ -1,27 +1,34 @@
 #!/usr/bin/env bash
 # README command 2 (and CI): install dependencies, build, and run the whole test suite with ctest.
-# Unit tests, integration tests that boot guest payloads on /dev/kvm, and the Linux-boot test.
-# Then the same suite once more built with AddressSanitizer + UndefinedBehaviorSanitizer
-# (build-asan, -DCONDUIT_SANITIZE=ON), and each libFuzzer target briefly (build-fuzz, clang,
-# -DCONDUIT_FUZZ=ON): docs/reliability.md.
+# Unit tests; tests that need KVM (payload boots, passthrough, guest isolation, fault injection,
+# Linux boots, the KVM unit tests) on this machine's /dev/kvm when it can run a guest, else inside
+# the nested-KVM bed (tests/bed: an L1 Linux under QEMU TCG whose KVM is real); the real-kernel
+# checks, which always run in the bed. Then the same suite once more built with AddressSanitizer +
+# UndefinedBehaviorSanitizer (build-asan, -DCONDUIT_SANITIZE=ON), and each libFuzzer target briefly
+# (build-fuzz, clang, -DCONDUIT_FUZZ=ON): docs/reliability.md, docs/testing.md.
 #
-# The sanitizer pass leaves out the ctest labels "linux" (the Debian-kernel boots, ~100 s each:
-# their host side is the same code the payload-boot tests run, and the guest kernel itself is not
-# instrumented, so they would cost minutes and find nothing new) and "realkernel" (Conduit inside a
-# QEMU guest, minutes of emulation; the normal pass runs it). Benchmarks are not built there.
-# CONDUIT_SKIP_SANITIZE=1 / CONDUIT_SKIP_FUZZ=1 skip a pass (local use; CI runs all three).
+# The sanitizer pass leaves out the ctest labels "linux" (the Debian-kernel boots: their host side is
+# the same code the payload-boot tests run, and the guest kernel itself is not instrumented, so they
+# would cost minutes and find nothing new) and "realkernel" (the normal pass runs them).
+# Benchmarks are not built there.
+#
+# The run ends with "KVM tests: N on host KVM, M in the nested bed, K skipped"; a KVM test that was
+# skipped fails the run. Local use only, never in CI: CONDUIT_KVM=skip skips the KVM tests (and the
+# run says so), CONDUIT_SKIP_SANITIZE=1 / CONDUIT_SKIP_FUZZ=1 skip a pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+t_start=$(date +%s)
+failed=()  # a pass that fails does not stop the others: the run reports everything, then fails
 scripts/install-deps.sh
 scripts/build.sh
-ctest --test-dir build --output-on-failure --timeout 600 -j2
+ctest --test-dir build --output-on-failure --timeout 600 -j2 || failed+=(suite)
 
 if [ "${CONDUIT_SKIP_SANITIZE:-0}" != 1 ]; then
-  echo "== ASan+UBSan build (build-asan) and suite, label linux excluded =="
+  echo "== ASan+UBSan build (build-asan) and suite, labels linux and realkernel excluded =="
   BUILD_DIR=build-asan scripts/build.sh -DCONDUIT_SANITIZE=ON -DCONDUIT_BENCH=OFF
   ASAN_OPTIONS=detect_leaks=1:check_initialization_order=1:strict_init_order=1 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    ctest --test-dir build-asan --output-on-failure --timeout 900 -j2 -LE 'linux|fuzz|realkernel'
+    ctest --test-dir build-asan --output-on-failure --timeout 900 -j2 -LE 'linux|fuzz|realkernel' || failed+=(asan)
 fi
 
 if [ "${CONDUIT_SKIP_FUZZ:-0}" != 1 ]; then
@@ -29,5 +36,27 @@ if [ "${CONDUIT_SKIP_FUZZ:-0}" != 1 ]; then
   cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCONDUIT_FUZZ=ON -DCONDUIT_BENCH=OFF \
         -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ >/dev/null
   cmake --build build-fuzz --target fuzz -j"$(nproc)"
-  ctest --test-dir build-fuzz --output-on-failure -L fuzz  # tests/fuzz/CMakeLists.txt: 20000 runs or 30 s each
+  ctest --test-dir build-fuzz --output-on-failure -L fuzz || failed+=(fuzz)  # tests/fuzz/CMakeLists.txt: 20000 runs or 30 s each
 fi
+
+# Where the KVM tests ran (tests/bed/kvm-test.sh files one line per test: host|bed|skip, run|skip).
+shopt -s nullglob
+tally=(build/bed/tally/* build-asan/bed/tally/*)
+host=0 bed=0 skipped=0
+for f in "${tally[@]}"; do
+  read -r where outcome < "$f"
+  if [ "$where" = skip ] || [ "$outcome" = skip ]; then skipped=$((skipped + 1))
+  elif [ "$where" = host ]; then host=$((host + 1))
+  else bed=$((bed + 1)); fi
+done
+if [ "$skipped" != 0 ]; then
+  if [ "${CONDUIT_KVM:-auto}" = skip ]; then
+    echo "test.sh: CONDUIT_KVM=skip: $skipped KVM tests were not run (local use only)"
+  else
+    echo "test.sh: $skipped KVM tests were skipped; every KVM test must run (on host KVM or in the bed)"
+    failed+=(kvm-skipped)
+  fi
+fi
+echo "test.sh: $(( $(date +%s) - t_start )) s in all${failed[*]:+; FAILED: ${failed[*]}}"
+echo "KVM tests: $host on host KVM, $bed in the nested bed, $skipped skipped"
+[ ${#failed[@]} = 0 ]

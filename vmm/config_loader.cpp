@@ -202,10 +202,14 @@ public:
         return (path.is_absolute() ? path : baseDir_ / path).lexically_normal();
     }
 
+    // access(2) asks with the real uid and a real-root caller's full capabilities; the VMM opens files
+    // with its effective ids and capabilities, so ask the same way the open will be judged.
+    static int accessAsOpen(const fs::path& path, int mode) { return ::faccessat(AT_FDCWD, path.c_str(), mode, AT_EACCESS); }
+
     // A path to an existing, readable regular file.
     Result<fs::path> inputFile(const Json& v, const std::string& pointer) const {
         fs::path path = resolve(TRY(string(v, pointer, false)));
-        if (::access(path.c_str(), R_OK) != 0) {
+        if (accessAsOpen(path, R_OK) != 0) {
             int e = errno;
             const char* what = (e == ENOENT || e == ENOTDIR) ? "file not found" : e == EACCES ? "file not readable" : "cannot access file";
             return error(pointer, fmt::format("{}: {} ({})", what, path.string(), std::strerror(e)));
@@ -222,14 +226,14 @@ public:
         struct stat st {};
         if (::stat(path.c_str(), &st) == 0) {
             if (S_ISDIR(st.st_mode)) return error(pointer, fmt::format("is a directory: {}", path.string()));
-            if (::access(path.c_str(), W_OK) != 0) {
+            if (accessAsOpen(path, W_OK) != 0) {
                 int e = errno;
                 return error(pointer, fmt::format("file not writable: {} ({})", path.string(), std::strerror(e)));
             }
             return path;
         }
         fs::path dir = path.parent_path();
-        if (::access(dir.c_str(), W_OK) != 0) {
+        if (accessAsOpen(dir, W_OK) != 0) {
             int e = errno;
             const char* what = (e == ENOENT || e == ENOTDIR) ? "directory not found" : "directory not writable";
             return error(pointer, fmt::format("{}: {} ({})", what, dir.string(), std::strerror(e)));

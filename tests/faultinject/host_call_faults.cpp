@@ -15,8 +15,9 @@ struct State {
     std::mutex mutex;
     bool counting = false;
     bool tracking = false;
-    size_t failAt = 0;
+    std::optional<CallTarget> failAt;
     std::vector<std::string> calls;
+    std::map<std::string, size_t> counts;  // calls so far, per name
     std::optional<InjectedCall> injected;
     std::map<uintptr_t, size_t> mappings;              // start -> length
     std::map<std::pair<int, unsigned>, unsigned long long> memslots;  // (vm fd, slot) -> size
@@ -54,14 +55,38 @@ SimObserver g_simObserver;
 
 }  // namespace
 
-void startCounting(size_t failAt) {
+namespace {
+// A call's name without what differs from run to run: the simulated host's mkdtemp() root.
+std::string stableName(const std::string& name) {
+    static const std::string root = "conduit-hostsim-";
+    const size_t at = name.find(root);
+    if (at == std::string::npos) return name;
+    const size_t end = name.find('/', at);
+    return name.substr(0, at + root.size()) + "*" + (end == std::string::npos ? "" : name.substr(end));
+}
+}  // namespace
+
+std::vector<CallTarget> targetsOf(const std::vector<std::string>& calls) {
+    std::map<std::string, size_t> counts;
+    std::vector<CallTarget> out;
+    out.reserve(calls.size());
+    for (auto& c : calls) {
+        std::string key = stableName(c);
+        const size_t n = ++counts[key];
+        out.push_back({std::move(key), n});
+    }
+    return out;
+}
+
+void startCounting(std::optional<CallTarget> failAt) {
     State& s = state();
     {
         std::lock_guard lock(s.mutex);
         s.counting = true;
         s.tracking = true;
-        s.failAt = failAt;
+        s.failAt = std::move(failAt);
         s.calls.clear();
+        s.counts.clear();
         s.injected.reset();
         s.mappings.clear();
         s.memslots.clear();
@@ -105,8 +130,11 @@ int decide(const std::string& name, int errnoIfInjected) {
     std::lock_guard lock(s.mutex);
     if (!s.counting) return 0;
     s.calls.push_back(name);
-    if (s.calls.size() != s.failAt) return 0;
-    s.injected = InjectedCall{s.calls.size(), name, errnoIfInjected};
+    std::string key = stableName(name);
+    const size_t n = ++s.counts[key];
+    const CallTarget call{std::move(key), n};
+    if (!s.failAt || call != *s.failAt) return 0;
+    s.injected = InjectedCall{call, name, errnoIfInjected};
     return errnoIfInjected;
 }
 

@@ -5,9 +5,19 @@
 #   <cache>/<package>/vmlinux   the ELF vmlinux, unpacked from the bzImage's compressed payload
 # Prints the cache directory of the kernel on stdout. Cached: a second run makes no download.
 # Cache root: $CONDUIT_CACHE_DIR, else ${XDG_CACHE_HOME:-~/.cache}/conduit.
+#
+# --offline: print the kernel the last run prepared (the link <cache>/current) without asking apt,
+# or fail. The Linux-boot tests use it first: ctest's fixture debian_kernel runs this script in full
+# before them (tests/bed/CMakeLists.txt), and inside the nested-KVM bed there is no network and apt's
+# caches are slow to read.
 set -euo pipefail
 
 cache_root="${CONDUIT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/conduit}/debian-kernel"
+if [ "${1:-}" = --offline ]; then
+  dir=$(readlink -f "$cache_root/current" 2>/dev/null) || true
+  [ -n "$dir" ] && [ -s "$dir/vmlinuz" ] && [ -s "$dir/vmlinux" ] || { echo "fetch-debian-kernel: no kernel prepared yet" >&2; exit 1; }
+  echo "$dir"; exit 0
+fi
 mkdir -p "$cache_root"
 
 pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
@@ -19,7 +29,7 @@ fi
 [ -n "$pkg" ] || { echo "fetch-debian-kernel: cannot resolve linux-image-cloud-amd64" >&2; exit 1; }
 
 dir="$cache_root/$pkg"
-if [ -s "$dir/vmlinuz" ] && [ -s "$dir/vmlinux" ]; then echo "$dir"; exit 0; fi
+if [ -s "$dir/vmlinuz" ] && [ -s "$dir/vmlinux" ]; then ln -sfn "$pkg" "$cache_root/current"; echo "$dir"; exit 0; fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -55,4 +65,5 @@ mkdir -p "$dir"
 cp "$bz" "$dir/vmlinuz"
 cp "$work/vmlinux" "$dir/vmlinux"
 cp "$work"/root/boot/config-* "$dir/config" 2>/dev/null || true
+ln -sfn "$pkg" "$cache_root/current"
 echo "$dir"

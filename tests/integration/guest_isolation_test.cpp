@@ -27,8 +27,6 @@
 namespace conduit::test {
 namespace {
 
-bool haveKvm() { return ::access("/dev/kvm", R_OK | W_OK) == 0; }
-
 class GuestIsolation : public ::testing::TestWithParam<std::string> {};
 
 // Host memory a device may reach: guest RAM and the BAR mmaps (peer-to-peer).
@@ -42,7 +40,7 @@ struct Reachable {
 };
 
 TEST_P(GuestIsolation, HostileRegisterTrafficKeepsTheVmmAliveAndDmaInsideWhatIsMapped) {
-    if (!haveKvm()) GTEST_SKIP() << "/dev/kvm is missing or not accessible";
+    REQUIRE_KVM();
     const std::string json = fmt::format(R"({{
   "vcpus": 1, "memory": {{"size_mib": 64}},
   "payload": {{"path": "{}"}},

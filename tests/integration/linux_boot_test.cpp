@@ -22,8 +22,8 @@ using namespace std::chrono_literals;
 
 constexpr auto kBudget = 100s;  // the slowest run here reaches "Memory:" in about 65 s
 
-std::string fetchKernel() {
-    std::string cmd = std::string(CONDUIT_SOURCE_DIR) + "/tests/integration/fetch-debian-kernel.sh";
+std::string runFetch(const std::string& args) {
+    std::string cmd = std::string(CONDUIT_SOURCE_DIR) + "/tests/integration/fetch-debian-kernel.sh" + args;
     FILE* p = ::popen(cmd.c_str(), "r");
     if (!p) return "";
     char buf[4096];
@@ -32,6 +32,12 @@ std::string fetchKernel() {
     int status = ::pclose(p);
     if (status != 0) return "";
     return lastLine(out);
+}
+
+// The kernel ctest's fixture debian_kernel prepared, else fetched now.
+std::string fetchKernel() {
+    std::string dir = runFetch(" --offline 2>/dev/null");
+    return dir.empty() ? runFetch("") : dir;
 }
 
 class LinuxBoot : public ::testing::Test {
@@ -47,7 +53,7 @@ protected:
         const std::string config =
             R"({"vcpus": 1, "memory": {"size_mib": 512}, "kernel": {"path": ")" + kernelDir_ + "/" + file + "\"" +
             extraKernel +
-            R"(, "cmdline": "console=ttyS0 earlyprintk=serial,ttyS0,115200 nokaslr"}, "serial": {"output": "stdout"}})";
+            R"(, "cmdline": "console=ttyS0 earlyprintk=serial,ttyS0,115200 nokaslr panic=-1 reboot=t"}, "serial": {"output": "stdout"}})";
         auto r = runConduit(dir_.write("linux.json", config), kBudget);
         std::printf("[ last line reached ] %s\n[ run ] %lld ms%s\n", lastLine(r.out).c_str(),
                     static_cast<long long>(r.elapsed.count()), r.timedOut ? ", stopped at the time budget" : "");
@@ -63,8 +69,20 @@ protected:
             << r.out;
     }
 
+    // Where the kernel got before the VMM stopped by itself, the stop says why in one line: on a KVM
+    // that runs guest ring 0 natively the kernel panics without a root file system and, with
+    // panic=-1 reboot=t, resets the machine by a triple fault, which Conduit logs and ends with 0;
+    // a KVM that emulates ring 0 (a PVM host) meets an instruction its emulator lacks first, an
+    // error (125) that names it.
     static void expectCleanStop(const ProcessResult& r) {
         if (r.timedOut) return;  // still running at the budget: nothing more to check
+        if (r.exitStatus == 0) {
+            EXPECT_NE(r.out.find("Kernel panic - not syncing"), std::string::npos) << describe(r);
+            EXPECT_NE(r.err.find("exit: guest shut down or reset: vcpu0: KVM_EXIT_SHUTDOWN (triple fault or reset)"),
+                      std::string::npos)
+                << r.err;
+            return;
+        }
         EXPECT_EQ(r.exitStatus, 125) << describe(r);
         EXPECT_NE(r.err.find("conduit: error: vcpu0: KVM_EXIT_INTERNAL_ERROR (emulation failure) at rip 0x"),
                   std::string::npos)

@@ -1,5 +1,5 @@
-// Shared set-up of the integration tests: where the binary and payloads are, a skip when /dev/kvm
-// is missing (with the reason, never a silent pass), and temporary config files.
+// Shared set-up of the integration tests: where the binary and payloads are, REQUIRE_KVM()
+// (tests/common/require_kvm.h), and temporary config files.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -11,6 +11,7 @@
 #include <fstream>
 #include <string>
 
+#include "tests/common/require_kvm.h"
 #include "tests/integration/run_process.h"
 
 namespace conduit::test {
@@ -19,14 +20,6 @@ inline const std::string kConduit = CONDUIT_BINARY;
 inline const std::string kGuestDir = CONDUIT_GUEST_DIR;
 
 inline std::string payloadPath(const std::string& name) { return kGuestDir + "/" + name + ".bin"; }
-
-// GTEST_SKIP()s the calling test when /dev/kvm cannot be opened read-write.
-#define REQUIRE_KVM()                                                                       \
-    do {                                                                                    \
-        if (::access("/dev/kvm", R_OK | W_OK) != 0)                                         \
-            GTEST_SKIP() << "/dev/kvm is not available (" << std::strerror(errno)            \
-                         << "): real-KVM integration tests need it";                        \
-    } while (0)
 
 // A scratch directory per test, removed afterwards.
 class TempDir {

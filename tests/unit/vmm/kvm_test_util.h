@@ -10,16 +10,13 @@
 #include <vector>
 
 #include "memory/guest_memory.h"
+#include "tests/common/require_kvm.h"
 #include "vmm/kvm.h"
 #include "vmm/vcpu.h"
 #include "vmm/vm.h"
 
 namespace conduit::vmm::test {
 
-inline bool haveKvm() { return ::access("/dev/kvm", R_OK | W_OK) == 0; }
-
-#define SKIP_WITHOUT_KVM() \
-    if (::conduit::vmm::test::haveKvm()) {} else GTEST_SKIP() << "/dev/kvm is missing or not accessible: these tests need real KVM"
 
 constexpr uint64_t kGdt = 0x1000;
 constexpr uint64_t kPml4 = 0x10000;

@@ -12,7 +12,7 @@ using namespace conduit::vmm::test;
 using ::testing::HasSubstr;
 
 TEST(Kvm, OpensChecksCapabilitiesAndReadsCpuid) {
-    SKIP_WITHOUT_KVM();
+    REQUIRE_KVM();
     auto kvm = Kvm::open();
     ASSERT_TRUE(kvm.ok()) << kvm.error().describe();
     EXPECT_GT(kvm->checkExtension(KVM_CAP_IRQCHIP).value(), 0);
@@ -26,7 +26,7 @@ TEST(Kvm, OpensChecksCapabilitiesAndReadsCpuid) {
 }
 
 TEST(Kvm, MissingCapabilityIsNamed) {
-    SKIP_WITHOUT_KVM();
+    REQUIRE_KVM();
     auto kvm = Kvm::open();
     ASSERT_TRUE(kvm.ok());
     auto r = kvm->requireExtension(99999);  // no such capability
@@ -44,7 +44,7 @@ TEST(Kvm, OpenFailureNamesThePath) {
 }
 
 TEST(Vm, PitNeedsIrqchipFirst) {
-    SKIP_WITHOUT_KVM();
+    REQUIRE_KVM();
     auto kvm = Kvm::open().value();
     auto vm = Vm::create(kvm).value();
     auto early = vm->createPit2();
@@ -78,7 +78,7 @@ struct RecordingListener : memory::GuestMemoryListener {
 }  // namespace
 
 TEST(Vm, MemslotsFollowGuestMemory) {
-    SKIP_WITHOUT_KVM();
+    REQUIRE_KVM();
     auto kvm = Kvm::open().value();
     auto vm = Vm::create(kvm).value();
     auto mem = memory::GuestMemory::create({{0, 2 * memory::MiB}, {4 * memory::MiB, 2 * memory::MiB}}, {}).value();
@@ -108,7 +108,7 @@ TEST(Vm, MemslotsFollowGuestMemory) {
 }
 
 TEST(Vm, RefusedMemslotRollsBackTheRegion) {
-    SKIP_WITHOUT_KVM();
+    REQUIRE_KVM();
     auto kvm = Kvm::open().value();
     auto vm = Vm::create(kvm).value();
     memory::GuestMemory mem({});
@@ -140,7 +140,7 @@ TEST(Vm, RefusedMemslotRollsBackTheRegion) {
 }
 
 TEST(GsiRouting, KeepsIrqchipEntriesAndManagesMsiRoutes) {
-    SKIP_WITHOUT_KVM();
+    REQUIRE_KVM();
     auto kvm = Kvm::open().value();
     auto vm = Vm::create(kvm).value();
     ASSERT_TRUE(vm->createIrqchip().ok());
@@ -186,7 +186,7 @@ TEST(GsiRouting, KeepsIrqchipEntriesAndManagesMsiRoutes) {
 }
 
 TEST(GsiRouting, AllocationIsBounded) {
-    SKIP_WITHOUT_KVM();
+    REQUIRE_KVM();
     auto kvm = Kvm::open().value();
     auto vm = Vm::create(kvm).value();
     ASSERT_TRUE(vm->createIrqchip().ok());
@@ -200,7 +200,7 @@ TEST(GsiRouting, AllocationIsBounded) {
 }
 
 TEST(IrqFd, RegistersAndUnregisters) {
-    SKIP_WITHOUT_KVM();
+    REQUIRE_KVM();
     auto kvm = Kvm::open().value();
     auto vm = Vm::create(kvm).value();
     ASSERT_TRUE(vm->createIrqchip().ok());
@@ -224,7 +224,7 @@ TEST(IrqFd, RegistersAndUnregisters) {
 }
 
 TEST(IrqFd, ResampleOnIoapicPin) {
-    SKIP_WITHOUT_KVM();
+    REQUIRE_KVM();
     auto kvm = Kvm::open().value();
     auto vm = Vm::create(kvm).value();
     ASSERT_TRUE(vm->createIrqchip().ok());
@@ -238,7 +238,7 @@ TEST(IrqFd, ResampleOnIoapicPin) {
 }
 
 TEST(IoEventFd, RegistersAndUnregisters) {
-    SKIP_WITHOUT_KVM();
+    REQUIRE_KVM();
     auto kvm = Kvm::open().value();
     auto vm = Vm::create(kvm).value();
     auto ev = EventFd::create().value();
@@ -256,7 +256,7 @@ TEST(IoEventFd, RegistersAndUnregisters) {
 }
 
 TEST(Vm, SignalMsiAfterVcpuExists) {
-    SKIP_WITHOUT_KVM();
+    REQUIRE_KVM();
     TestVm t;
     t.init(true);
     auto vcpu = t.longModeVcpu();
@@ -272,7 +272,7 @@ TEST(Vm, SignalMsiAfterVcpuExists) {
 }
 
 TEST(Vm, VfioPseudoDevice) {
-    SKIP_WITHOUT_KVM();
+    REQUIRE_KVM();
     auto kvm = Kvm::open().value();
     auto vm = Vm::create(kvm).value();
     auto dev = vm->createVfioDevice();
@@ -287,7 +287,7 @@ TEST(Vm, VfioPseudoDevice) {
 }
 
 TEST(Vcpu, StateRoundTrips) {
-    SKIP_WITHOUT_KVM();
+    REQUIRE_KVM();
     TestVm t;
     t.init(true);
     auto vcpu = t.longModeVcpu(0, 0x123456);

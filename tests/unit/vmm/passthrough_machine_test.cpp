@@ -25,8 +25,8 @@ bool readable(int fd) {
 }  // namespace
 
 TEST(PassthroughKvm, MsiRouteMaskHoldsPendingAndUnmaskDelivers) {
-    SKIP_WITHOUT_KVM();
-    test::TestVm t;
+    REQUIRE_KVM();
+    vmm::test::TestVm t;
     t.init(true);
     auto vcpu = t.longModeVcpu();  // KVM_SIGNAL_MSI needs a vCPU to exist
     KvmMsiRouter router(*t.vm);
@@ -50,8 +50,8 @@ TEST(PassthroughKvm, MsiRouteMaskHoldsPendingAndUnmaskDelivers) {
 }
 
 TEST(PassthroughKvm, IntxRouteAndGuestMapper) {
-    SKIP_WITHOUT_KVM();
-    test::TestVm t;
+    REQUIRE_KVM();
+    vmm::test::TestVm t;
     t.init(true);
     KvmIntxRouter intx(*t.vm);
     auto route = intx.createRoute(18, "intx");
@@ -72,7 +72,7 @@ TEST(PassthroughKvm, IntxRouteAndGuestMapper) {
 }
 
 TEST(PassthroughMachine, SimulatedHostDevicesOnBusZero) {
-    SKIP_WITHOUT_KVM();
+    REQUIRE_KVM();
     auto dir = std::filesystem::temp_directory_path() / ("conduit-pt-" + std::to_string(::getpid()));
     std::filesystem::create_directories(dir);
     const std::vector<uint8_t> spin = {0xeb, 0xfe};
@@ -112,7 +112,7 @@ TEST(PassthroughMachine, SimulatedHostDevicesOnBusZero) {
 }
 
 TEST(PassthroughMachine, UnknownHostDeviceIsAClearError) {
-    SKIP_WITHOUT_KVM();
+    REQUIRE_KVM();
     auto dir = std::filesystem::temp_directory_path() / ("conduit-pt2-" + std::to_string(::getpid()));
     std::filesystem::create_directories(dir);
     std::ofstream(dir / "p.bin", std::ios::binary) << "\xeb\xfe";

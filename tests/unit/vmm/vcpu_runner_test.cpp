@@ -107,7 +107,7 @@ struct RunnerFixture : ::testing::Test {
     std::unique_ptr<VcpuRunner> runner;
 
     void SetUp() override {
-        SKIP_WITHOUT_KVM();
+        REQUIRE_KVM();
         ASSERT_TRUE(pio.insert(out, 0x10, 4).ok());
         ASSERT_TRUE(pio.insert(done, 0x14, 1).ok());
         done->onWrite = [this](size_t) { runner->requestStop(); };
@@ -259,15 +259,15 @@ TEST_F(RunnerFixture, TripleFaultIsReportedWithRip) {
     EXPECT_THAT(o.message, MatchesRegex("vcpu0: KVM_EXIT_SHUTDOWN \\(triple fault or reset\\) at rip 0x[0-9a-f]+"));
 }
 
-TEST_F(RunnerFixture, InternalErrorNamesSuberrorRipAndBytes) {
-    // int3 at CPL0: this machine's KVM emulates ring 0 and its emulator refuses int3.
-    start(Bytes()({0x90, 0xcc}));  // nop; int3
+TEST_F(RunnerFixture, InternalErrorNamesSuberrorAndRip) {
+    // A jump to a guest address with no memory behind it: every KVM (ring 0 run natively, or
+    // emulated as on a PVM host) must fetch the next instruction from MMIO, which its emulator
+    // cannot do, so the vCPU stops with an emulation failure at that address.
+    start(Bytes()({0x48, 0xb8, 0, 0, 0, 0x40, 0, 0, 0, 0, 0xff, 0xe0}));  // mov rax, 0x40000000; jmp rax
     waitAll(*runner);
     auto o = *runner->outcome(0);
-    if (o.kind == VcpuStop::Shutdown)
-        GTEST_SKIP() << "this KVM runs ring 0 natively (int3 delivered, no IDT -> triple fault): " << o.message;
-    EXPECT_EQ(o.kind, VcpuStop::Failed);
-    EXPECT_THAT(o.message, MatchesRegex("vcpu0: KVM_EXIT_INTERNAL_ERROR \\(emulation failure\\) at rip 0x10000[12] "
-                                        "insn bytes cc( [0-9a-f]{2})*"))
+    EXPECT_EQ(o.kind, VcpuStop::Failed) << o.message;
+    EXPECT_THAT(o.message, MatchesRegex("vcpu0: KVM_EXIT_INTERNAL_ERROR \\(emulation failure\\) at rip 0x40000000"
+                                        "( insn bytes( [0-9a-f]{2})*| data( 0x[0-9a-f]+)*)?"))
         << o.message;
 }

@@ -1,9 +1,12 @@
-// Optional: a real distribution bzImage, when CONDUIT_TEST_BZIMAGE names one (e.g. a Debian
-// vmlinuz extracted with dpkg-deb -x). Skipped otherwise; the synthetic kernels in
-// linux_boot_test.cpp cover the same code always.
+// A real distribution bzImage: CONDUIT_TEST_BZIMAGE when it names one, else Debian's cloud kernel
+// that ctest's fixture debian_kernel prepared (tests/integration/fetch-debian-kernel.sh; this
+// binary's tests require that fixture, tests/unit/CMakeLists.txt). Loaded into guest memory only,
+// no KVM: the Linux-boot tests boot it.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstdlib>
+#include <string>
 
 #include "vmm/x86/boot.h"
 #include "vmm/x86/bzimage.h"
@@ -15,10 +18,22 @@
 namespace conduit::vmm::x86 {
 namespace {
 
+std::string distributionBzImage() {
+    if (const char* path = std::getenv("CONDUIT_TEST_BZIMAGE")) return path;
+    FILE* p = ::popen(CONDUIT_SOURCE_DIR "/tests/integration/fetch-debian-kernel.sh --offline", "r");
+    if (!p) return {};
+    char line[4096] = {};
+    bool got = std::fgets(line, sizeof line, p) != nullptr;
+    if (::pclose(p) != 0 || !got) return {};
+    std::string dir(line);
+    while (!dir.empty() && dir.back() == '\n') dir.pop_back();
+    return dir + "/vmlinuz";
+}
+
 TEST(RealKernel, LoadsDistributionBzImage) {
-    const char* path = std::getenv("CONDUIT_TEST_BZIMAGE");
-    if (!path)
-        GTEST_SKIP() << "set CONDUIT_TEST_BZIMAGE to a bzImage to run this test";
+    const std::string image = distributionBzImage();
+    ASSERT_FALSE(image.empty()) << "no kernel: set CONDUIT_TEST_BZIMAGE, or run the ctest fixture debian_kernel";
+    const char* path = image.c_str();
     auto bytes = readImageFile(path, "kernel");
     ASSERT_TRUE(bytes.ok()) << bytes.error().describe();
     auto hdr = readSetupHeader(*bytes);

@@ -1,0 +1,23 @@
+# conduit_kvm_tests(TARGET LABEL label [PROPERTIES ...]): gtest_discover_tests for a binary whose
+# tests need KVM. Each test goes through tests/bed/kvm-test.sh (the target's CROSSCOMPILING_EMULATOR,
+# which gtest_discover_tests puts in front of every test command) and requires the kvm_bed fixture:
+# on this machine's KVM when it can run a guest, else in the nested-KVM bed, never skipped.
+function(conduit_kvm_tests target)
+  cmake_parse_arguments(arg "" "LABEL" "PROPERTIES" ${ARGN})
+  set_target_properties(${target} PROPERTIES
+    CROSSCOMPILING_EMULATOR "${CONDUIT_BED_DIR}/kvm-test.sh;${PROJECT_BINARY_DIR};kvm")
+  gtest_discover_tests(${target}
+    PROPERTIES LABELS ${arg_LABEL} FIXTURES_REQUIRED kvm_bed ${arg_PROPERTIES}
+    DISCOVERY_TIMEOUT 60)
+endfunction()
+
+# conduit_bed_test(NAME name LABEL label COMMAND ...): a test that runs only inside the bed (it needs
+# L1's real VFIO devices), whatever this machine has.
+function(conduit_bed_test)
+  cmake_parse_arguments(arg "" "NAME;LABEL;TIMEOUT" "COMMAND" ${ARGN})
+  add_test(NAME ${arg_NAME} COMMAND ${CONDUIT_BED_DIR}/kvm-test.sh ${PROJECT_BINARY_DIR} bed ${arg_COMMAND})
+  set_tests_properties(${arg_NAME} PROPERTIES LABELS ${arg_LABEL} FIXTURES_REQUIRED kvm_bed)
+  if(arg_TIMEOUT)
+    set_tests_properties(${arg_NAME} PROPERTIES TIMEOUT ${arg_TIMEOUT})
+  endif()
+endfunction()

@@ -1,0 +1,326 @@
+#!/usr/bin/env bash
+# bed.sh - the nested-KVM bed (docs/testing.md): real KVM, vfio-pci and iommufd on a machine that
+# has none. QEMU under software emulation (TCG) runs a q35 L1 Linux with an emulated Intel IOMMU,
+# two QEMU `edu` devices behind PCIe root ports and an `igb` (handed to vfio-pci), a virtio-rng
+# left on its driver, and `-cpu max`, whose emulated SVM with nested paging gives L1 a working KVM.
+# L1 mounts this machine's whole file tree read-only over virtio-9p and runs jobs in a chroot of it
+# (tests/bed/init.sh), so it runs the host's build, at the host's paths, on L1's KVM.
+#
+#   bed.sh where BUILD_DIR      "host" when this machine's /dev/kvm can run a guest (kvm_probe),
+#                               else "bed"; CONDUIT_KVM=host|bed forces the answer
+#   bed.sh fixture BUILD_DIR    ctest's fixture kvm_bed: boots L1 (two, side by side) and runs there every test
+#                               of BUILD_DIR that goes through kvm-test.sh and belongs in the bed
+#                               (all KVM tests when this machine has no usable KVM, and always the
+#                               tests placed `bed`), filing each one's output and status for
+#                               kvm-test.sh to replay as that test's result
+#   bed.sh run [--] CMD ARGS... runs CMD inside L1 in the current directory, showing its output;
+#                               exits with CMD's status (scripts/demo.sh, bench/run.sh)
+#   bed.sh shell                L1 with a shell on this terminal (`chroot /host bash` for the tree)
+#
+# Everything comes from Debian's packages (QEMU 10 from bookworm-backports, busybox-static, the
+# kernel's source from trixie-backports through a separate apt list) and is cached under
+# ${CONDUIT_CACHE_DIR:-~/.cache/conduit}/bed: the kernel (built once, about 6 minutes on 2 cores)
+# and the initramfs. Env: BED_TIMEOUT (seconds for one L1 run, default 3600), BED_MEM (L1 RAM,
+# default 6G), BED_APPEND (more L1 kernel arguments), BED_KERNEL (an L1 bzImage to boot instead),
+# BED_LANES (L1 machines of one vCPU that share the tests of a fixture run, default 2).
+#
+# A run that does not reach its end (L1 never boots, panics, or the time is up) prints which job
+# was running and the tail of L1's console, and fails; QEMU never outlives this script.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+cache=${CONDUIT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/conduit}/bed
+mkdir -p "$cache/logs"
+t_start=$(date +%s.%N)
+say() { awk -v t0="$t_start" -v t="$(date +%s.%N)" -v m="$*" 'BEGIN{printf "[bed %6.1fs] %s\n", t-t0, m}'; }
+sudo_=; [ "$(id -u)" = 0 ] || sudo_=sudo
+export DEBIAN_FRONTEND=noninteractive
+
+usage() { sed -n '/^#   bed.sh/,/^#$/p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+
+# ---- where KVM tests run
+probe_bin() {  # the probe from the build, else built here (it is one C file with no dependencies)
+    local b=${1:-}
+    if [ -n "$b" ] && [ -x "$b/tests/bed/kvm_probe" ]; then echo "$b/tests/bed/kvm_probe"; return; fi
+    if [ ! -x "$cache/kvm_probe" ] || [ "$here/kvm_probe.c" -nt "$cache/kvm_probe" ]; then
+        gcc -O2 -o "$cache/kvm_probe" "$here/kvm_probe.c"
+    fi
+    echo "$cache/kvm_probe"
+}
+where() {  # where BUILD_DIR: prints host|bed; the probe's reason goes to $cache/logs/probe.txt
+    case ${CONDUIT_KVM:-auto} in host|bed) echo "$CONDUIT_KVM"; return ;; esac
+    if "$(probe_bin "${1:-}")" > "$cache/logs/probe.txt" 2>&1; then echo host; else echo bed; fi
+}
+
+# ---- what L1 needs: QEMU >= 10 (bookworm's 7.2 hangs booting recent kernels), a static busybox,
+# the kernel's build tools; then the kernel and the initramfs
+qemu_major() { qemu-system-x86_64 --version 2>/dev/null | sed -n 's/.*version \([0-9]*\)\..*/\1/p'; }
+install_packages() {
+    local need=() p
+    [ "$(qemu_major)" -ge 10 ] 2>/dev/null || need+=(qemu)
+    for p in busybox-static cpio flex bison bc libelf-dev libssl-dev make gcc xz-utils; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+    done
+    [ ${#need[@]} -eq 0 ] && return 0
+    say "installing ${need[*]} (Debian packages; QEMU from bookworm-backports)"
+    if ! grep -rqs '^[^#]*bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        echo 'deb http://deb.debian.org/debian bookworm-backports main' |
+            $sudo_ tee /etc/apt/sources.list.d/bookworm-backports.list > /dev/null
+    fi
+    {
+        $sudo_ apt-get update -qq &&
+        $sudo_ apt-get install -y -qq --no-install-recommends busybox-static cpio flex bison bc \
+            libelf-dev libssl-dev make gcc xz-utils &&
+        $sudo_ apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-system-x86
+    } > "$cache/logs/apt.log" 2>&1 || { tail -20 "$cache/logs/apt.log"; echo "bed.sh: installing packages failed" >&2; exit 1; }
+    [ "$(qemu_major)" -ge 10 ] 2>/dev/null || { echo "bed.sh: need qemu-system-x86_64 >= 10, have $(qemu-system-x86_64 --version | head -1)" >&2; exit 1; }
+}
+kernel=
+initrd=
+prepare() {
+    install_packages
+    kernel=${BED_KERNEL:-$("$here/kernel.sh" "$cache")}
+    local key
+    key=$(cat "$here/init.sh" /bin/busybox | sha256sum | cut -c1-12)
+    initrd=$cache/initrd-$key.gz
+    if [ ! -f "$initrd" ]; then
+        local stage
+        stage=$(mktemp -d "$cache/stage.XXXXXX")
+        mkdir -p "$stage/bin"
+        cp /bin/busybox "$stage/bin/busybox"
+        cp "$here/init.sh" "$stage/init"
+        chmod +x "$stage/init"
+        (cd "$stage" && find . | cpio -o -H newc --quiet | gzip -1 > "$initrd.tmp") && mv "$initrd.tmp" "$initrd"
+        rm -rf "$stage"
+    fi
+}
+
+# ---- one L1 run
+# The machine. Device addresses are fixed so the VFIO devices' addresses in L1 are too: root ports
+# at 00:10.0 and 00:11.0 give the edu devices buses 1 and 2. Each edu sits behind a root port so a
+# secondary bus reset gives vfio-pci a reset method (edu has none on the root bus), with a 32-bit
+# DMA mask (its default of 28 bits would silently truncate IOVAs). caching-mode=on lets VFIO's
+# mappings reach QEMU's emulated IOMMU; its scalable mode mis-translates with iommu=pt.
+# no_timer_check: on a loaded host TCG is slow enough for Linux to doubt the IO-APIC timer.
+VFIO_DEVICES=0000:01:00.0,0000:02:00.0,0000:00:04.0
+qemu_cmd=()
+machine() {  # machine RESULTS_DIR KERNEL_ARGS [VCPUS]
+    qemu_cmd=(qemu-system-x86_64 -M q35 -accel tcg,thread=multi -cpu max -smp "${3:-2}" -m "${BED_MEM:-6G}"
+        -nodefaults -nographic -serial stdio -no-reboot
+        -device intel-iommu,caching-mode=on,intremap=on
+        -device pcie-root-port,id=rp1,chassis=1,slot=1,addr=10.0 -device edu,bus=rp1,dma_mask=0xffffffff
+        -device pcie-root-port,id=rp2,chassis=2,slot=2,addr=11.0 -device edu,bus=rp2,dma_mask=0xffffffff
+        -device igb,addr=04.0 -device virtio-rng-pci,addr=05.0
+        -fsdev local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap
+        -device virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot,addr=08.0
+        -fsdev local,id=results,path="$1",security_model=none,multidevs=remap
+        -device virtio-9p-pci,fsdev=results,mount_tag=results,addr=09.0
+        -kernel "$kernel" -initrd "$initrd"
+        -append "console=ttyS0 intel_iommu=on iommu=pt no_timer_check panic=-1 quiet bed.vfio=$VFIO_DEVICES bed.results=$1 $2 ${BED_APPEND:-}")
+}
+
+# The job script's head: the caller's environment that tests read, then `job` (one test through
+# kvm-test.sh, see jobs.cmake) and the markers bed.sh reads from the console.
+job_head() {  # job_head RESULTS_DIR
+    echo "# generated by tests/bed/bed.sh; runs inside L1's chroot of the host's tree"
+    echo "set -u"
+    local v
+    for v in $(compgen -e); do
+        case $v in HOME|PATH|LANG|USER|LOGNAME|ASAN_*|UBSAN_*|LSAN_*|GTEST_*|CONDUIT_*|XDG_*|RK_*) declare -p "$v" ;; esac
+    done
+    echo "export CONDUIT_BED_RESULTS=$(printf %q "$1") CONDUIT_IN_BED=1 TERM=dumb"
+    cat <<'EOF'
+n=0
+# One test, unless another L1 of this run has claimed it (mkdir is atomic on the host's folder).
+job() {  # job TIMEOUT NAME DIR env VAR=... COMMAND...
+    local limit=$1 name=$2 dir=$3 rc t0
+    shift 3
+    n=$((n + 1))
+    mkdir "$CONDUIT_BED_RESULTS/claims/$n" 2> /dev/null || return 0
+    echo "BED: start $n $name"
+    t0=$(date +%s.%N)
+    (cd "$dir" && CONDUIT_BED_INSIDE=1 CONDUIT_BED_TEST_TIMEOUT=$limit "$@") < /dev/null > /dev/null 2>&1
+    rc=$?
+    echo "BED: end $n $rc $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}') $name"
+}
+EOF
+}
+
+# Every QEMU of this script runs under `timeout` in a process group of its own; on any exit they
+# get TERM (passed on to QEMU), then KILL: nothing of a run outlives the script.
+qemu_groups=()
+cleanup() {
+    [ ${#qemu_groups[@]} -gt 0 ] || return 0
+    local g
+    local alive=()
+    for g in "${qemu_groups[@]}"; do kill -TERM -- "-$g" 2> /dev/null && alive+=("$g"); done
+    if [ ${#alive[@]} -gt 0 ]; then
+        sleep 1
+        for g in "${alive[@]}"; do kill -KILL -- "-$g" 2> /dev/null || true; done
+    fi
+    qemu_groups=()
+}
+trap cleanup EXIT
+trap 'cleanup; exit 143' TERM INT
+
+start() {  # start LOG : starts qemu_cmd with L1's console in LOG.raw; sets started_pid
+    : > "$1.raw"  # before `tail -f` looks for it
+    setsid timeout -k 10 "${BED_TIMEOUT:-3600}" "${qemu_cmd[@]}" < /dev/null > "$1.raw" 2>&1 &
+    started_pid=$!
+    qemu_groups+=("$started_pid")
+}
+finish() {  # finish LOG PID : waits for that QEMU; LOG gets the console without carriage returns
+    local rc=0
+    wait "$2" || rc=$?
+    tr -d '\r' < "$1.raw" > "$1" && rm -f "$1.raw"
+    return $rc
+}
+describe_boot() {
+    say "booting $1 ($(basename "$(dirname "$kernel")"), $(qemu-system-x86_64 --version | head -1 | cut -d'(' -f1), time limit ${BED_TIMEOUT:-3600}s)"
+}
+
+# A run that did not end as it should: which job was running, and L1's console tail.
+broken() {  # broken LOG WHY
+    local log=$1 running
+    running=$(awk '$1=="BED:" && $2=="start" {s[$3]=substr($0, index($0, $4))} $1=="BED:" && $2=="end" {delete s[$3]}
+                   END {for (k in s) printf "%s%s", (n++ ? "; " : ""), s[k]}' "$log")
+    echo "bed.sh: FAILED: $2${running:+, while running $running}"
+    echo "---- the last 60 lines of L1's console ($log)"
+    tail -60 "$log"
+}
+
+cmd_fixture() {
+    local build
+    build=$(cd "$1" && pwd)
+    local dir=$build/bed
+    rm -rf "$dir/results" "$dir/tally" "$dir/status"
+    mkdir -p "$dir/results" "$dir/tally"
+    local w places
+    w=$(where "$build")
+    echo "$w" > "$dir/where"
+    if [ "$w" = host ]; then
+        places=bed
+        say "this machine's KVM runs the KVM tests; the bed runs only the tests that need its devices"
+    else
+        places="kvm;bed"
+        local why=CONDUIT_KVM=bed
+        [ "${CONDUIT_KVM:-auto}" = bed ] || why=$(cat "$cache/logs/probe.txt" 2>/dev/null)
+        say "no usable KVM here ($why): every KVM test runs in the bed"
+    fi
+    # The tests of this ctest run: ctest gives its fixture no list, so its own selection options
+    # (-R, -E, -L, -LE) are read off its command line and asked back of it.
+    local select=() args=() i=0
+    if [ "$(basename "$(readlink -f /proc/$PPID/exe 2>/dev/null)")" = ctest ]; then
+        mapfile -d '' args < /proc/$PPID/cmdline
+        while [ $i -lt ${#args[@]} ]; do
+            case ${args[$i]} in
+                -R|--tests-regex|-E|--exclude-regex|-L|--label-regex|-LE|--label-exclude)
+                    select+=("${args[$i]}" "${args[$((i + 1))]:-}"); i=$((i + 1)) ;;
+            esac
+            i=$((i + 1))
+        done
+    fi
+    ctest --test-dir "$build" --show-only=json-v1 "${select[@]}" > "$dir/tests.json"
+    cmake -DTESTS_JSON="$dir/tests.json" -DLAUNCHER="$here/kvm-test.sh" -DPLACES="$places" \
+          -DOUT="$dir/jobs.list" -P "$here/jobs.cmake"
+    local njobs
+    njobs=$(wc -l < "$dir/jobs.list")
+    if [ "$njobs" = 0 ]; then
+        echo "no test of this build runs in the bed" > "$dir/status"
+        say "no test to run in the bed"; return 0
+    fi
+    { job_head "$dir/results"; cat "$dir/jobs.list"; } > "$dir/results/jobs.sh"
+    mkdir -p "$dir/results/claims"
+    echo "the bed was being prepared (kernel, QEMU) when it stopped" > "$dir/status"
+    prepare
+    # Lanes: L1 machines of one vCPU each, side by side, taking tests from the one list in turn.
+    # One L2 at a time per L1: two Conduit guests at once inside one two-vCPU L1 triple-faulted
+    # now and then (about 1 run in 15; never with one guest at a time, never with two one-vCPU
+    # L1s: docs/testing.md), so the two host cores are used by two L1s instead.
+    local lanes=${BED_LANES:-2} l t0 rc=0 pids=() logs=()
+    [ "$njobs" -lt "$lanes" ] && lanes=$njobs
+    describe_boot "$lanes L1 machine(s) of 1 vCPU for $njobs tests; consoles: $dir/console-<n>.log"
+    echo "L1 did not finish its run: see $dir/console-*.log" > "$dir/status"
+    t0=$(date +%s)
+    for l in $(seq 1 "$lanes"); do
+        machine "$dir/results" "bed.job=$dir/results/jobs.sh bed.lane=$l" 1
+        start "$dir/console-$l.log"
+        pids+=("$started_pid") logs+=("$dir/console-$l.log")
+    done
+    local broke=() why
+    for l in $(seq 1 "$lanes"); do
+        rc=0
+        finish "${logs[$((l - 1))]}" "${pids[$((l - 1))]}" || rc=$?
+        if ! grep -q '^BED: done' "${logs[$((l - 1))]}"; then
+            why="L1 did not reach the end of its jobs"
+            grep -q '^BED: ready' "${logs[$((l - 1))]}" || why="L1 never reached userspace"
+            [ $rc = 124 ] && why="$why (time limit BED_TIMEOUT=${BED_TIMEOUT:-3600}s)"
+            broke+=("$l:$why")
+        fi
+    done
+    cat "${logs[@]}" > "$dir/console.log"
+    local npass nfail
+    npass=$(grep -c '^BED: end [0-9]* 0 ' "$dir/console.log" || true)
+    nfail=$(grep -E '^BED: end [0-9]+ [0-9]+ ' "$dir/console.log" | grep -vc '^BED: end [0-9]* 0 ' || true)
+    grep -hE '^BED: (ready|end)' "${logs[@]}" |
+        awk '$2=="end"{printf "  %-4s %7ss  %s\n", ($4=="0"?"ok":"FAIL"), $5, substr($0, index($0,$6))} $2=="ready"{print "  " $0}' || true
+    say "L1 ran $((npass + nfail)) of $njobs tests ($nfail failed) in $(($(date +%s) - t0)) s"
+    if [ ${#broke[@]} -gt 0 ]; then
+        : > "$dir/status.long"
+        for b in "${broke[@]}"; do broken "$dir/console-${b%%:*}.log" "${b#*:}" | tee -a "$dir/status.long"; done
+        why=${broke[0]#*:}
+        echo "$why; the fixture kvm_bed printed L1's console tail ($dir/console-${broke[0]%%:*}.log)" > "$dir/status"
+        return 1
+    fi
+    echo "L1 ran its jobs but filed no result for this test (see $dir/console.log)" > "$dir/status"
+}
+
+cmd_run() {
+    [ $# -gt 0 ] || usage
+    local dir
+    dir=$(mktemp -d "$cache/run.XXXXXX")
+    {
+        job_head "$dir"
+        printf 'cd %q || exit 1\necho "BED: begin"\n' "$PWD"
+        printf '%q ' "$@"; echo
+        echo 'echo "BED: exit $?"'
+    } > "$dir/job.sh"
+    prepare
+    machine "$dir" "bed.job=$dir/job.sh"
+    local log=$cache/logs/run.log rc=0
+    describe_boot "L1 (console: $log)"
+    start "$log"
+    local pid=$started_pid
+    { tail -f --pid="$pid" "$log.raw" | tr -d '\r' | show_between_markers; } &
+    finish "$log" "$pid" || rc=$?
+    wait || true
+    local status
+    status=$(sed -n 's/^BED: exit \([0-9]*\)$/\1/p' "$log" | tail -1)
+    rm -rf "$dir"
+    if [ -z "$status" ]; then
+        broken "$log" "L1 did not run the command to its end (qemu exit $rc)" >&2
+        return 1
+    fi
+    return "$status"
+}
+# The command's own lines as they come: everything between the two markers.
+show_between_markers() { awk '/^BED: exit /{exit} s{print; fflush()} /^BED: begin/{s=1}'; }
+
+cmd_shell() {
+    prepare
+    local dir
+    dir=$(mktemp -d "$cache/run.XXXXXX")
+    machine "$dir" "bed.shell=1"
+    "${qemu_cmd[@]}"
+    rm -rf "$dir"
+}
+
+[ $# -gt 0 ] || usage
+sub=$1; shift
+case $sub in
+    where) where "${1:-}" ;;
+    fixture) [ $# = 1 ] || usage; cmd_fixture "$1" ;;
+    run) [ "${1:-}" = -- ] && shift; cmd_run "$@" ;;
+    shell) cmd_shell ;;
+    *) usage ;;
+esac

@@ -1,0 +1,78 @@
+# cmake -DTESTS_JSON=F -DLAUNCHER=P -DPLACES="kvm;bed" -DOUT=F -P jobs.cmake
+#
+# Turns `ctest --show-only=json-v1` into the job list the bed runs inside L1 (bed.sh fixture): one
+# line per enabled test whose command starts with LAUNCHER (tests/bed/kvm-test.sh) and whose
+# place (the launcher's second argument) is one of PLACES. A line carries the test's ctest TIMEOUT
+# (600 s when it has none, ctest's limit in scripts/test.sh), name, working directory, ENVIRONMENT
+# and command, each single-quoted for bash:
+#   job TIMEOUT 'NAME' 'DIR' env 'VAR=value'... 'LAUNCHER' 'BUILD' 'PLACE' 'ARG'...
+# Each L1 runs its tests one at a time, so a test that needs L1 to itself (its devices, its
+# kernel log) has it.
+# CMake, not a script language, reads the JSON: it is already a build dependency.
+cmake_minimum_required(VERSION 3.19)
+file(READ "${TESTS_JSON}" json)
+
+function(shell_quote out value)
+  string(REPLACE "'" "'\\''" value "${value}")
+  set(${out} "'${value}'" PARENT_SCOPE)
+endfunction()
+
+set(lines "")
+string(JSON ntests LENGTH "${json}" tests)
+if(ntests GREATER 0)
+  math(EXPR last "${ntests} - 1")
+  foreach(i RANGE ${last})
+    string(JSON test GET "${json}" tests ${i})
+    string(JSON ncmd ERROR_VARIABLE err LENGTH "${test}" command)
+    if(err OR ncmd LESS 3)
+      continue()
+    endif()
+    string(JSON launcher GET "${test}" command 0)
+    string(JSON place GET "${test}" command 2)
+    if(NOT launcher STREQUAL LAUNCHER OR NOT place IN_LIST PLACES)
+      continue()
+    endif()
+    string(JSON name GET "${test}" name)
+    set(timeout 600)
+    set(dir "")
+    set(env "")
+    set(disabled FALSE)
+    string(JSON nprops ERROR_VARIABLE err LENGTH "${test}" properties)
+    if(NOT err AND nprops GREATER 0)
+      math(EXPR plast "${nprops} - 1")
+      foreach(p RANGE ${plast})
+        string(JSON pname GET "${test}" properties ${p} name)
+        if(pname STREQUAL "TIMEOUT")
+          string(JSON timeout GET "${test}" properties ${p} value)
+        elseif(pname STREQUAL "WORKING_DIRECTORY")
+          string(JSON dir GET "${test}" properties ${p} value)
+        elseif(pname STREQUAL "DISABLED")
+          string(JSON disabled GET "${test}" properties ${p} value)
+        elseif(pname STREQUAL "ENVIRONMENT")
+          string(JSON nenv LENGTH "${test}" properties ${p} value)
+          math(EXPR elast "${nenv} - 1")
+          foreach(e RANGE ${elast})
+            string(JSON var GET "${test}" properties ${p} value ${e})
+            shell_quote(q "${var}")
+            string(APPEND env " ${q}")
+          endforeach()
+        endif()
+      endforeach()
+    endif()
+    if(disabled)
+      continue()
+    endif()
+    string(REGEX REPLACE "\\..*$" "" timeout "${timeout}")  # JSON numbers may come as 600.0
+    shell_quote(qname "${name}")
+    shell_quote(qdir "${dir}")
+    set(line "job ${timeout} ${qname} ${qdir} env${env}")
+    math(EXPR clast "${ncmd} - 1")
+    foreach(c RANGE ${clast})
+      string(JSON arg GET "${test}" command ${c})
+      shell_quote(q "${arg}")
+      string(APPEND line " ${q}")
+    endforeach()
+    string(APPEND lines "${line}\n")
+  endforeach()
+endif()
+file(WRITE "${OUT}" "${lines}")

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# selftest.sh BUILD_DIR - the nested-KVM bed's own test (ctest bed.selftest): the plumbing between ctest, the
+# fixture, L1 and kvm-test.sh, on a small ctest project of its own (not the real suite), in bed mode:
+#   1. a healthy L1: a passing, a failing (status 3), a skipping and a KVM-using job each come back
+#      as their own result, with their output, and are tallied as run in the bed;
+#   2. an L1 that never reaches userspace (init= a program that exits): the fixture fails, names the
+#      failure and shows the console's tail, and a test then says it did not run in the bed.
+# Exit 0 iff every expectation held; each prints "selftest: ok ..." or "selftest: FAIL ...".
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+work=$(mktemp -d "${TMPDIR:-/tmp}/conduit-bed-selftest.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+failures=0
+ok() { echo "selftest: ok $*"; }
+bad() { echo "selftest: FAIL $*"; failures=$((failures + 1)); }
+launch="$here/kvm-test.sh"
+# The KVM job runs the build's kvm_probe in L1: it must find a KVM that runs a guest there.
+probe=$(cd "$1" && pwd)/tests/bed/kvm_probe
+cat > "$work/CTestTestfile.cmake" <<EOF
+add_test(pass "$launch" "$work" kvm sh -c "echo selftest-output-pass")
+add_test(fail "$launch" "$work" kvm sh -c "echo selftest-output-fail; exit 3")
+add_test(skip "$launch" "$work" kvm sh -c "echo '[  SKIPPED ] selftest skip'")
+add_test(kvm "$launch" "$work" kvm "$probe")
+EOF
+export CONDUIT_KVM=bed
+
+# 1. a healthy L1
+out=$("$here/bed.sh" fixture "$work" 2>&1); rc=$?
+[ $rc = 0 ] && ok "fixture ran 4 jobs" || { bad "fixture exit $rc"; echo "$out"; }
+run() { "$launch" "$work" kvm "$@" 2>&1; }
+o=$(run sh -c "echo selftest-output-pass"); r=$?
+[ $r = 0 ] && grep -q selftest-output-pass <<< "$o" && ok "passing job: status 0 and its output" || bad "passing job: status $r: $o"
+o=$(run sh -c "echo selftest-output-fail; exit 3"); r=$?
+[ $r = 3 ] && grep -q selftest-output-fail <<< "$o" && ok "failing job: status 3 and its output" || bad "failing job: status $r: $o"
+o=$(run sh -c "echo '[  SKIPPED ] selftest skip'"); r=$?
+[ $r = 0 ] && grep -q 'SKIPPED' <<< "$o" && ok "skipping job: its skip line" || bad "skipping job: status $r: $o"
+o=$(run "$probe"); r=$?
+[ $r = 0 ] && grep -q 'exit status 0' <<< "$o" && ok "KVM job: L1's KVM ran a guest" || bad "KVM job: status $r: $o"
+tally=$(cat "$work"/bed/tally/* | sort | uniq -c | tr -s ' ' | tr '\n' ',')
+[ "$tally" = " 3 bed run, 1 bed skip," ] && ok "tally: 3 run and 1 skipped in the bed" || bad "tally: $tally"
+
+# 2. an L1 that never reaches userspace
+out=$(BED_APPEND="rdinit=/bin/false" BED_TIMEOUT=300 "$here/bed.sh" fixture "$work" 2>&1); rc=$?
+if [ $rc != 0 ] && grep -q 'FAILED: L1 never reached userspace' <<< "$out" && grep -q "last 60 lines of L1's console" <<< "$out" &&
+   grep -q 'Kernel panic' <<< "$out"; then
+    ok "broken L1: the fixture fails, says so and shows the console tail with the panic"
+else
+    bad "broken L1: fixture exit $rc:"; echo "$out" | tail -20
+fi
+o=$(run sh -c "echo selftest-output-pass"); r=$?
+[ $r = 1 ] && grep -q 'did not run in the nested-KVM bed: L1 never reached userspace' <<< "$o" &&
+    ok "broken L1: a test says it did not run and why" || bad "broken L1: test status $r: $o"
+exit $((failures > 0))
