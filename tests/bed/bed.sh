@@ -104,6 +104,16 @@ prepare() {
 # no_timer_check: on a loaded host TCG is slow enough for Linux to doubt the IO-APIC timer.
 VFIO_DEVICES=0000:01:00.0,0000:02:00.0,0000:00:04.0
 qemu_cmd=()
+# Host directories L1 needs that sit where L1 mounts its own empty tmpfs (/tmp, /run, /var/tmp):
+# the tree, the current directory, the cache, and the build being tested (BED_KEEP_DIR); init.sh
+# binds them back. Comma-separated, for bed.keep=.
+kept_paths() {
+    local p out=()
+    for p in "$root" "$PWD" "${cache%/bed}" ${BED_KEEP_DIR:-}; do
+        case $p in /tmp/*|/run/*|/var/tmp/*) out+=("$p") ;; esac
+    done
+    local IFS=,; echo "${out[*]}"
+}
 machine() {  # machine RESULTS_DIR KERNEL_ARGS [VCPUS]
     qemu_cmd=(qemu-system-x86_64 -M q35 -accel tcg,thread=multi -cpu max -smp "${3:-2}" -m "${BED_MEM:-6G}"
         -nodefaults -nographic -serial stdio -no-reboot
@@ -116,7 +126,7 @@ machine() {  # machine RESULTS_DIR KERNEL_ARGS [VCPUS]
         -fsdev local,id=results,path="$1",security_model=none,multidevs=remap
         -device virtio-9p-pci,fsdev=results,mount_tag=results,addr=09.0
         -kernel "$kernel" -initrd "$initrd"
-        -append "console=ttyS0 intel_iommu=on iommu=pt no_timer_check panic=-1 quiet bed.vfio=$VFIO_DEVICES bed.results=$1 $2 ${BED_APPEND:-}")
+        -append "console=ttyS0 intel_iommu=on iommu=pt no_timer_check panic=-1 quiet bed.vfio=$VFIO_DEVICES bed.results=$1 bed.keep=$(kept_paths) $2 ${BED_APPEND:-}")
 }
 
 # The job script's head: the caller's environment that tests read, then `job` (one test through
@@ -192,6 +202,7 @@ broken() {  # broken LOG WHY
 cmd_fixture() {
     local build
     build=$(cd "$1" && pwd)
+    export BED_KEEP_DIR=$build
     local dir=$build/bed
     rm -rf "$dir/results" "$dir/tally" "$dir/status"
     mkdir -p "$dir/results" "$dir/tally"

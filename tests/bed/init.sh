@@ -36,7 +36,12 @@ mount -t devpts devpts /host/dev/pts
 mount -t hugetlbfs hugetlbfs /host/dev/hugepages
 mount -t proc proc /host/proc
 mount -t sysfs sysfs /host/sys
+# L1 gets a fresh, writable /tmp, /run and /var/tmp; the host directories the jobs need that live
+# under them (bed.keep=: a clone, build or cache in /tmp) are bound back at their own paths.
+keep=$(arg bed.keep | tr , ' ')
+i=0; for p in $keep; do mkdir -p /keep/$i; mount --bind "/host$p" /keep/$i || die "bed.keep: $p"; i=$((i + 1)); done
 for t in tmp run var/tmp; do mount -t tmpfs -o mode=1777 tmpfs /host/$t; done
+i=0; for p in $keep; do mkdir -p "/host$p"; mount --bind /keep/$i "/host$p"; i=$((i + 1)); done
 echo madvise > /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null
 # Last, so a results folder under /tmp is not hidden by L1's own /tmp; the job script lives in it.
 results=$(arg bed.results)
