@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "base/log.h"
+#include "devices/acpi_pm.h"
 #include "devices/exit_device.h"
 #include "devices/uart16550.h"
 #include "vmm/kvm_interrupt_line.h"
@@ -141,6 +142,14 @@ Result<void> Machine::build() {
         TRY(pio_->insert(exitDevice_, CONDUIT_EXIT_PORT, CONDUIT_EXIT_PORT_SIZE));
     }
 
+    // Power-off and reset for guests that use ACPI (the FADT points here) or the keyboard controller.
+    acpiPm_ = std::make_shared<devices::AcpiPm>(devices::AcpiPm::Callbacks{
+        [this] { onGuestPowerEvent("guest powered off (ACPI S5)"); },
+        [this](const std::string& how) { onGuestPowerEvent("guest reset (" + how + "); conduit ends the VM on reset"); }});
+    TRY(pio_->insert(acpiPm_, devices::AcpiPm::kBase, devices::AcpiPm::kSize));
+    kbdReset_ = std::make_shared<devices::KeyboardControllerReset>(
+        [this](const std::string& how) { onGuestPowerEvent("guest reset (" + how + "); conduit ends the VM on reset"); });
+    TRY(pio_->insert(kbdReset_, devices::KeyboardControllerReset::kCommandPort, 1));
     passthrough_ = TRY_CTX(Passthrough::create(config_, {*vm_, *memory_, *pio_, *mmio_, layout_}), "machine");
 
     for (unsigned i = 0; i < config_.vcpus; ++i) vcpus_.push_back(TRY(vm_->createVcpu(i)));
@@ -190,9 +199,13 @@ Machine::~Machine() {
     if (pio_) {
         if (uart_) (void)pio_->remove(kUartPort);
         if (exitDevice_) (void)pio_->remove(CONDUIT_EXIT_PORT);
+        if (acpiPm_) (void)pio_->remove(devices::AcpiPm::kBase);
+        if (kbdReset_) (void)pio_->remove(devices::KeyboardControllerReset::kCommandPort);
     }
     uart_.reset();
     exitDevice_.reset();
+    acpiPm_.reset();
+    kbdReset_.reset();
     pio_.reset();
     mmio_.reset();
     // 3. vCPUs, 4. memslots (through the listener), 5. the VM, 6. guest RAM.
@@ -209,6 +222,21 @@ void Machine::onExitDevice(uint32_t value) {
         exitValue_.store(value);
         log::get("vmm").info("exit device: guest wrote {:#x}", value);
     }
+    stopVcpus();
+}
+
+void Machine::onGuestPowerEvent(std::string reason) {
+    {
+        std::lock_guard lock(powerEventMutex_);
+        if (!powerEventFired_.load()) {
+            powerEventReason_ = std::move(reason);
+            powerEventFired_.store(true);
+        }
+    }
+    stopVcpus();
+}
+
+void Machine::stopVcpus() {
     if (VcpuRunner* r = activeRunner_.load()) r->requestStop();
     (void)wake_.signal();
 }
@@ -287,8 +315,9 @@ Result<int> Machine::run() {
     log.info("running {} vCPU(s)", vcpus_.size());
     TRY(runner_->start());
 
-    // Decide what ended the run. Priority: the guest's own exit value, then a vCPU failure, then a
-    // signal, then a stop request, then a guest shutdown.
+    // Decide what ended the run. Priority: the guest's own exit value, then its power-off or reset
+    // through a device, then a vCPU failure, then a signal, then a stop request, then a guest
+    // shutdown (triple fault).
     std::optional<Result<int>> result;
     while (!result) {
         pollfd fds[2] = {{wake_.fd(), POLLIN, 0}, {signalEvent.fd(), POLLIN, 0}};
@@ -314,6 +343,9 @@ Result<int> Machine::run() {
             uint32_t v = exitValue_.load();
             log.info("exit: guest wrote {:#x} to the exit device", v);
             result = static_cast<int>(v);
+        } else if (powerEventFired_.load()) {
+            log.info("exit: {}", powerEventReason_);
+            result = 0;
         } else if (failed) {
             log.error("exit: {}", failed->message);
             result = Error(failed->message);

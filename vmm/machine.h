@@ -1,11 +1,12 @@
 // A whole virtual machine assembled from a validated VmConfig:
 //   AddressLayout -> GuestMemory -> Kvm/Vm (TSS/identity map, irqchip, PIT, memslots through the
 //   GuestMemory listener) -> PIO and MMIO buses -> devices (16550 UART at 0x3f8 on GSI 4, exit
-//   device) -> vCPUs (CPUID, boot state from vmm::x86) -> vCPU threads in run().
+//   device, ACPI PM block and the keyboard controller's reset port) -> vCPUs (CPUID, boot state from vmm::x86) -> vCPU threads in run().
 // Teardown runs in the reverse order, spelled out in ~Machine.
 #pragma once
 
 #include <atomic>
+#include <mutex>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -30,6 +31,8 @@
 namespace conduit::devices {
 class Uart16550;
 class ExitDevice;
+class AcpiPm;
+class KeyboardControllerReset;
 }  // namespace conduit::devices
 
 namespace conduit::vmm {
@@ -43,7 +46,8 @@ public:
 
     // Runs the vCPUs until one of:
     //  - the exit device fires: returns the value written;
-    //  - the guest shuts down or resets (triple fault, system event): logs it, returns 0;
+    //  - the guest powers off (ACPI S5) or resets (ACPI reset register, keyboard controller,
+    //    triple fault): logs which, returns 0;
     //  - requestStop(), SIGINT or SIGTERM: returns an Error "stopped by request" / "interrupted by
     //    signal SIGINT" (errno EINTR);
     //  - a vCPU fails: returns an Error with its one-line reason, e.g.
@@ -70,6 +74,10 @@ private:
     Result<void> build();
     Result<void> boot();
     void onExitDevice(uint32_t value);
+    // The guest powered off or reset through a device (ACPI PM block, keyboard controller): on a
+    // vCPU thread, inside the bus dispatch. The first reason is kept.
+    void onGuestPowerEvent(std::string reason);
+    void stopVcpus();
     void startSerialInput();
     void startSerialReader();  // throws std::system_error if the thread cannot be created
     void stopSerialInput();
@@ -84,6 +92,8 @@ private:
     std::unique_ptr<devices::Bus> mmio_;
     std::shared_ptr<devices::Uart16550> uart_;
     std::shared_ptr<devices::ExitDevice> exitDevice_;
+    std::shared_ptr<devices::AcpiPm> acpiPm_;
+    std::shared_ptr<devices::KeyboardControllerReset> kbdReset_;
     std::unique_ptr<Passthrough> passthrough_;
     std::vector<std::unique_ptr<Vcpu>> vcpus_;
     ExitStats exitStats_;
@@ -98,6 +108,9 @@ private:
     std::atomic<bool> stopRequested_{false};
     std::atomic<bool> exitFired_{false};
     std::atomic<uint32_t> exitValue_{0};
+    std::atomic<bool> powerEventFired_{false};
+    std::mutex powerEventMutex_;
+    std::string powerEventReason_;  // written once under powerEventMutex_, before powerEventFired_ is set
 
     std::thread serialIn_;
     std::unique_ptr<EventFd> serialStop_;

@@ -9,6 +9,7 @@
 #include "vfio/iommufd.h"
 #include "vfio/sysfs.h"
 #include "vfio/type1.h"
+#include "vmm/x86/pci_irq.h"
 
 namespace conduit::vmm {
 
@@ -76,7 +77,7 @@ nlohmann::json areasJson(const std::vector<devices::vfio_pci::BarArea>& areas) {
 Passthrough::Passthrough(Env env)
     : env_(env), mapper_(env.vm), msiRouter_(env.vm), intxRouter_(env.vm),
       mmio32_("mmio32", env.layout.mmio32Window()), mmio64_("mmio64", env.layout.mmio64Window()),
-      io_("io", {0xc000, 0x4000}, 4) {}
+      io_("io", {x86::kPciIoWindowBase, x86::kPciIoWindowSize}, 4) {}
 
 Result<std::unique_ptr<Passthrough>> Passthrough::create(const VmConfig& config, Env env) {
     std::unique_ptr<Passthrough> p(new Passthrough(env));
@@ -152,7 +153,7 @@ Result<void> Passthrough::build(const VmConfig& config) {
         platform.mapper = &mapper_;
         platform.msi = &msiRouter_;
         platform.intx = &intxRouter_;
-        platform.intxGsi = 16 + slot % 8;
+        platform.intxGsi = x86::pciIntxGsi(slot);
         platform.dma = d.p2p ? static_cast<vfio::VfioOps*>(backend) : nullptr;
         auto dev = TRY(VfioPciDevice::create(std::move(vdev), platform, name));
         TRY(placeBars(*dev, *backend));

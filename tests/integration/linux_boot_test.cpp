@@ -9,10 +9,17 @@
 // A bzImage unpacks itself at ring 0 too slowly here to reach the banner, so it is booted twice:
 // with the standard in-guest decompressor (asserting what the decompressor prints) and with
 // kernel.unpack = host (asserting the banner).
+//
+// LinuxUserspace boots the same kernel with a busybox initramfs on a KVM that runs guest ring 0
+// natively (the nested-KVM bed, or a KVM host): it reaches userspace with every vCPU online
+// (ACPI MADT), sees ECAM (MCFG) and the PCI routing (_PRT), and powers off or reboots through
+// ACPI, which ends `conduit run` with 0 and a logged reason. Each test prints PASS lines.
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <regex>
 
+#include "tests/integration/initramfs.h"
 #include "tests/integration/test_env.h"
 
 namespace conduit::test {
@@ -110,6 +117,95 @@ TEST_F(LinuxBoot, BzImageDecompressorStartsInTheGuest) {
     // port as it starts. At emulated speed it does not finish unpacking within the budget here.
     auto r = boot("vmlinuz", "");
     EXPECT_NE(r.out.find("KASLR disabled: 'nokaslr' on cmdline."), std::string::npos) << describe(r);
+}
+
+// ---- to userspace
+
+constexpr auto kUserspaceBudget = 240s;
+
+// /init: mounts what it reads, reports, then runs the test's last command (poweroff -f, reboot -f).
+std::string initScript(const std::string& finish) {
+    return R"SH(#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev /bin /sbin /usr/bin /usr/sbin
+/bin/busybox --install -s
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+echo "GUEST: userspace at $(cut -d' ' -f1 /proc/uptime) s"
+echo "GUEST: cpus online $(cat /sys/devices/system/cpu/online)"
+echo "GUEST: acpi tables $(ls /sys/firmware/acpi/tables | tr '\n' ' ')"
+echo "GUEST: mmconfig $(grep -c 'PCI MMCONFIG' /proc/iomem)"
+echo "GUEST: ecam $(dmesg | grep -m1 'MMCONFIG for domain' | sed 's/^\[[^]]*\] //')"
+echo "GUEST: acpi errors $(dmesg | grep -ciE 'ACPI (BIOS )?(Error|Warning)')"
+dmesg | grep -iE 'ACPI (BIOS )?(Error|Warning)|IRQ|PCI|pnp' | sed 's/^/GUEST-LOG: /'
+echo "GUEST: serial $(cat /sys/class/tty/ttyS0/type 2>/dev/null) irq $(cat /sys/class/tty/ttyS0/irq 2>/dev/null)"
+echo "GUEST: finishing with: )SH" + finish + R"SH("
+)SH" + finish + "\n";
+}
+
+class LinuxUserspace : public LinuxBoot {
+protected:
+    ProcessResult boot(unsigned vcpus, const std::string& finish, const std::string& cmdlineExtra = "") {
+        Initramfs fs;
+        fs.dir("bin");
+        if (!fs.hostFile("bin/busybox", "/bin/busybox")) ADD_FAILURE() << "/bin/busybox (busybox-static) is missing";
+        fs.file("init", initScript(finish));
+        const auto initrd = dir_.path() / "initrd.cpio";
+        fs.writeTo(initrd);
+        const std::string config = fmt::format(
+            R"({{"vcpus": {}, "memory": {{"size_mib": 512}}, "kernel": {{"path": "{}/vmlinuz", "initrd": "{}",
+                "cmdline": "console=ttyS0 panic=-1 quiet loglevel=4 {}"}}, "serial": {{"output": "stdout"}}}})",
+            vcpus, kernelDir_, initrd.string(), cmdlineExtra);
+        auto r = runConduit(dir_.write("linux.json", config), kUserspaceBudget);
+        std::printf("%s\n[ conduit stderr, last line ] %s\n[ run ] %lld ms, exit %d%s\n", r.out.c_str(),
+                    lastLine(r.err).c_str(), static_cast<long long>(r.elapsed.count()), r.exitStatus,
+                    r.timedOut ? ", stopped at the time budget" : "");
+        return r;
+    }
+
+    static std::string guestLine(const ProcessResult& r, const std::string& key) {
+        std::smatch m;
+        if (std::regex_search(r.out, m, std::regex("GUEST: " + key + " ?([^\r\n]*)"))) return m[1];
+        return "(not printed)";
+    }
+
+    void pass(const char* what, bool ok, const std::string& detail) {
+        std::printf("%s %s: %s\n", ok ? "PASS" : "FAIL", what, detail.c_str());
+        EXPECT_TRUE(ok) << what << ": " << detail;
+    }
+};
+
+TEST_F(LinuxUserspace, EveryVcpuOnlineAcpiSeenAndPowerOffEndsConduitWithZero) {
+    auto r = boot(2, "poweroff -f");
+    ASSERT_FALSE(r.timedOut) << describe(r);
+    pass("userspace", r.out.find("GUEST: userspace at") != std::string::npos, guestLine(r, "userspace at"));
+    pass("2 vCPUs online", guestLine(r, "cpus online") == "0-1", "cpus online " + guestLine(r, "cpus online"));
+    const std::string tables = guestLine(r, "acpi tables");
+    pass("ACPI tables", tables.find("APIC") != std::string::npos && tables.find("DSDT") != std::string::npos &&
+                            tables.find("FACP") != std::string::npos && tables.find("MCFG") != std::string::npos,
+         tables);
+    pass("ECAM through MCFG", guestLine(r, "mmconfig") != "0", "PCI MMCONFIG regions in /proc/iomem: " + guestLine(r, "mmconfig"));
+    pass("PCI config through ECAM", guestLine(r, "ecam").find("at [mem 0xe0000000-0xefffffff]") != std::string::npos,
+         guestLine(r, "ecam"));
+    pass("ACPI without errors", guestLine(r, "acpi errors") == "0",
+         guestLine(r, "acpi errors") + " ACPI error or warning lines in the guest's kernel log");
+    pass("serial from ACPI", guestLine(r, "serial").find("irq 4") != std::string::npos, guestLine(r, "serial"));
+    pass("power off", r.exitStatus == 0 && r.err.find("exit: guest powered off (ACPI S5)") != std::string::npos,
+         fmt::format("exit {}, {}", r.exitStatus, lastLine(r.err)));
+}
+
+TEST_F(LinuxUserspace, RebootThroughTheAcpiResetRegisterEndsConduitWithZero) {
+    auto r = boot(1, "reboot -f");
+    ASSERT_FALSE(r.timedOut) << describe(r);
+    pass("reboot", r.exitStatus == 0 && r.err.find("exit: guest reset (ACPI reset register)") != std::string::npos,
+         fmt::format("exit {}, {}", r.exitStatus, lastLine(r.err)));
+}
+
+TEST_F(LinuxUserspace, RebootThroughTheKeyboardControllerEndsConduitWithZero) {
+    auto r = boot(1, "reboot -f", "reboot=k");
+    ASSERT_FALSE(r.timedOut) << describe(r);
+    pass("reboot=k", r.exitStatus == 0 && r.err.find("exit: guest reset (keyboard controller reset") != std::string::npos,
+         fmt::format("exit {}, {}", r.exitStatus, lastLine(r.err)));
 }
 
 }  // namespace

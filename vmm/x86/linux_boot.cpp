@@ -24,6 +24,7 @@
 #include "vmm/x86/image_file.h"
 #include "vmm/x86/linux_boot_params.h"
 #include "vmm/x86/linux_layout.h"
+#include "vmm/x86/acpi.h"
 #include "vmm/x86/mptable.h"
 #include "vmm/x86/page_tables.h"
 
@@ -297,6 +298,10 @@ Result<BootPlan> loadLinux(const memory::GuestMemory& mem, const memory::Address
         bp.ext_ramdisk_size = static_cast<uint32_t>(size >> 32);
         initrdText = fmt::format(", initrd {} ({} bytes) at {:#x}", ifile, size, addr);
     }
+
+    // ACPI (how the kernel finds the CPUs, the IOAPIC, ECAM, INTx routing and power-off); the
+    // kernel also scans the BIOS area for the RSDP, protocol 2.14+ is told its address.
+    bp.acpi_rsdp_addr = TRY_CTX(writeAcpiTables(mem, layout, vcpus), fmt::format("kernel {}", file));
 
     // e820.
     std::vector<E820Entry> e820 = buildE820(layout);
