@@ -102,7 +102,9 @@ prepare() {
 # DMA mask (its default of 28 bits would silently truncate IOVAs). caching-mode=on lets VFIO's
 # mappings reach QEMU's emulated IOMMU; its scalable mode mis-translates with iommu=pt.
 # no_timer_check: on a loaded host TCG is slow enough for Linux to doubt the IO-APIC timer.
-VFIO_DEVICES=0000:01:00.0,0000:02:00.0,0000:00:04.0
+# The NVMe at 00:06.0 (MSI-X, FLR, a 64 MiB disk of its own per lane) is what the Linux guests'
+# own nvme driver drives (tests/realkernel/linux-nvme.sh).
+VFIO_DEVICES=0000:01:00.0,0000:02:00.0,0000:00:04.0,0000:00:06.0
 qemu_cmd=()
 # Host directories L1 needs that sit where L1 mounts its own empty tmpfs (/tmp, /run, /var/tmp):
 # the tree, the current directory, the cache, and the build being tested (BED_KEEP_DIR); init.sh
@@ -115,12 +117,17 @@ kept_paths() {
     local IFS=,; echo "${out[*]}"
 }
 machine() {  # machine RESULTS_DIR KERNEL_ARGS [VCPUS]
+    local lane disk
+    lane=$(echo "$2" | sed -n 's/.*bed\.lane=\([0-9]*\).*/\1/p')
+    disk=$cache/nvme-lane${lane:-0}.img
+    [ -f "$disk" ] || truncate -s 64M "$disk"
     qemu_cmd=(qemu-system-x86_64 -M q35 -accel tcg,thread=multi -cpu max -smp "${3:-2}" -m "${BED_MEM:-6G}"
         -nodefaults -nographic -serial stdio -no-reboot
         -device intel-iommu,caching-mode=on,intremap=on
         -device pcie-root-port,id=rp1,chassis=1,slot=1,addr=10.0 -device edu,bus=rp1,dma_mask=0xffffffff
         -device pcie-root-port,id=rp2,chassis=2,slot=2,addr=11.0 -device edu,bus=rp2,dma_mask=0xffffffff
         -device igb,addr=04.0 -device virtio-rng-pci,addr=05.0
+        -drive file="$disk",if=none,id=nvm,format=raw,file.locking=off -device nvme,serial=conduit-bed,drive=nvm,addr=06.0
         -fsdev local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap
         -device virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot,addr=08.0
         -fsdev local,id=results,path="$1",security_model=none,multidevs=remap
