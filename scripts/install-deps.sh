@@ -9,7 +9,7 @@ packages=(
   googletest libgtest-dev libgmock-dev        # unit and integration tests
   liblz4-dev zlib1g-dev liblzma-dev libzstd-dev   # unpacking a bzImage's kernel on the host
   lz4 xz-utils zstd dpkg                      # the Linux-boot test unpacks Debian's kernel package
-  busybox-static                              # the Linux-boot tests' initramfs (and the bed's L1)
+  busybox-static cpio                          # initramfs for Linux guests (tests, scripts/busybox-initramfs.sh) and the bed's L1
   clang libclang-rt-14-dev                    # libFuzzer targets (tests/fuzz): clang, libFuzzer + ASan/UBSan runtimes
   acpica-tools                                # iasl: the ACPI tables test disassembles what Conduit generates
 )

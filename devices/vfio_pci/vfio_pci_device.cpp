@@ -270,11 +270,37 @@ Result<void> VfioPciDevice::setupCapabilities(const std::vector<uint8_t>& raw) {
                 msix_ = std::move(x);
                 break;
             }
-            case PCI_CAP_ID_EXP:
+            case PCI_CAP_ID_EXP: {
                 pcieCap_ = at;
                 // "Initiate FLR" reads 0 and is acted on here (VFIO_DEVICE_RESET), not forwarded.
                 config_.emulate(at + PCI_EXP_DEVCTL, 2, PCI_EXP_DEVCTL_BCR_FLR);
+                // Every device sits on the guest's root bus, where PCIe has no link: an endpoint
+                // there is a root-complex integrated endpoint (as QEMU presents it). Its type says
+                // so and the link registers (which a host RCiEP may still fill in, as QEMU's own
+                // emulated devices do) (capabilities, control, status, and their version-2
+                // forms) read 0 and ignore writes, so the guest neither trains nor tunes a link
+                // it does not have (ASPM, retrain, bandwidth notification).
+                const uint16_t flags = rd16(raw, at + PCI_EXP_FLAGS);
+                const unsigned type = (flags & PCI_EXP_FLAGS_TYPE) >> 4;
+                if (type == PCI_EXP_TYPE_ENDPOINT || type == PCI_EXP_TYPE_LEG_END || type == PCI_EXP_TYPE_RC_END) {
+                    config_.emulate(at + PCI_EXP_FLAGS, 2);
+                    config_.set16(at + PCI_EXP_FLAGS,
+                                  static_cast<uint16_t>((flags & ~PCI_EXP_FLAGS_TYPE) | (PCI_EXP_TYPE_RC_END << 4)));
+                    config_.emulate(at + PCI_EXP_LNKCAP, 8);
+                    config_.forward(at + PCI_EXP_LNKCAP, 8, false);
+                    for (uint32_t o = PCI_EXP_LNKCAP; o < PCI_EXP_LNKCAP + 8; ++o) config_.set8(at + o, 0);
+                    if ((flags & PCI_EXP_FLAGS_VERS) >= 2) {
+                        config_.emulate(at + PCI_EXP_LNKCAP2, 8);
+                        config_.forward(at + PCI_EXP_LNKCAP2, 8, false);
+                        for (uint32_t o = PCI_EXP_LNKCAP2; o < PCI_EXP_LNKCAP2 + 8; ++o) config_.set8(at + o, 0);
+                    }
+                    logger().info("{}: PCIe {} presented as a root-complex integrated endpoint without link registers",
+                                  name_, type == PCI_EXP_TYPE_ENDPOINT  ? "endpoint"
+                                          : type == PCI_EXP_TYPE_LEG_END ? "legacy endpoint"
+                                                                         : "root-complex integrated endpoint");
+                }
                 break;
+            }
         }
     }
 

@@ -108,6 +108,10 @@ void SimDevice::buildConfigSpace() {
         put16(&cfg_[0x72], 0x0002);
         put32(&cfg_[0x74], 0x10000000);         // DEVCAP: FLR
         put16(&cfgWritable_[0x78], 0x7fff);     // DEVCTL (initiate-FLR is not latched)
+        put32(&cfg_[0x7c], 0x00000411);         // LNKCAP: 2.5 GT/s, x1, L0s
+        put16(&cfgWritable_[0x80], 0x01c3);     // LNKCTL: ASPM, RCB, common clock, retrain...
+        put16(&cfg_[0x82], 0x1011);             // LNKSTA: 2.5 GT/s, x1, slot clock
+        put32(&cfg_[0x9c], 0x00000002);         // LNKCAP2: 2.5 GT/s supported
     }
     // BAR registers: flags in the low bits; the address bits are virtualised (sizing works as on hardware).
     for (unsigned i = 0; i < 6; ++i) {

@@ -281,6 +281,8 @@ public:
 
     // State observable by tests.
     unsigned resetCount() const { return resetCount_; }
+    // The device's own config byte at `offset` (what a guest write reached), for tests.
+    uint8_t configByte(uint32_t offset) const { return offset < cfg_.size() ? cfg_[offset] : 0; }
     uint32_t irqStatus() const { return irqStatus_; }
     bool intxMasked() const { return intx_.masked; }
     bool intxAsserted() const { return intx_.level; }

@@ -189,6 +189,8 @@ TEST_F(LinuxUserspace, EveryVcpuOnlineAcpiSeenAndPowerOffEndsConduitWithZero) {
          guestLine(r, "ecam"));
     pass("ACPI without errors", guestLine(r, "acpi errors") == "0",
          guestLine(r, "acpi errors") + " ACPI error or warning lines in the guest's kernel log");
+    pass("_OSC grants PCIe control", r.out.find("_OSC: OS now controls [") != std::string::npos,
+         "the guest's \"_OSC: OS now controls [...]\" line");
     pass("serial from ACPI", guestLine(r, "serial").find("irq 4") != std::string::npos, guestLine(r, "serial"));
     pass("power off", r.exitStatus == 0 && r.err.find("exit: guest powered off (ACPI S5)") != std::string::npos,
          fmt::format("exit {}, {}", r.exitStatus, lastLine(r.err)));

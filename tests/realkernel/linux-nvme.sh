@@ -8,7 +8,8 @@
 #   type1, iommufd  MSI-X: the guest's nvme driver probes, writes a 4 KiB block and reads it back
 #                   with O_DIRECT, counts its MSI-X interrupts; 2 vCPUs online; the device's
 #                   extended config space is visible (config size 4096); a guest-initiated reset
-#                   (FLR through sysfs) and the driver probing again with the data still there;
+#                   (FLR through sysfs) and the driver probing again with the data still there; the
+#                   device presented as a root-complex integrated endpoint with no link registers;
 #                   then the guest powers off with O_DIRECT reads in flight and Conduit exits 0
 #                   leaving nothing open in L1 (no process holds /dev/vfio or /dev/iommu, and the
 #                   device is bound to vfio-pci, unused, ready for the next run)
@@ -31,10 +32,8 @@ trap 'rm -rf "$work"' EXIT
 
 kdir=$("$src/tests/integration/fetch-debian-kernel.sh" --offline) || { echo "LX: FAIL kernel: none prepared"; exit 1; }
 
-# The initramfs: a static busybox and this /init.
-mkdir -p "$work/root/bin"
-cp /bin/busybox "$work/root/bin/busybox"
-cat > "$work/root/init" <<'INIT'
+# The initramfs: a static busybox and this /init (scripts/busybox-initramfs.sh).
+cat > "$work/init" <<'INIT'
 #!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /tmp /bin /sbin /usr/bin /usr/sbin
 /bin/busybox --install -s
@@ -48,6 +47,11 @@ bdf=$(basename "$(readlink /sys/class/nvme/nvme0/device)")
 dev=/sys/bus/pci/devices/$bdf
 g "nvme $bdf driver $(basename "$(readlink $dev/driver)") config size $(stat -c %s $dev/config)"
 g "legacy irq $(cat $dev/irq)"
+# The PCIe capability's device/port type as the guest reads it from config space (9 = root-complex
+# integrated endpoint, 0 = endpoint).
+rd() { od -An -tu1 -j "$1" -N 1 $dev/config | tr -d ' '; }
+p=$(rd 52); while [ -n "$p" ] && [ "$p" != 0 ] && [ "$(rd $p)" != 16 ]; do p=$(rd $((p + 1))); done
+[ -n "$p" ] && [ "$p" != 0 ] && g "pcie type $(( ($(rd $((p + 2))) >> 4) & 15 )) link status $(( $(rd $((p + 18))) + 256 * $(rd $((p + 19))) ))"
 g "msi mode $(cat $dev/msi_irqs/* 2>/dev/null | sort -u | tr '\n' ' ')"
 dd if=/dev/urandom of=/tmp/pattern bs=4096 count=1 2>/dev/null
 dd if=/tmp/pattern of=/dev/nvme0n1 bs=4096 count=1 seek=7 oflag=direct 2>/dev/null
@@ -67,8 +71,7 @@ if [ "$(cat /proc/cmdline | grep -c nomsi)" = 0 ]; then
 fi
 poweroff -f
 INIT
-chmod +x "$work/root/init"
-(cd "$work/root" && find . | cpio -o -H newc --quiet) > "$work/initrd.cpio"
+"$src/scripts/busybox-initramfs.sh" "$work/initrd.cpio" "$work/init" > /dev/null || exit 1
 
 backend=$mode cmdline="console=ttyS0 panic=-1 quiet"
 [ "$mode" = intx ] && backend=iommufd cmdline="$cmdline pci=nomsi"
@@ -93,6 +96,7 @@ if [ "$mode" = intx ]; then
     check intx "$(line 'interrupts ') (legacy irq $(line 'legacy irq '))" sh -c "[ '${irqs:-0}' -gt 1 ] && echo '$(line 'interrupts ')' | grep -q 'lines: IO-APIC \$'"
 else
     check msi-x "$(line 'interrupts '), vectors of mode $(line 'msi mode ')" sh -c "[ '${irqs:-0}' -gt 0 ] && [ '$(line 'msi mode ')' = 'msix ' ]"
+    check rciep "pcie $(line 'pcie type ')" test "$(line 'pcie type ')" = "9 link status 0"
     check extended-config "$(line 'nvme ')" grep -q "^GUEST: nvme .* config size 4096" "$work/out.txt"
     check guest-reset "$(line 'reset ')" grep -q '^GUEST: reset ok' "$work/out.txt"
     check after-reset "$(line 'after reset io ')" test "$(line 'after reset io ')" = ok

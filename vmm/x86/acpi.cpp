@@ -142,6 +142,10 @@ Bytes dsdt(const memory::AddressLayout& layout) {
                                         a::qwordMemory(m64.base, m64.end() - 1),
                                     })),
                     a::name("_PRT", a::package(prt)),
+                    // _OSC: the OS may control every PCIe feature it asks for (hot-plug, AER, PME,
+                    // LTR, the PCIe capability): the buffer comes back as given, the requested
+                    // controls granted and no error bit set. There is no firmware to share them with.
+                    a::method("_OSC", 4, a::returnValue(a::arg(3))),
                 }));
     Bytes com1 = a::device("COM1", a::join({
                                        a::name("_HID", a::eisaId("PNP0501")),  // 16550A-compatible

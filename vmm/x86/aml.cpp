@@ -173,6 +173,11 @@ Bytes returnValue(const Bytes& value) {
     return out;
 }
 
+Bytes arg(unsigned n) {
+    if (n > 6) throw std::logic_error("aml: there are 7 method arguments");
+    return {static_cast<uint8_t>(0x68 + n)};  // Arg0Op..Arg6Op
+}
+
 Bytes resourceTemplate(const std::vector<Bytes>& descriptors) {
     Bytes bytes = join(descriptors);
     bytes.push_back(0x79);  // end tag, small item of length 1

@@ -34,6 +34,7 @@ Bytes scope(std::string_view path, const Bytes& body);              // Scope(pat
 Bytes device(std::string_view seg, const Bytes& body);              // Device(seg) { body }
 Bytes method(std::string_view seg, uint8_t args, const Bytes& body);  // Method(seg, args, NotSerialized)
 Bytes returnValue(const Bytes& value);                              // Return(value)
+Bytes arg(unsigned n);                                              // Arg0..Arg6
 
 // Resource descriptors; resourceTemplate() wraps them in a buffer with the end tag.
 Bytes resourceTemplate(const std::vector<Bytes>& descriptors);

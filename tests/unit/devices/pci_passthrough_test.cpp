@@ -392,6 +392,24 @@ TEST_P(PassthroughDevice, CapabilityChainFiltered) {
     EXPECT_THAT(ids, ::testing::ElementsAre(PCI_CAP_ID_MSI, PCI_CAP_ID_MSIX, PCI_CAP_ID_EXP));
 }
 
+// On Conduit's root bus there is no PCIe link: an endpoint is shown as a root-complex integrated
+// endpoint (type 9) whose link registers read 0 and ignore writes (QEMU does the same).
+TEST_P(PassthroughDevice, PcieEndpointIsARootComplexIntegratedEndpointWithoutALink) {
+    hostsim::SimDeviceConfig c;
+    c.pcieCaps = true;
+    open(c);
+    ASSERT_EQ(sim->device(kBdf)->configByte(0x82), 0x11) << "the simulated endpoint has a link";
+    EXPECT_EQ((cfg(0x70 + PCI_EXP_FLAGS, 2) & PCI_EXP_FLAGS_TYPE) >> 4, unsigned{PCI_EXP_TYPE_RC_END});
+    EXPECT_EQ(cfg(0x70 + PCI_EXP_FLAGS, 2) & PCI_EXP_FLAGS_VERS, 2u) << "the version stays the device's";
+    EXPECT_EQ(cfg(0x70 + PCI_EXP_LNKCAP), 0u);
+    EXPECT_EQ(cfg(0x70 + PCI_EXP_LNKSTA, 2), 0u);
+    EXPECT_EQ(cfg(0x70 + PCI_EXP_LNKCAP2), 0u);
+    setCfg(0x70 + PCI_EXP_LNKCTL, PCI_EXP_LNKCTL_ASPMC | PCI_EXP_LNKCTL_RL, 2);
+    EXPECT_EQ(cfg(0x70 + PCI_EXP_LNKCTL, 2), 0u);
+    EXPECT_EQ(sim->device(kBdf)->configByte(0x80), 0) << "a link-control write reached the device";
+    EXPECT_EQ(cfg(0x70 + PCI_EXP_DEVCAP) & PCI_EXP_DEVCAP_FLR, unsigned{PCI_EXP_DEVCAP_FLR}) << "DEVCAP is the device's";
+}
+
 TEST_P(PassthroughDevice, MsixMaskingEditsRoutesWithoutSetIrqs) {
     open();
     enable();

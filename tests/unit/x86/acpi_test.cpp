@@ -190,7 +190,8 @@ TEST(Acpi, IaslDisassemblesEveryTableAndSeesWhatWasMeant) {
                              "WordBusNumber", "0x00FF,             // Range Maximum", "0xC000,             // Range Minimum",
                              "0xFFFF,             // Range Maximum", "0xC0000000,         // Range Minimum",
                              "0xDFFFFFFF,         // Range Maximum", "Device (COM1)", "EisaId (\"PNP0501\")",
-                             "IRQNoFlags ()", "{4}", "Name (_S5, Package (0x04)"})
+                             "IRQNoFlags ()", "{4}", "Name (_S5, Package (0x04)",
+                             "Method (_OSC, 4, NotSerialized)", "Return (Arg3)"})
         EXPECT_NE(d.find(want), std::string::npos) << "DSDT lacks \"" << want << "\":\n" << d;
     // The _PRT: slot 3's INTB goes to the GSI pci_irq.h gives slot 3.
     EXPECT_NE(d.find("0x0003FFFF,"), std::string::npos) << d;
