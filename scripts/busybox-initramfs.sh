@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# busybox-initramfs.sh OUT [INIT] - a minimal initramfs for a Linux guest: Debian's static busybox
+# busybox-initramfs.sh OUT [INIT [FILE...]] - a minimal initramfs for a Linux guest: Debian's static busybox
 # (package busybox-static) and an /init script (INIT, or a default that mounts /proc, /sys and
 # /dev, prints the CPUs and PCI devices the guest sees, and gives a shell on the console; `poweroff -f`
-# ends the VM and `conduit run` with 0). Uncompressed newc cpio, which every kernel accepts.
+# ends the VM and `conduit run` with 0), and each FILE at the root (modules to insmod, say).
+# Uncompressed newc cpio, which every kernel accepts.
 set -euo pipefail
 out=${1:?usage: busybox-initramfs.sh OUT [INIT]}
 [ -x /bin/busybox ] && /bin/busybox --help 2>&1 | head -1 | grep -q BusyBox ||
@@ -28,5 +29,6 @@ exec setsid cttyhack sh
 INIT
 fi
 chmod +x "$work/init"
+for f in "${@:3}"; do cp "$f" "$work/"; done
 (cd "$work" && find . | cpio -o -H newc --quiet) > "$out"
 echo "busybox-initramfs: wrote $out ($(stat -c %s "$out") bytes)"

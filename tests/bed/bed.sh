@@ -104,7 +104,8 @@ prepare() {
 # no_timer_check: on a loaded host TCG is slow enough for Linux to doubt the IO-APIC timer.
 # The NVMe at 00:06.0 (MSI-X, FLR, a 64 MiB disk of its own per lane) is what the Linux guests'
 # own nvme driver drives (tests/realkernel/linux-nvme.sh).
-VFIO_DEVICES=0000:01:00.0,0000:02:00.0,0000:00:04.0,0000:00:06.0
+# The vmxnet3 at 00:07.0 (MSI-X) is their second device with a driver of its own.
+VFIO_DEVICES=0000:01:00.0,0000:02:00.0,0000:00:04.0,0000:00:06.0,0000:00:07.0
 qemu_cmd=()
 # Host directories L1 needs that sit where L1 mounts its own empty tmpfs (/tmp, /run, /var/tmp):
 # the tree, the current directory, the cache, and the build being tested (BED_KEEP_DIR); init.sh
@@ -128,6 +129,7 @@ machine() {  # machine RESULTS_DIR KERNEL_ARGS [VCPUS]
         -device pcie-root-port,id=rp2,chassis=2,slot=2,addr=11.0 -device edu,bus=rp2,dma_mask=0xffffffff
         -device igb,addr=04.0 -device virtio-rng-pci,addr=05.0
         -drive file="$disk",if=none,id=nvm,format=raw,file.locking=off -device nvme,serial=conduit-bed,drive=nvm,addr=06.0
+        -device vmxnet3,addr=07.0
         -fsdev local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap
         -device virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot,addr=08.0
         -fsdev local,id=results,path="$1",security_model=none,multidevs=remap

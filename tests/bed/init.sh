@@ -30,6 +30,9 @@ done
 p9="trans=virtio,version=9p2000.L,msize=524288"
 mount -t 9p -o "$p9,ro,cache=loose" hostroot /host || die "mounting the host's tree (9p hostroot)"
 mount -t devtmpfs devtmpfs /host/dev
+# What udev would add: /dev/fd (bash's process substitution) and the standard streams.
+ln -sf /proc/self/fd /host/dev/fd
+for n in 0:stdin 1:stdout 2:stderr; do ln -sf /proc/self/fd/${n%%:*} /host/dev/${n#*:}; done
 mkdir -p /host/dev/shm /host/dev/pts /host/dev/hugepages 2>/dev/null
 mount -t tmpfs -o mode=1777 tmpfs /host/dev/shm
 mount -t devpts devpts /host/dev/pts

@@ -3,6 +3,7 @@
 # and prepares both forms the Linux-boot test boots:
 #   <cache>/<package>/vmlinuz   the bzImage as shipped
 #   <cache>/<package>/vmlinux   the ELF vmlinux, unpacked from the bzImage's compressed payload
+#   <cache>/<package>/modules/  the few modules the Linux-guest tests load (vmxnet3.ko)
 # Prints the cache directory of the kernel on stdout. Cached: a second run makes no download.
 # Cache root: $CONDUIT_CACHE_DIR, else ${XDG_CACHE_HOME:-~/.cache}/conduit.
 #
@@ -15,7 +16,7 @@ set -euo pipefail
 cache_root="${CONDUIT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/conduit}/debian-kernel"
 if [ "${1:-}" = --offline ]; then
   dir=$(readlink -f "$cache_root/current" 2>/dev/null) || true
-  [ -n "$dir" ] && [ -s "$dir/vmlinuz" ] && [ -s "$dir/vmlinux" ] || { echo "fetch-debian-kernel: no kernel prepared yet" >&2; exit 1; }
+  [ -n "$dir" ] && [ -s "$dir/vmlinuz" ] && [ -s "$dir/vmlinux" ] && [ -d "$dir/modules" ] || { echo "fetch-debian-kernel: no kernel prepared yet" >&2; exit 1; }
   echo "$dir"; exit 0
 fi
 mkdir -p "$cache_root"
@@ -29,7 +30,10 @@ fi
 [ -n "$pkg" ] || { echo "fetch-debian-kernel: cannot resolve linux-image-cloud-amd64" >&2; exit 1; }
 
 dir="$cache_root/$pkg"
-if [ -s "$dir/vmlinuz" ] && [ -s "$dir/vmlinux" ]; then ln -sfn "$pkg" "$cache_root/current"; echo "$dir"; exit 0; fi
+# Modules the Linux-guest tests load from their initramfs (the cloud kernel builds in nvme, not these).
+modules=(drivers/net/vmxnet3/vmxnet3.ko)
+complete() { [ -s "$dir/vmlinuz" ] && [ -s "$dir/vmlinux" ] && for m in "${modules[@]}"; do [ -s "$dir/modules/$(basename "$m")" ] || return 1; done; }
+if complete; then ln -sfn "$pkg" "$cache_root/current"; echo "$dir"; exit 0; fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -61,7 +65,8 @@ if [ "$(od -An -t x1 -N 4 "$work/vmlinux" | tr -d ' ')" != "7f454c46" ]; then
   echo "fetch-debian-kernel: unpacking the payload of $bz did not give an ELF file" >&2; exit 1
 fi
 
-mkdir -p "$dir"
+mkdir -p "$dir/modules"
+for m in "${modules[@]}"; do cp "$work"/root/lib/modules/*/kernel/"$m" "$dir/modules/"; done
 cp "$bz" "$dir/vmlinuz"
 cp "$work/vmlinux" "$dir/vmlinux"
 cp "$work"/root/boot/config-* "$dir/config" 2>/dev/null || true

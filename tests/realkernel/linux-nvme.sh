@@ -11,7 +11,9 @@
 #                   (FLR through sysfs) and the driver probing again with the data still there; the
 #                   device presented as a root-complex integrated endpoint with no link registers;
 #                   then the guest powers off with O_DIRECT reads in flight and Conduit exits 0
-#                   leaving nothing open in L1 (no process holds /dev/vfio or /dev/iommu, and the
+#                   leaving nothing open in L1; a second device with MSI-X and its own driver
+#                   beside it (QEMU's vmxnet3, 0000:00:07.0: vmxnet3.ko probes, sends, counts
+#                   its MSI-X interrupts); (no process holds /dev/vfio or /dev/iommu, and the
 #                   device is bound to vfio-pci, unused, ready for the next run)
 #   intx            the same I/O with MSI and MSI-X off in the guest (pci=nomsi): interrupts arrive as
 #                   INTx through the IOAPIC and VFIO's resample path
@@ -21,7 +23,7 @@ build=$(cd "$1" && pwd) mode=$2
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
 conduit=$build/conduit
-NVME=0000:00:06.0
+NVME=0000:00:06.0 NIC=0000:00:07.0
 failures=0
 check() {  # check NAME DETAIL CONDITION...
     local name=$1 detail=$2; shift 2
@@ -58,6 +60,16 @@ dd if=/tmp/pattern of=/dev/nvme0n1 bs=4096 count=1 seek=7 oflag=direct 2>/dev/nu
 dd if=/dev/nvme0n1 of=/tmp/back bs=4096 count=1 skip=7 iflag=direct 2>/dev/null
 cmp -s /tmp/pattern /tmp/back && g "block io ok" || g "block io mismatch"
 g "interrupts $(grep nvme /proc/interrupts | awk '{n=0; for (i=2; i<=3; i++) n+=$i; t+=n} END {print t+0}') on $(grep -c nvme /proc/interrupts) lines: $(grep nvme /proc/interrupts | awk '{print $4}' | sort -u | tr '\n' ' ')"
+if [ -e /vmxnet3.ko ]; then
+    # The second device: its driver from the initramfs, then traffic (ARP requests to nobody) for
+    # transmit-completion interrupts.
+    insmod /vmxnet3.ko && for i in $(seq 50); do [ -e /sys/class/net/eth0 ] && break; sleep 0.1; done
+    ndev=/sys/class/net/eth0/device
+    g "net eth0 $(basename "$(readlink $ndev)" 2>/dev/null) driver $(basename "$(readlink $ndev/driver)" 2>/dev/null) msi mode $(cat $ndev/msi_irqs/* 2>/dev/null | sort -u | tr '\n' ' ')"
+    ip link set eth0 up; ip addr add 10.9.9.1/24 dev eth0
+    ping -c 3 -W 1 10.9.9.2 > /dev/null 2>&1
+    g "net interrupts $(grep eth0 /proc/interrupts | awk '{t+=$2+$3} END {print t+0}') on $(grep -c eth0 /proc/interrupts) lines, tx packets $(cat /sys/class/net/eth0/statistics/tx_packets)"
+fi
 if [ "$(cat /proc/cmdline | grep -c nomsi)" = 0 ]; then
     echo "$bdf" > /sys/bus/pci/drivers/nvme/unbind
     if echo 1 > $dev/reset; then g "reset ok method $(cat $dev/reset_method 2>/dev/null)"; else g "reset failed"; fi
@@ -71,18 +83,24 @@ if [ "$(cat /proc/cmdline | grep -c nomsi)" = 0 ]; then
 fi
 poweroff -f
 INIT
-"$src/scripts/busybox-initramfs.sh" "$work/initrd.cpio" "$work/init" > /dev/null || exit 1
+extra=()
+[ "$mode" != intx ] && extra=("$kdir/modules/vmxnet3.ko")
+"$src/scripts/busybox-initramfs.sh" "$work/initrd.cpio" "$work/init" "${extra[@]}" > /dev/null || exit 1
 
 backend=$mode cmdline="console=ttyS0 panic=-1 quiet"
 [ "$mode" = intx ] && backend=iommufd cmdline="$cmdline pci=nomsi"
 sed "s|\"backend\": \"[a-z0-9]*\"|\"backend\": \"$backend\"|" "$src/configs/linux-nvme.json" > "$work/vm.json"
+if [ "$mode" != intx ]; then  # the second device, on the same backend
+    sed -i "s|^\(    {\"type\": \"vfio-pci\", \"host\": \"$NVME\".*}\)$|\1,\n    {\"type\": \"vfio-pci\", \"host\": \"$NIC\", \"backend\": \"$backend\"}|" "$work/vm.json"
+fi
 t0=$(date +%s.%N)
-"$conduit" run --config "$work/vm.json" --kernel "$kdir/vmlinuz" --initrd "$work/initrd.cpio" --cmdline "$cmdline" \
+# A guest that hangs is stopped (SIGINT) before ctest's timeout, so its console still gets shown.
+timeout --signal=INT "${LX_TIMEOUT:-200}" "$conduit" run --config "$work/vm.json" --kernel "$kdir/vmlinuz" --initrd "$work/initrd.cpio" --cmdline "$cmdline" \
     --stats "$work/stats.json" > "$work/serial.txt" 2> "$work/err.txt"
 rc=$?
 tr -d '\r' < "$work/serial.txt" > "$work/out.txt"  # the guest's console writes CR LF
 secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')
-grep -E '^GUEST' "$work/out.txt"
+if [ $rc = 0 ]; then grep -E '^GUEST' "$work/out.txt"; else tail -40 "$work/out.txt"; fi
 tail -5 "$work/err.txt"
 echo "LX: $mode: conduit exit $rc after ${secs}s"
 line() { sed -n "s/^GUEST: $1//p" "$work/out.txt" | head -1; }
@@ -96,6 +114,9 @@ if [ "$mode" = intx ]; then
     check intx "$(line 'interrupts ') (legacy irq $(line 'legacy irq '))" sh -c "[ '${irqs:-0}' -gt 1 ] && echo '$(line 'interrupts ')' | grep -q 'lines: IO-APIC \$'"
 else
     check msi-x "$(line 'interrupts '), vectors of mode $(line 'msi mode ')" sh -c "[ '${irqs:-0}' -gt 0 ] && [ '$(line 'msi mode ')' = 'msix ' ]"
+    check second-device "$(line 'net eth0 ')" grep -q "^GUEST: net eth0 0000:00:02.0 driver vmxnet3 msi mode msix" "$work/out.txt"
+    nirq=$(line 'net interrupts ' | cut -d' ' -f1)
+    check second-device-msix "$(line 'net interrupts ')" test "${nirq:-0}" -gt 0
     check rciep "pcie $(line 'pcie type ')" test "$(line 'pcie type ')" = "9 link status 0"
     check extended-config "$(line 'nvme ')" grep -q "^GUEST: nvme .* config size 4096" "$work/out.txt"
     check guest-reset "$(line 'reset ')" grep -q '^GUEST: reset ok' "$work/out.txt"
