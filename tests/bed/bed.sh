@@ -129,7 +129,7 @@ machine() {  # machine RESULTS_DIR KERNEL_ARGS [VCPUS]
         -device pcie-root-port,id=rp2,chassis=2,slot=2,addr=11.0 -device edu,bus=rp2,dma_mask=0xffffffff
         -device igb,addr=04.0 -device virtio-rng-pci,addr=05.0
         -drive file="$disk",if=none,id=nvm,format=raw,file.locking=off -device nvme,serial=conduit-bed,drive=nvm,addr=06.0
-        -device vmxnet3,addr=07.0
+        -device vmxnet3,addr=07.0,romfile=
         -fsdev local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap
         -device virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot,addr=08.0
         -fsdev local,id=results,path="$1",security_model=none,multidevs=remap
@@ -257,26 +257,42 @@ cmd_fixture() {
     # One L2 at a time per L1: two Conduit guests at once inside one two-vCPU L1 triple-faulted
     # now and then (about 1 run in 15; never with one guest at a time, never with two one-vCPU
     # L1s: docs/testing.md), so the two host cores are used by two L1s instead.
-    local lanes=${BED_LANES:-2} l t0 rc=0 pids=() logs=()
+    local lanes=${BED_LANES:-2} l t0 rc=0 logs=()
     [ "$njobs" -lt "$lanes" ] && lanes=$njobs
     describe_boot "$lanes L1 machine(s) of 1 vCPU for $njobs tests; consoles: $dir/console-<n>.log"
     echo "L1 did not finish its run: see $dir/console-*.log" > "$dir/status"
     t0=$(date +%s)
-    for l in $(seq 1 "$lanes"); do
-        machine "$dir/results" "bed.job=$dir/results/jobs.sh bed.lane=$l" 1
-        start "$dir/console-$l.log"
-        pids+=("$started_pid") logs+=("$dir/console-$l.log")
-    done
-    local broke=() why
-    for l in $(seq 1 "$lanes"); do
-        rc=0
-        finish "${logs[$((l - 1))]}" "${pids[$((l - 1))]}" || rc=$?
-        if ! grep -q '^BED: done' "${logs[$((l - 1))]}"; then
-            why="L1 did not reach the end of its jobs"
-            grep -q '^BED: ready' "${logs[$((l - 1))]}" || why="L1 never reached userspace"
-            [ $rc = 124 ] && why="$why (time limit BED_TIMEOUT=${BED_TIMEOUT:-3600}s)"
-            broke+=("$l:$why")
-        fi
+    # Each lane is one L1 at a time; a lane whose L1 stopped responding (a job ran past its own
+    # timeout plus BED_STALL_MARGIN without L1's in-guest timeout ending it) is stopped, its job is
+    # filed as failed with the console tail, and a fresh L1 takes the tests not yet claimed.
+    local -A pid_of log_of restarts
+    local broke=() why active=()
+    for l in $(seq 1 "$lanes"); do start_lane "$l" "$dir" 0; active+=("$l"); done
+    while [ ${#active[@]} -gt 0 ]; do
+        sleep 2
+        local still=()
+        for l in "${active[@]}"; do
+            if kill -0 "${pid_of[$l]}" 2> /dev/null; then still+=("$l"); continue; fi
+            rc=0
+            finish "${log_of[$l]}" "${pid_of[$l]}" || rc=$?
+            logs+=("${log_of[$l]}")
+            if [ -f "${log_of[$l]}.stalled" ] && [ "${restarts[$l]:-0}" -lt 3 ]; then
+                file_stalled "$dir" "$(cat "${log_of[$l]}.stalled")" "${log_of[$l]}"
+                if [ "$(ls "$dir/results/claims" | wc -l)" -lt "$njobs" ]; then
+                    restarts[$l]=$(( ${restarts[$l]:-0} + 1 ))
+                    say "lane $l: L1 stopped responding (see ${log_of[$l]}); a fresh L1 takes the remaining tests"
+                    start_lane "$l" "$dir" "${restarts[$l]}"; still+=("$l")
+                fi
+                continue
+            fi
+            if ! grep -q '^BED: done' "${log_of[$l]}"; then
+                why="L1 did not reach the end of its jobs"
+                grep -q '^BED: ready' "${log_of[$l]}" || why="L1 never reached userspace"
+                [ $rc = 124 ] && why="$why (time limit BED_TIMEOUT=${BED_TIMEOUT:-3600}s)"
+                broke+=("${log_of[$l]}:$why")
+            fi
+        done
+        active=("${still[@]}")
     done
     cat "${logs[@]}" > "$dir/console.log"
     local npass nfail
@@ -287,12 +303,63 @@ cmd_fixture() {
     say "L1 ran $((npass + nfail)) of $njobs tests ($nfail failed) in $(($(date +%s) - t0)) s"
     if [ ${#broke[@]} -gt 0 ]; then
         : > "$dir/status.long"
-        for b in "${broke[@]}"; do broken "$dir/console-${b%%:*}.log" "${b#*:}" | tee -a "$dir/status.long"; done
+        for b in "${broke[@]}"; do broken "${b%%:*}" "${b#*:}" | tee -a "$dir/status.long"; done
         why=${broke[0]#*:}
-        echo "$why; the fixture kvm_bed printed L1's console tail ($dir/console-${broke[0]%%:*}.log)" > "$dir/status"
+        echo "$why; the fixture kvm_bed printed L1's console tail (${broke[0]%%:*})" > "$dir/status"
         return 1
     fi
     echo "L1 ran its jobs but filed no result for this test (see $dir/console.log)" > "$dir/status"
+}
+
+# start_lane LANE DIR RESTART: one L1 of the lane, and its watchdog.
+start_lane() {
+    local l=$1 dir=$2 r=$3 log
+    log=$dir/console-$l.log
+    [ "$r" = 0 ] || log=$dir/console-$l.$r.log
+    rm -f "$log.stalled"
+    machine "$dir/results" "bed.job=$dir/results/jobs.sh bed.lane=$l" 1
+    start "$log"
+    pid_of[$l]=$started_pid log_of[$l]=$log
+    watch_lane "$log" "$started_pid" "$dir/jobs.list" > /dev/null 2>&1 &
+}
+# watch_lane LOG PID JOBS: stops an L1 whose current job has run BED_STALL_MARGIN (default 120) s
+# past its own timeout (kvm-test.sh in L1 stops a test at its timeout, so only a wedged L1 gets
+# here), leaving the job's number in LOG.stalled.
+watch_lane() {
+    local log=$1 pid=$2 jobs=$3 cur="" since=0 last n limit
+    while kill -0 "$pid" 2> /dev/null; do
+        sleep 5
+        last=$(tr -d '\r' < "$log.raw" 2> /dev/null | grep -E '^BED: (start|end) ' | tail -1)
+        case $last in
+            "BED: start "*)
+                n=$(echo "$last" | cut -d' ' -f3)
+                [ "$n" = "$cur" ] || { cur=$n; since=$(date +%s); }
+                limit=$(awk -v n="$n" '$1=="job" {if (++i == n) {print $2; exit}}' "$jobs")
+                if [ $(( $(date +%s) - since )) -gt $(( ${limit:-600} + ${BED_STALL_MARGIN:-120} )) ]; then
+                    echo "$n" > "$log.stalled"
+                    kill -TERM -- "-$pid" 2> /dev/null; sleep 2; kill -KILL -- "-$pid" 2> /dev/null
+                    return 0
+                fi ;;
+            *) cur="" ;;
+        esac
+    done
+}
+# file_stalled DIR N LOG: job N's result, failed, saying what happened, as kvm-test.sh replays it.
+file_stalled() {
+    local dir=$1 n=$2 log=$3 line key limit
+    line=$(awk -v n="$n" '$1=="job" {if (++i == n) {print; exit}}' "$dir/jobs.list")
+    limit=$(echo "$line" | cut -d' ' -f2)
+    # The key kvm-test.sh files results under: the sha1 of the test's command (its arguments after
+    # BUILD_DIR and PLACE).
+    key=$(job() { shift 3; while [ $# -gt 0 ] && [ "$1" != "$here/kvm-test.sh" ]; do shift; done; shift 3
+                  printf '%s\0' "$@" | sha1sum | cut -c1-16; }; eval "$line")
+    {
+        echo "[bed] L1 stopped responding while this test ran: no end ${BED_STALL_MARGIN:-120} s past its ${limit} s"
+        echo "[bed] timeout, which L1's own watchdog did not enforce; that L1 was stopped and a fresh one took the"
+        echo "[bed] remaining tests. The last 30 lines of its console ($log):"
+        tail -30 "$log"
+    } > "$dir/results/$key.out"
+    echo 1 > "$dir/results/$key.rc"
 }
 
 cmd_run() {
