@@ -100,6 +100,12 @@ struct VfioHostConfig {
     std::vector<SimulatedDeviceConfig> devices;
 };
 
+// What `conduit run` does when the guest resets itself (ACPI reset register, keyboard controller,
+// triple fault). JSON "on_reboot": "exit" (default: end the run with 0 and log the reason) or
+// "error" (end it as a VMM error, 125, naming the reason: for runs where a reboot means something
+// went wrong). Restarting the guest is not offered yet.
+enum class RebootAction { Exit, Error };
+
 struct VmConfig {
     std::filesystem::path sourceFile;  // the JSON file this came from, for messages
     unsigned vcpus = 1;
@@ -110,6 +116,7 @@ struct VmConfig {
     ExitDeviceConfig exitDevice;
     std::vector<DeviceConfig> devices;
     VfioHostConfig vfioHost;  // JSON: "vfio_host"
+    RebootAction onReboot = RebootAction::Exit;  // JSON: "on_reboot"
 };
 
 constexpr unsigned kMaxVcpus = 32;

@@ -291,10 +291,12 @@ Result<VmConfig> Validator::validate(const Json& doc, const fs::path& sourceFile
             TRY(devices(value, ptr, config.devices));
         } else if (key == "vfio_host") {
             TRY(vfioHost(value, ptr, config.vfioHost));
+        } else if (key == "on_reboot") {
+            config.onReboot = TRY(choice<RebootAction>(value, ptr, {{"exit", RebootAction::Exit}, {"error", RebootAction::Error}}));
         } else {
             return unknownKey(ptr, key,
                               {"vcpus", "memory", "kernel", "payload", "serial", "exit_device", "devices", "vfio_host",
-                               "$schema"});
+                               "on_reboot", "$schema"});
         }
     }
     if (!config.kernel && !config.payload) return Error(fmt::format("{}: missing \"kernel\" or \"payload\"", file_));
@@ -724,6 +726,7 @@ std::string describeConfig(const VmConfig& c) {
     }
     if (c.serial.input == SerialInput::Stdin) s += ", serial input from stdin";
     s += c.exitDevice.enabled ? fmt::format(", exit device at {:#x}", CONDUIT_EXIT_PORT) : ", no exit device";
+    if (c.onReboot == RebootAction::Error) s += ", a guest reboot is an error";
     for (const auto& d : c.devices) {
         if (d.vfioPci)
             s += fmt::format(", vfio-pci {} ({})", d.vfioPci->host, vfio::backendKindName(d.vfioPci->backend));

@@ -144,11 +144,11 @@ Result<void> Machine::build() {
 
     // Power-off and reset for guests that use ACPI (the FADT points here) or the keyboard controller.
     acpiPm_ = std::make_shared<devices::AcpiPm>(devices::AcpiPm::Callbacks{
-        [this] { onGuestPowerEvent("guest powered off (ACPI S5)"); },
-        [this](const std::string& how) { onGuestPowerEvent("guest reset (" + how + "); conduit ends the VM on reset"); }});
+        [this] { onGuestPowerEvent("guest powered off (ACPI S5)", false); },
+        [this](const std::string& how) { onGuestPowerEvent("guest reset (" + how + ")", true); }});
     TRY(pio_->insert(acpiPm_, devices::AcpiPm::kBase, devices::AcpiPm::kSize));
     kbdReset_ = std::make_shared<devices::KeyboardControllerReset>(
-        [this](const std::string& how) { onGuestPowerEvent("guest reset (" + how + "); conduit ends the VM on reset"); });
+        [this](const std::string& how) { onGuestPowerEvent("guest reset (" + how + ")", true); });
     TRY(pio_->insert(kbdReset_, devices::KeyboardControllerReset::kCommandPort, 1));
     passthrough_ = TRY_CTX(Passthrough::create(config_, {*vm_, *memory_, *pio_, *mmio_, layout_}), "machine");
 
@@ -225,15 +225,27 @@ void Machine::onExitDevice(uint32_t value) {
     stopVcpus();
 }
 
-void Machine::onGuestPowerEvent(std::string reason) {
+void Machine::onGuestPowerEvent(std::string reason, bool reset) {
     {
         std::lock_guard lock(powerEventMutex_);
         if (!powerEventFired_.load()) {
             powerEventReason_ = std::move(reason);
+            powerEventIsReset_ = reset;
             powerEventFired_.store(true);
         }
     }
     stopVcpus();
+}
+
+Result<int> Machine::guestEnded(const std::string& reason, bool reset) const {
+    auto& log = log::get("vmm");
+    if (reset && config_.onReboot == RebootAction::Error) {
+        log.error("exit: {}; on_reboot is \"error\"", reason);
+        return Error(reason + " (on_reboot: error)");
+    }
+    if (reset) log.warn("exit: {}; on_reboot is \"exit\": the VM ends", reason);
+    else log.info("exit: {}", reason);
+    return 0;
 }
 
 void Machine::stopVcpus() {
@@ -344,8 +356,7 @@ Result<int> Machine::run() {
             log.info("exit: guest wrote {:#x} to the exit device", v);
             result = static_cast<int>(v);
         } else if (powerEventFired_.load()) {
-            log.info("exit: {}", powerEventReason_);
-            result = 0;
+            result = guestEnded(powerEventReason_, powerEventIsReset_);
         } else if (failed) {
             log.error("exit: {}", failed->message);
             result = Error(failed->message);
@@ -358,8 +369,7 @@ Result<int> Machine::run() {
             log.info("exit: stopped by request");
             result = Error("stopped by request", EINTR);
         } else if (shutdown) {
-            log.warn("exit: guest shut down or reset: {}", shutdown->message);
-            result = 0;
+            result = guestEnded("guest shut down or reset: " + shutdown->message, true);
         } else if (halted > 0 && halted == ended && ended == runner_->size()) {
             log.error("exit: every vCPU halted with nothing to wake it");
             result = Error("every vCPU halted with nothing to wake it");

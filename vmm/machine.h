@@ -47,7 +47,7 @@ public:
     // Runs the vCPUs until one of:
     //  - the exit device fires: returns the value written;
     //  - the guest powers off (ACPI S5) or resets (ACPI reset register, keyboard controller,
-    //    triple fault): logs which, returns 0;
+    //    triple fault): logs which, returns 0 (a reset with "on_reboot": "error": an Error);
     //  - requestStop(), SIGINT or SIGTERM: returns an Error "stopped by request" / "interrupted by
     //    signal SIGINT" (errno EINTR);
     //  - a vCPU fails: returns an Error with its one-line reason, e.g.
@@ -76,7 +76,10 @@ private:
     void onExitDevice(uint32_t value);
     // The guest powered off or reset through a device (ACPI PM block, keyboard controller): on a
     // vCPU thread, inside the bus dispatch. The first reason is kept.
-    void onGuestPowerEvent(std::string reason);
+    void onGuestPowerEvent(std::string reason, bool reset);
+    // How run() ends for a guest that powered off or reset: 0 and a log line, or, for a reset with
+    // on_reboot "error", an Error naming the reason.
+    Result<int> guestEnded(const std::string& reason, bool reset) const;
     void stopVcpus();
     void startSerialInput();
     void startSerialReader();  // throws std::system_error if the thread cannot be created
@@ -111,6 +114,7 @@ private:
     std::atomic<bool> powerEventFired_{false};
     std::mutex powerEventMutex_;
     std::string powerEventReason_;  // written once under powerEventMutex_, before powerEventFired_ is set
+    bool powerEventIsReset_ = false;
 
     std::thread serialIn_;
     std::unique_ptr<EventFd> serialStop_;

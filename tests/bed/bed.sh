@@ -213,7 +213,7 @@ cmd_fixture() {
     build=$(cd "$1" && pwd)
     export BED_KEEP_DIR=$build
     local dir=$build/bed
-    rm -rf "$dir/results" "$dir/tally" "$dir/status"
+    rm -rf "$dir/results" "$dir/tally" "$dir/status" "$dir/status.long" "$dir"/console-*.log*
     mkdir -p "$dir/results" "$dir/tally"
     local w places
     w=$(where "$build")
@@ -262,11 +262,13 @@ cmd_fixture() {
     describe_boot "$lanes L1 machine(s) of 1 vCPU for $njobs tests; consoles: $dir/console-<n>.log"
     echo "L1 did not finish its run: see $dir/console-*.log" > "$dir/status"
     t0=$(date +%s)
-    # Each lane is one L1 at a time; a lane whose L1 stopped responding (a job ran past its own
-    # timeout plus BED_STALL_MARGIN without L1's in-guest timeout ending it) is stopped, its job is
-    # filed as failed with the console tail, and a fresh L1 takes the tests not yet claimed.
+    # Each lane is one L1 at a time. A lane whose L1 ended before its jobs did (it stopped
+    # responding: a job ran BED_STALL_MARGIN past its own timeout without L1's in-guest timeout
+    # ending it; or L1 panicked or reset) files the job it was running as failed, with the reason
+    # and the console's tail, and a fresh L1 takes the tests not yet claimed (up to 3 per lane).
+    # The fixture itself fails only when an L1 never reached userspace: then nothing can run.
     local -A pid_of log_of restarts
-    local broke=() why active=()
+    local broke=() why active=() running never=0 nlost=0
     for l in $(seq 1 "$lanes"); do start_lane "$l" "$dir" 0; active+=("$l"); done
     while [ ${#active[@]} -gt 0 ]; do
         sleep 2
@@ -276,20 +278,27 @@ cmd_fixture() {
             rc=0
             finish "${log_of[$l]}" "${pid_of[$l]}" || rc=$?
             logs+=("${log_of[$l]}")
-            if [ -f "${log_of[$l]}.stalled" ] && [ "${restarts[$l]:-0}" -lt 3 ]; then
-                file_stalled "$dir" "$(cat "${log_of[$l]}.stalled")" "${log_of[$l]}"
-                if [ "$(ls "$dir/results/claims" | wc -l)" -lt "$njobs" ]; then
-                    restarts[$l]=$(( ${restarts[$l]:-0} + 1 ))
-                    say "lane $l: L1 stopped responding (see ${log_of[$l]}); a fresh L1 takes the remaining tests"
-                    start_lane "$l" "$dir" "${restarts[$l]}"; still+=("$l")
-                fi
+            grep -q '^BED: done' "${log_of[$l]}" && continue
+            if ! grep -q '^BED: ready' "${log_of[$l]}"; then
+                never=1
+                broke+=("${log_of[$l]}:L1 never reached userspace")
                 continue
             fi
-            if ! grep -q '^BED: done' "${log_of[$l]}"; then
-                why="L1 did not reach the end of its jobs"
-                grep -q '^BED: ready' "${log_of[$l]}" || why="L1 never reached userspace"
-                [ $rc = 124 ] && why="$why (time limit BED_TIMEOUT=${BED_TIMEOUT:-3600}s)"
-                broke+=("${log_of[$l]}:$why")
+            if [ -f "${log_of[$l]}.stalled" ]; then
+                why="L1 stopped responding: a test had no end ${BED_STALL_MARGIN:-120} s past its timeout, which L1's own watchdog did not enforce"
+            elif [ $rc = 124 ]; then
+                why="L1 reached its time limit (BED_TIMEOUT=${BED_TIMEOUT:-3600}s)"
+            else
+                why="L1 ended before its jobs did (it panicked, reset or powered off; QEMU exit status $rc)"
+            fi
+            running=$(running_jobs "${log_of[$l]}")
+            for n in $running; do file_failed "$dir" "$n" "$why" "${log_of[$l]}"; nlost=$((nlost + 1)); done
+            broke+=("${log_of[$l]}:$why")
+            if [ $rc != 124 ] && [ "${restarts[$l]:-0}" -lt 3 ] &&
+               [ "$(ls "$dir/results/claims" | wc -l)" -lt "$njobs" ]; then
+                restarts[$l]=$(( ${restarts[$l]:-0} + 1 ))
+                say "lane $l: $why, while running $(job_names "$dir" $running); a fresh L1 takes the remaining tests"
+                start_lane "$l" "$dir" "${restarts[$l]}"; still+=("$l")
             fi
         done
         active=("${still[@]}")
@@ -300,15 +309,28 @@ cmd_fixture() {
     nfail=$(grep -E '^BED: end [0-9]+ [0-9]+ ' "$dir/console.log" | grep -vc '^BED: end [0-9]* 0 ' || true)
     grep -hE '^BED: (ready|end)' "${logs[@]}" |
         awk '$2=="end"{printf "  %-4s %7ss  %s\n", ($4=="0"?"ok":"FAIL"), $5, substr($0, index($0,$6))} $2=="ready"{print "  " $0}' || true
-    say "L1 ran $((npass + nfail)) of $njobs tests ($nfail failed) in $(($(date +%s) - t0)) s"
+    local lost=""
+    [ "$nlost" = 0 ] || lost=", and $nlost failed when their L1 ended"
+    say "L1 ran $((npass + nfail)) of $njobs tests ($nfail failed)$lost in $(($(date +%s) - t0)) s"
+    echo "L1 ran its jobs but filed no result for this test (see $dir/console.log)" > "$dir/status"
     if [ ${#broke[@]} -gt 0 ]; then
         : > "$dir/status.long"
         for b in "${broke[@]}"; do broken "${b%%:*}" "${b#*:}" | tee -a "$dir/status.long"; done
-        why=${broke[0]#*:}
-        echo "$why; the fixture kvm_bed printed L1's console tail (${broke[0]%%:*})" > "$dir/status"
-        return 1
+        echo "${broke[0]#*:}; the fixture kvm_bed printed L1's console tail (${broke[0]%%:*})" > "$dir/status"
     fi
-    echo "L1 ran its jobs but filed no result for this test (see $dir/console.log)" > "$dir/status"
+    return $never
+}
+
+# The numbers of the jobs LOG shows started and not ended.
+running_jobs() {
+    awk '$1=="BED:" && $2=="start" {s[$3]=1} $1=="BED:" && $2=="end" {delete s[$3]} END {for (k in s) print k}' "$1"
+}
+job_names() {  # job_names DIR N... : those jobs' test names, for messages
+    local dir=$1 n out=()
+    shift
+    for n in "$@"; do out+=("$(awk -v n="$n" '$1=="job" {if (++i == n) {print $3; exit}}' "$dir/jobs.list" | tr -d "'")"); done
+    [ ${#out[@]} -gt 0 ] || { echo "no test"; return; }
+    local IFS=,; echo "${out[*]}"
 }
 
 # start_lane LANE DIR RESTART: one L1 of the lane, and its watchdog.
@@ -324,8 +346,10 @@ start_lane() {
 }
 # watch_lane LOG PID JOBS: stops an L1 whose current job has run BED_STALL_MARGIN (default 120) s
 # past its own timeout (kvm-test.sh in L1 stops a test at its timeout, so only a wedged L1 gets
-# here), leaving the job's number in LOG.stalled.
+# here), leaving the job's number in LOG.stalled. It runs in the background beside the lane: no
+# errexit here, where a poll that finds no line yet is normal.
 watch_lane() {
+    set +e +o pipefail
     local log=$1 pid=$2 jobs=$3 cur="" since=0 last n limit
     while kill -0 "$pid" 2> /dev/null; do
         sleep 5
@@ -344,19 +368,17 @@ watch_lane() {
         esac
     done
 }
-# file_stalled DIR N LOG: job N's result, failed, saying what happened, as kvm-test.sh replays it.
-file_stalled() {
-    local dir=$1 n=$2 log=$3 line key limit
+# file_failed DIR N WHY LOG: job N's result, failed, saying what happened, as kvm-test.sh replays it.
+file_failed() {
+    local dir=$1 n=$2 why=$3 log=$4 line key
     line=$(awk -v n="$n" '$1=="job" {if (++i == n) {print; exit}}' "$dir/jobs.list")
-    limit=$(echo "$line" | cut -d' ' -f2)
     # The key kvm-test.sh files results under: the sha1 of the test's command (its arguments after
     # BUILD_DIR and PLACE).
     key=$(job() { shift 3; while [ $# -gt 0 ] && [ "$1" != "$here/kvm-test.sh" ]; do shift; done; shift 3
                   printf '%s\0' "$@" | sha1sum | cut -c1-16; }; eval "$line")
     {
-        echo "[bed] L1 stopped responding while this test ran: no end ${BED_STALL_MARGIN:-120} s past its ${limit} s"
-        echo "[bed] timeout, which L1's own watchdog did not enforce; that L1 was stopped and a fresh one took the"
-        echo "[bed] remaining tests. The last 30 lines of its console ($log):"
+        echo "[bed] $why, while this test ran."
+        echo "[bed] The last 30 lines of that L1's console ($log):"
         tail -30 "$log"
     } > "$dir/results/$key.out"
     echo 1 > "$dir/results/$key.rc"

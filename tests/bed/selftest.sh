@@ -4,7 +4,10 @@
 #   1. a healthy L1: a passing, a failing (status 3), a skipping and a KVM-using job each come back
 #      as their own result, with their output, and are tallied as run in the bed;
 #   2. an L1 that never reaches userspace (init= a program that exits): the fixture fails, names the
-#      failure and shows the console's tail, and a test then says it did not run in the bed.
+#      failure and shows the console's tail, and a test then says it did not run in the bed;
+#   3. L1s that end in the middle of a job, one lane: a job that wedges its L1's in-guest timeout
+#      (it stops the kvm-test.sh watching it) and a job that powers L1 off each fail with the reason and
+#      the console's tail, and a fresh L1 runs the job after each; the fixture itself passes.
 # Exit 0 iff every expectation held; each prints "selftest: ok ..." or "selftest: FAIL ...".
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -50,4 +53,31 @@ fi
 o=$(run sh -c "echo selftest-output-pass"); r=$?
 [ $r = 1 ] && grep -q 'did not run in the nested-KVM bed: L1 never reached userspace' <<< "$o" &&
     ok "broken L1: a test says it did not run and why" || bad "broken L1: test status $r: $o"
+
+# 3. L1s that end in the middle of a job
+stall='echo selftest-stall; kill -STOP $PPID; sleep 600'
+poweroff='echo selftest-poweroff; busybox poweroff -f'
+cat > "$work/CTestTestfile.cmake" <<EOF
+add_test(stall "$launch" "$work" kvm sh -c "$stall")
+set_tests_properties(stall PROPERTIES TIMEOUT 5)
+add_test(after-stall "$launch" "$work" kvm sh -c "echo selftest-after-stall")
+add_test(poweroff "$launch" "$work" kvm sh -c "$poweroff")
+add_test(after-poweroff "$launch" "$work" kvm sh -c "echo selftest-after-poweroff")
+EOF
+out=$(BED_LANES=1 BED_STALL_MARGIN=10 BED_TIMEOUT=300 "$here/bed.sh" fixture "$work" 2>&1); rc=$?
+if [ $rc = 0 ] && grep -q 'L1 stopped responding' <<< "$out" && grep -q 'L1 ended before its jobs did' <<< "$out"; then
+    ok "L1s that ended mid-job: the fixture passes and says what happened"
+else
+    bad "L1s that ended mid-job: fixture exit $rc:"; echo "$out" | tail -30
+fi
+o=$(run sh -c "$stall"); r=$?
+[ $r = 1 ] && grep -q 'L1 stopped responding: a test had no end 10 s past its timeout' <<< "$o" &&
+    ok "stalled L1: its test fails and says why, with the console's tail" || bad "stalled L1: test status $r: $o"
+o=$(run sh -c "$poweroff"); r=$?
+[ $r = 1 ] && grep -q 'L1 ended before its jobs did' <<< "$o" && grep -q 'BED: start 3 poweroff' <<< "$o" &&
+    ok "L1 powered off by its job: the test fails and says why, with the console's tail" || bad "powered-off L1: test status $r: $o"
+for t in stall poweroff; do
+    o=$(run sh -c "echo selftest-after-$t"); r=$?
+    [ $r = 0 ] && grep -q "selftest-after-$t" <<< "$o" && ok "the test after the $t ran in a fresh L1" || bad "after $t: status $r: $o"
+done
 exit $((failures > 0))

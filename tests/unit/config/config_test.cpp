@@ -44,7 +44,7 @@ const BadCase kBadCases[] = {
      "{F}:1:43: /memory/colour: unknown key (expected one of \"size_mib\", \"hugepages\", \"prefault\")"},
     {"escaped key in pointer", "{\"a/b~\": 1}",
      "{F}:1:2: /a~1b~0: unknown key (expected one of \"vcpus\", \"memory\", \"kernel\", \"payload\", \"serial\", "
-     "\"exit_device\", \"devices\", \"vfio_host\", \"$schema\")"},
+     "\"exit_device\", \"devices\", \"vfio_host\", \"on_reboot\", \"$schema\")"},
     {"size as string", "{\n  \"payload\": {\"path\": \"p.bin\"},\n  \"memory\": {\n    \"size_mib\": \"256\"\n  }\n}",
      "{F}:4:17: /memory/size_mib: expected an integer, got string \"256\""},
     {"unicode-escaped key", "{\"payload\": {\"path\": \"p.bin\"},\n \"vcpu\\u0073\": 0}",
@@ -139,6 +139,18 @@ TEST_F(ConfigTest, UnreadableFileIsRefused) {
         message = r.ok() ? "parsed" : r.error().what();
     }).join();
     EXPECT_EQ(message, expand("{F}:1:21: /kernel/path: file not readable: {D}/vmlinuz (Permission denied)"));
+}
+
+TEST_F(ConfigTest, OnRebootIsExitUnlessSaid) {
+    auto r = parseConfig("{\"payload\": {\"path\": \"p.bin\"}}", file);
+    ASSERT_TRUE(r.ok()) << r.error().what();
+    EXPECT_EQ(r.value().onReboot, RebootAction::Exit);
+    r = parseConfig("{\"payload\": {\"path\": \"p.bin\"}, \"on_reboot\": \"error\"}", file);
+    ASSERT_TRUE(r.ok()) << r.error().what();
+    EXPECT_EQ(r.value().onReboot, RebootAction::Error);
+    r = parseConfig("{\"payload\": {\"path\": \"p.bin\"}, \"on_reboot\": \"restart\"}", file);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().what(), expand("{F}:1:45: /on_reboot: unknown value \"restart\" (expected one of \"exit\", \"error\")"));
 }
 
 TEST_F(ConfigTest, MinimalPayloadGetsDefaults) {

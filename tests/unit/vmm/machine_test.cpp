@@ -119,3 +119,38 @@ TEST_F(MachineTest, InvalidConfigIsRefused) {
     ASSERT_FALSE(m.ok());
     EXPECT_THAT(m.error().what(), HasSubstr("0 vCPUs"));
 }
+
+// The guest ends the run through the ACPI PM block and the keyboard controller (what Linux's
+// poweroff and reboot do, devices/acpi_pm.h); a reset is 0 or an error as "on_reboot" says.
+TEST_F(MachineTest, PowerOffAndResetThroughTheirPortsEndTheRunAsConfigured) {
+    // mov dx, 0x604; mov ax, 0x3400 (SLP_TYP 5, SLP_EN); out dx, ax; jmp $
+    const std::vector<uint8_t> powerOff = {0x66, 0xba, 0x04, 0x06, 0x66, 0xb8, 0x00, 0x34, 0x66, 0xef, 0xeb, 0xfe};
+    // mov dx, 0x60c; mov al, 1; out dx, al; jmp $  (the FADT's reset register and value)
+    const std::vector<uint8_t> acpiReset = {0x66, 0xba, 0x0c, 0x06, 0xb0, 0x01, 0xee, 0xeb, 0xfe};
+    // mov al, 0xfe; out 0x64, al; jmp $  (pulse the reset line)
+    const std::vector<uint8_t> kbdReset = {0xb0, 0xfe, 0xe6, 0x64, 0xeb, 0xfe};
+    auto runWith = [&](const std::vector<uint8_t>& code, RebootAction onReboot) -> Result<int> {
+        VmConfig c = payloadConfig(code);
+        c.onReboot = onReboot;
+        auto m = Machine::create(c);
+        if (!m.ok()) return m.error();
+        return (*m)->run();
+    };
+    for (RebootAction a : {RebootAction::Exit, RebootAction::Error}) {
+        auto off = runWith(powerOff, a);
+        ASSERT_TRUE(off.ok()) << off.error().describe();
+        EXPECT_EQ(*off, 0) << "power-off is never an error";
+    }
+    auto r = runWith(acpiReset, RebootAction::Exit);
+    ASSERT_TRUE(r.ok()) << r.error().describe();
+    EXPECT_EQ(*r, 0);
+    r = runWith(kbdReset, RebootAction::Exit);
+    ASSERT_TRUE(r.ok()) << r.error().describe();
+    EXPECT_EQ(*r, 0);
+    r = runWith(acpiReset, RebootAction::Error);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().what(), "guest reset (ACPI reset register) (on_reboot: error)");
+    r = runWith(kbdReset, RebootAction::Error);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().what(), "guest reset (keyboard controller reset (0x64 <- 0xfe)) (on_reboot: error)");
+}
