@@ -130,8 +130,13 @@ struct ConfigOverride {
     // true: the flag takes a number, and a decimal integer argument becomes a JSON number (anything
     // else stays a string and is refused by the type check with the flag named).
     bool integer = false;
-    // JSON pointers removed before the value is set ("--kernel" removes "/payload").
+    // JSON pointers removed before the value is set ("--kernel" removes "/payload"). A flag that
+    // only removes ("--no-initrd") has an empty `pointer`.
     std::vector<std::string> removes;
+    // A JSON pointer that must exist for the flag to make sense ("--cmdline" needs "/kernel"), and
+    // the refusal when it does not.
+    std::string needs;
+    std::string needsMessage;
 };
 
 // Reads, parses and validates a config file. Errors read "FILE:LINE:COL: /json/path: message".
@@ -141,6 +146,15 @@ Result<VmConfig> loadConfig(const std::filesystem::path& file, const std::vector
 Result<VmConfig> parseConfig(const std::string& text, const std::filesystem::path& file);
 Result<VmConfig> parseConfig(const std::string& text, const std::filesystem::path& file,
                              const std::vector<ConfigOverride>& overrides);
+
+// Which of the config's input files (kernel, initrd, payload, the config itself) `path` is, as
+// "the kernel (/abs/vmlinuz)", or nothing: an output there would destroy it.
+std::optional<std::string> inputFileNamed(const VmConfig& config, const std::filesystem::path& path);
+
+// An output file named on the command line (`--stats`), checked before anything runs: its
+// directory exists and is writable, and it is none of the config's inputs nor its serial output.
+// Errors start with `flag`. Returns the absolute path.
+Result<std::filesystem::path> checkOutputFile(const VmConfig& config, const std::string& path, const std::string& flag);
 
 // One line for humans: "2 vCPUs, 512 MiB RAM, payload /abs/hello.bin (long64 at 0x100000), ...".
 std::string describeConfig(const VmConfig& config);

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <cmath>
 #include <cstring>
@@ -19,6 +20,7 @@
 #include "memory/address_layout.h"
 #include "vmm/config.h"
 #include "base/printable.h"
+#include "base/unique_fd.h"
 #include "vmm/config_positions.h"
 #include "vmm/x86/payload_abi.h"
 #include "vfio/sysfs.h"
@@ -82,10 +84,85 @@ size_t editDistance(const std::string& a, const std::string& b) {
     return prev[b.size()];
 }
 
+// The PCI address a sysfs device path names: /sys/bus/pci/devices/BDF, or the device's own directory
+// under /sys/devices/pciDDDD:BB/ (one BDF per bridge on the way). Any other /sys path that happens
+// to end in a BDF (a driver's bind link, a class device, "..") is not a device directory.
+std::optional<std::string> sysfsDeviceBdf(const std::string& path) {
+    auto bdfOf = [](const std::string& name) -> std::optional<std::string> {
+        auto bdf = vfio::normalizeBdf(name);
+        if (!bdf) return std::nullopt;
+        return *bdf;
+    };
+    std::vector<std::string> parts;
+    for (size_t at = 1; at <= path.size();) {
+        size_t next = path.find('/', at);
+        if (next == std::string::npos) next = path.size();
+        if (next > at) parts.push_back(path.substr(at, next - at));
+        at = next + 1;
+    }
+    if (parts.size() == 5 && parts[0] == "sys" && parts[1] == "bus" && parts[2] == "pci" && parts[3] == "devices")
+        return bdfOf(parts[4]);
+    static const std::regex hostBridge("pci[0-9a-fA-F]{4}:[0-9a-fA-F]{2}");
+    if (parts.size() < 4 || parts[0] != "sys" || parts[1] != "devices" || !std::regex_match(parts[2], hostBridge))
+        return std::nullopt;
+    for (size_t i = 3; i < parts.size(); ++i)
+        if (!bdfOf(parts[i])) return std::nullopt;
+    return bdfOf(parts.back());
+}
+
 std::string parentPointer(const std::string& pointer) {
     auto slash = pointer.rfind('/');
     return slash == std::string::npos ? std::string() : pointer.substr(0, slash);
 }
+
+// Why `path` cannot be an output file the VMM creates or truncates, or nothing.
+std::optional<std::string> outputFileProblem(const fs::path& path) {
+    auto accessAsOpen = [](const fs::path& p, int mode) { return ::faccessat(AT_FDCWD, p.c_str(), mode, AT_EACCESS); };
+    struct stat st {};
+    if (::stat(path.c_str(), &st) == 0) {
+        if (S_ISDIR(st.st_mode)) return fmt::format("is a directory: {}", path.string());
+        if (accessAsOpen(path, W_OK) != 0) return fmt::format("file not writable: {} ({})", path.string(), std::strerror(errno));
+        return std::nullopt;
+    }
+    fs::path dir = path.parent_path();
+    if (accessAsOpen(dir, W_OK) != 0) {
+        int e = errno;
+        const char* what = (e == ENOENT || e == ENOTDIR) ? "directory not found" : "directory not writable";
+        return fmt::format("{}: {} ({})", what, dir.string(), std::strerror(e));
+    }
+    return std::nullopt;
+}
+
+// The same file, by path or (when both exist) by inode: a link or a second name is still the same file.
+bool sameFile(const fs::path& a, const fs::path& b) {
+    if (a.lexically_normal() == b.lexically_normal()) return true;
+    struct stat sa {}, sb {};
+    return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+}  // namespace
+
+std::optional<std::string> inputFileNamed(const VmConfig& config, const fs::path& path) {
+    if (config.kernel && sameFile(path, config.kernel->path)) return "the kernel (" + config.kernel->path.string() + ")";
+    if (config.kernel && config.kernel->initrd && sameFile(path, *config.kernel->initrd))
+        return "the initrd (" + config.kernel->initrd->string() + ")";
+    if (config.payload && sameFile(path, config.payload->path)) return "the payload (" + config.payload->path.string() + ")";
+    if (!config.sourceFile.empty() && sameFile(path, fs::absolute(config.sourceFile)))
+        return "the config file (" + config.sourceFile.string() + ")";
+    return std::nullopt;
+}
+
+Result<std::filesystem::path> checkOutputFile(const VmConfig& config, const std::string& path, const std::string& flag) {
+    if (path.empty()) return Error(flag + ": must not be empty");
+    const fs::path abs = fs::absolute(path).lexically_normal();
+    if (auto problem = outputFileProblem(abs)) return Error(printable(flag + ": " + *problem));
+    if (auto input = inputFileNamed(config, abs)) return Error(printable(fmt::format("{}: {} is {}: writing there would overwrite it", flag, abs.string(), *input)));
+    if (config.serial.output == SerialOutput::File && sameFile(abs, config.serial.path))
+        return Error(printable(fmt::format("{}: {} is also the serial output", flag, abs.string())));
+    return abs;
+}
+
+namespace {
 
 class Validator {
 public:
@@ -137,12 +214,14 @@ public:
         if (v.is_number_unsigned()) {
             value = v.get<uint64_t>();
         } else if (v.is_number_integer()) {
-            return error(pointer, fmt::format("must not be negative, got {}", v.get<int64_t>()));
+            // JSON's -0 is an integer 0 to nlohmann: zero, not a negative number.
+            if (v.get<int64_t>() < 0) return error(pointer, fmt::format("must not be negative, got {}", v.get<int64_t>()));
+            value = 0;
         } else if (v.is_number_float()) {
             // JSON Schema counts 2.0 as an integer; follow it.
             double d = v.get<double>();
             if (d != std::floor(d)) return error(pointer, "expected an integer, got " + describeValue(v));
-            if (d < 0) return error(pointer, fmt::format("must not be negative, got {}", v.dump()));
+            if (d < 0) return error(pointer, fmt::format("must not be negative, got {}", v.dump()));  // -0.0 is not < 0
             if (d >= 18446744073709551616.0) return error(pointer, "out of range: " + v.dump());
             value = static_cast<uint64_t>(d);
         } else {
@@ -223,21 +302,7 @@ public:
     // A file the VMM will create or append to: its directory must exist and be writable.
     Result<fs::path> outputFile(const Json& v, const std::string& pointer) const {
         fs::path path = resolve(TRY(string(v, pointer, false)));
-        struct stat st {};
-        if (::stat(path.c_str(), &st) == 0) {
-            if (S_ISDIR(st.st_mode)) return error(pointer, fmt::format("is a directory: {}", path.string()));
-            if (accessAsOpen(path, W_OK) != 0) {
-                int e = errno;
-                return error(pointer, fmt::format("file not writable: {} ({})", path.string(), std::strerror(e)));
-            }
-            return path;
-        }
-        fs::path dir = path.parent_path();
-        if (accessAsOpen(dir, W_OK) != 0) {
-            int e = errno;
-            const char* what = (e == ENOENT || e == ENOTDIR) ? "directory not found" : "directory not writable";
-            return error(pointer, fmt::format("{}: {} ({})", what, dir.string(), std::strerror(e)));
-        }
+        if (auto problem = outputFileProblem(path)) return error(pointer, *problem);
         return path;
     }
 
@@ -253,6 +318,7 @@ private:
     Result<VfioPciConfig> vfioPci(const Json& v, const std::string& ptr) const;
     Result<void> vfioHost(const Json& v, const std::string& ptr, VfioHostConfig& out) const;
     Result<SimulatedDeviceConfig> simDevice(const Json& v, const std::string& ptr, size_t index) const;
+    Result<void> crossCheck(VmConfig& config) const;
 
     static std::string child(const std::string& ptr, const std::string& key) {
         return ptr + "/" + JsonPositionIndex::escapeToken(key);
@@ -300,7 +366,50 @@ Result<VmConfig> Validator::validate(const Json& doc, const fs::path& sourceFile
         }
     }
     if (!config.kernel && !config.payload) return Error(fmt::format("{}: missing \"kernel\" or \"payload\"", file_));
+    TRY(crossCheck(config));
     return config;
+}
+
+// What no single value shows: checks between sections, so `validate` refuses what `run` would
+// refuse later (or what would destroy data: the serial output truncating an input file), and the
+// slots every device gets, decided here once instead of in device order at run time.
+Result<void> Validator::crossCheck(VmConfig& config) const {
+    if (config.serial.output == SerialOutput::File) {
+        if (auto input = inputFileNamed(config, config.serial.path))
+            return error("/serial/path", fmt::format("is {}: the serial output would overwrite it", *input));
+    }
+    if (config.memory.hugePages == memory::HugePages::Hugetlbfs && (config.memory.sizeBytes & ((2u << 20) - 1)))
+        return error("/memory/size_mib", fmt::format("must be a multiple of 2 with \"hugepages\": \"hugetlbfs\" (2 MiB pages), got {}",
+                                                     config.memory.sizeBytes >> 20));
+    // Slots: those named first, then the lowest free one for each device without, in order.
+    std::array<bool, 32> taken{};
+    taken[0] = true;  // the host bridge
+    for (const auto& d : config.devices)
+        if (d.vfioPci && d.vfioPci->slot) taken[*d.vfioPci->slot] = true;
+    for (size_t i = 0; i < config.devices.size(); ++i) {
+        auto& d = *config.devices[i].vfioPci;
+        if (d.slot) continue;
+        auto free = std::find(taken.begin(), taken.end(), false);
+        if (free == taken.end())
+            return error("/devices/" + std::to_string(i), "no free slot on PCI bus 0 (slots 1 to 31 are all taken)");
+        *free = true;
+        d.slot = static_cast<uint8_t>(free - taken.begin());
+    }
+    if (config.vfioHost.kind == VfioHostConfig::Kind::Simulated) {
+        std::string known;
+        for (const auto& sd : config.vfioHost.devices) known += (known.empty() ? "" : ", ") + sd.bdf;
+        for (size_t i = 0; i < config.devices.size(); ++i) {
+            const auto& d = *config.devices[i].vfioPci;
+            if (d.form == VfioPciConfig::HostForm::Cdev) continue;  // the simulated host numbers its cdevs as it opens them
+            bool found = std::any_of(config.vfioHost.devices.begin(), config.vfioHost.devices.end(),
+                                     [&](const SimulatedDeviceConfig& sd) { return sd.bdf == d.bdf; });
+            if (!found)
+                return error("/devices/" + std::to_string(i) + "/host",
+                             fmt::format("{} is not a device of the simulated host ({})", d.bdf,
+                                         known.empty() ? "it has none: add it to \"vfio_host\".\"devices\"" : "it has " + known));
+        }
+    }
+    return success();
 }
 
 Result<void> Validator::memory(const Json& v, const std::string& ptr, MemoryConfig& out) const {
@@ -459,9 +568,10 @@ Result<VfioPciConfig> Validator::vfioPci(const Json& v, const std::string& ptr) 
                 out.cdevIndex = static_cast<unsigned>(std::stoul(m[1]));
             } else if (out.host.rfind("/sys/", 0) == 0) {
                 out.form = VfioPciConfig::HostForm::SysfsPath;
-                auto bdf = vfio::normalizeBdf(fs::path(out.host).lexically_normal().filename().string());
-                if (!bdf || out.host.find("..") != std::string::npos)
-                    return error(p, fmt::format("{} is not a PCI device's sysfs directory (expected /sys/bus/pci/devices/DDDD:BB:DD.F)",
+                auto bdf = sysfsDeviceBdf(out.host);
+                if (!bdf)
+                    return error(p, fmt::format("{} is not a PCI device's sysfs directory (expected /sys/bus/pci/devices/DDDD:BB:DD.F "
+                                                "or /sys/devices/pciDDDD:BB/.../DDDD:BB:DD.F)",
                                                 jsonQuote(out.host)));
                 out.bdf = *bdf;
             } else {
@@ -567,6 +677,8 @@ Result<void> applyOverride(Json& doc, const ConfigOverride& o, Validator& v) {
         Json::json_pointer jp(rm);
         if (doc.contains(jp)) doc[jp.parent_pointer()].erase(jp.back());
     }
+    if (!o.needs.empty() && !(doc.is_object() && doc.contains(Json::json_pointer(o.needs)))) return Error(o.flag + ": " + o.needsMessage);
+    if (o.pointer.empty()) return success();
     Json value;
     if (o.integer) {
         const std::string& s = o.value;
@@ -660,8 +772,17 @@ std::string describeNumberOverflow(const std::string& file, const std::string& t
 
 }  // namespace
 
-Result<VmConfig> parseConfig(const std::string& text, const fs::path& file, const std::vector<ConfigOverride>& overrides) {
+Result<VmConfig> parseConfig(const std::string& rawText, const fs::path& file, const std::vector<ConfigOverride>& overrides) {
     const std::string label = printable(file.empty() ? std::string("(config)") : file.string());
+    // JSON is UTF-8 (RFC 8259 section 8.1); a UTF-8 byte order mark may be ignored, and is, so
+    // positions count from the first character after it. UTF-16 and UTF-32 are told apart by their
+    // mark or their NUL bytes and refused by name rather than as a syntax error at a raw byte.
+    std::string_view view(rawText);
+    if (view.substr(0, 3) == "\xEF\xBB\xBF") view.remove_prefix(3);
+    const bool utf16Mark = view.substr(0, 2) == "\xFF\xFE" || view.substr(0, 2) == "\xFE\xFF";
+    if (utf16Mark || (view.size() >= 2 && (view[0] == '\0' || view[1] == '\0')))
+        return Error(fmt::format("{}: the config is UTF-16 or UTF-32 text; JSON configs are UTF-8 (iconv -f UTF-16 -t UTF-8 converts it)", label));
+    const std::string text(view);
     if (auto deep = JsonPositionIndex::firstNestingBeyond(text, kMaxNesting))
         return Error(fmt::format("{}:{}:{}: nested deeper than {} levels", label, deep->line, deep->column, kMaxNesting));
     Json doc;
@@ -689,16 +810,30 @@ Result<VmConfig> parseConfig(const std::string& text, const fs::path& file, cons
 Result<VmConfig> parseConfig(const std::string& text, const fs::path& file) { return parseConfig(text, file, {}); }
 
 Result<VmConfig> loadConfig(const fs::path& file, const std::vector<ConfigOverride>& overrides) {
-    std::ifstream in(file, std::ios::binary);
-    if (!in) return Error::fromErrno(fmt::format("{}: cannot open config file", file.string()));
+    const std::string label = printable(file.string());
+    // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, forever.
+    UniqueFd fd(::open(file.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+    if (!fd) return Error::fromErrno(fmt::format("{}: cannot open config file", label));
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) return Error::fromErrno(fmt::format("{}: cannot open config file", label));
+    if (!S_ISREG(st.st_mode)) {
+        const char* kind = S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISCHR(st.st_mode) ? "a character device"
+                         : S_ISSOCK(st.st_mode) ? "a socket" : S_ISBLK(st.st_mode) ? "a block device" : "not a regular file";
+        return Error(fmt::format("{}: the config is {}; give a regular file", label, kind));
+    }
+    if (st.st_size > static_cast<off_t>(kMaxConfigBytes))
+        return Error(fmt::format("{}: config file larger than {} bytes", label, kMaxConfigBytes), EFBIG);
     std::string text;
     char buf[65536];
-    while (in.read(buf, sizeof buf) || in.gcount() > 0) {
-        text.append(buf, static_cast<size_t>(in.gcount()));
+    for (;;) {
+        ssize_t n = ::read(fd.get(), buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return Error::fromErrno(fmt::format("{}: reading config file", label));
+        if (n == 0) break;
+        text.append(buf, static_cast<size_t>(n));
         if (text.size() > kMaxConfigBytes)
-            return Error(fmt::format("{}: config file larger than {} bytes", file.string(), kMaxConfigBytes), EFBIG);
+            return Error(fmt::format("{}: config file larger than {} bytes", label, kMaxConfigBytes), EFBIG);
     }
-    if (in.bad()) return Error::fromErrno(fmt::format("{}: reading config file", file.string()));
     return parseConfig(text, file, overrides);
 }
 
@@ -729,11 +864,12 @@ std::string describeConfig(const VmConfig& c) {
     if (c.onReboot == RebootAction::Error) s += ", a guest reboot is an error";
     for (const auto& d : c.devices) {
         if (d.vfioPci)
-            s += fmt::format(", vfio-pci {} ({})", d.vfioPci->host, vfio::backendKindName(d.vfioPci->backend));
+            s += fmt::format(", vfio-pci {} ({}{})", d.vfioPci->host, vfio::backendKindName(d.vfioPci->backend),
+                             d.vfioPci->slot ? fmt::format(", slot {}", *d.vfioPci->slot) : "");
     }
     if (c.vfioHost.kind == VfioHostConfig::Kind::Simulated)
         s += fmt::format(", simulated VFIO host with {} device(s)", c.vfioHost.devices.size());
-    return s;
+    return printable(s);  // paths and host strings come from outside
 }
 
 }  // namespace conduit::vmm

@@ -113,6 +113,9 @@ Result<std::unique_ptr<Machine>> Machine::create(const VmConfig& config) {
 
 Result<void> Machine::build() {
     auto& log = log::get("vmm");
+    // KVM first: a host without it fails here, before guest RAM is allocated (and prefaulted).
+    kvm_ = std::make_unique<Kvm>(TRY(Kvm::open()));
+    vm_ = TRY(Vm::create(*kvm_));
     for (auto& r : layout_.describe()) log.info("layout: {:<10} {}", r.name, r.range.toString());
 
     memory::GuestMemoryOptions options{config_.memory.hugePages, config_.memory.prefault};
@@ -121,8 +124,6 @@ Result<void> Machine::build() {
     log.info("memory: {} MiB in {} region(s){}", memory_->totalBytes() >> 20, memory_->regions().size(),
              options.prefault ? ", prefaulted" : "");
 
-    kvm_ = std::make_unique<Kvm>(TRY(Kvm::open()));
-    vm_ = TRY(Vm::create(*kvm_));
     // The order matters: PIT2 needs the irqchip, and the irqchip must exist before any vCPU.
     TRY(vm_->setIdentityMapAddr());
     TRY(vm_->setTssAddr());

@@ -1,14 +1,16 @@
 // The `conduit` command line (docs/config.md describes the config file and these commands):
 //
 //   conduit run --config FILE [--vcpus N] [--memory-mib N] [--kernel PATH] [--cmdline STR]
-//               [--initrd PATH] [--payload PATH] [--serial-output stdout|none|file:PATH] [--stats FILE]
+//               [--initrd PATH | --no-initrd] [--payload PATH] [--serial-output stdout|none|file:PATH]
+//               [--stats FILE]
 //   conduit validate FILE
 //   conduit devices [--json] [--sysfs-root DIR]
-//   global: --log-level trace|debug|info|warn|error|off, --version
+//   global (before or after the command): --log-level trace|debug|info|warn|error|off; --version
 //
 // Exit status of `run`: the guest's exit-device value & 0xff, 0 when the guest shuts down, and 125
 // on any error of Conduit's own (bad usage, bad config, KVM failure, signal), after one line
 // "conduit: error: <reason>" on stderr. `validate` and `devices` exit 0 or 1 (125 on bad usage).
+// Usage errors are one line too, naming the flag or the command.
 // Exceptions stop here: CLI11 throws its parse errors, everything else returns Result.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -22,9 +24,11 @@
 #include <vector>
 
 #include "base/log.h"
+#include "base/printable.h"
 #include "base/result.h"
 #include "vmm/config.h"
 #include "vfio/inventory.h"
+#include "vmm/kvm.h"
 #include "vmm/machine.h"
 
 #ifndef CONDUIT_VERSION
@@ -55,8 +59,10 @@ std::string absoluteFromCwd(const std::string& p) {
 struct RunOptions {
     std::string config;
     std::string vcpus, memoryMib, kernel, cmdline, initrd, payload, serialOutput, stats;
+    bool noInitrd = false;
     CLI::Option *vcpusOpt = nullptr, *memoryOpt = nullptr, *kernelOpt = nullptr, *cmdlineOpt = nullptr,
-                *initrdOpt = nullptr, *payloadOpt = nullptr, *serialOpt = nullptr, *statsOpt = nullptr;
+                *initrdOpt = nullptr, *noInitrdOpt = nullptr, *payloadOpt = nullptr, *serialOpt = nullptr,
+                *statsOpt = nullptr;
 };
 
 // The flags become edits of the JSON document, so they go through the same validation as the
@@ -69,8 +75,13 @@ std::vector<vmm::ConfigOverride> overridesFrom(const RunOptions& o) {
     if (o.kernelOpt->count()) out.push_back({"--kernel", "/kernel/path", absoluteFromCwd(o.kernel), false, {"/payload"}});
     if (o.payloadOpt->count())
         out.push_back({"--payload", "/payload/path", absoluteFromCwd(o.payload), false, {"/kernel"}});
-    if (o.cmdlineOpt->count()) out.push_back({"--cmdline", "/kernel/cmdline", o.cmdline, false, {}});
-    if (o.initrdOpt->count()) out.push_back({"--initrd", "/kernel/initrd", absoluteFromCwd(o.initrd), false, {}});
+    // --cmdline and --initrd add to a kernel boot; on a payload config they would make a second
+    // boot section, so they say so instead of the config check's "mutually exclusive".
+    const std::string kernelOnly = "only for a kernel boot, and the config boots \"payload\" (--kernel PATH boots a kernel instead)";
+    if (o.cmdlineOpt->count()) out.push_back({"--cmdline", "/kernel/cmdline", o.cmdline, false, {}, "/kernel", kernelOnly});
+    if (o.initrdOpt->count())
+        out.push_back({"--initrd", "/kernel/initrd", absoluteFromCwd(o.initrd), false, {}, "/kernel", kernelOnly});
+    if (o.noInitrdOpt->count()) out.push_back({"--no-initrd", "", "", false, {"/kernel/initrd"}, "/kernel", kernelOnly});
     if (o.serialOpt->count()) {
         const std::string prefix = "file:";
         if (o.serialOutput.rfind(prefix, 0) == 0) {
@@ -93,9 +104,26 @@ Result<void> writeStats(const std::string& path, const nlohmann::json& stats) {
     return success();
 }
 
+// What to do about a /dev/kvm that cannot be used, after the error itself.
+std::string kvmHint(int err) {
+    if (err == EACCES || err == EPERM) return "this user may not open it: add it to the kvm group, or run as root";
+    if (err == ENOENT || err == ENXIO || err == ENODEV)
+        return "no KVM on this machine: load kvm_intel or kvm_amd (virtualisation on in the firmware); where there is none, "
+               "tests/bed/bed.sh run -- conduit run ... runs Conduit in a nested-KVM bed (docs/testing.md)";
+    return "see docs/host-setup.md";
+}
+
 int runCommand(const RunOptions& o) {
     auto config = vmm::loadConfig(o.config, overridesFrom(o));
     if (!config.ok()) return fail(config.error().describe());
+    std::string statsPath;
+    if (o.statsOpt->count()) {
+        auto checked = vmm::checkOutputFile(config.value(), o.stats, "--stats");
+        if (!checked.ok()) return fail(checked.error().describe());
+        statsPath = checked.value().string();
+    }
+    // KVM before anything is allocated or logged: without it nothing else matters.
+    if (auto kvm = vmm::Kvm::open(); !kvm.ok()) return fail(kvm.error().describe() + "; " + kvmHint(kvm.error().code()));
     log::get("vmm").info("{}: {}", o.config, vmm::describeConfig(config.value()));
 
     auto machine = vmm::Machine::create(config.value());
@@ -105,7 +133,7 @@ int runCommand(const RunOptions& o) {
 
     // Stats are written whatever the outcome: a failed run is when they help most.
     if (o.statsOpt->count()) {
-        auto written = writeStats(o.stats, machine.value()->stats());
+        auto written = writeStats(statsPath, machine.value()->stats());
         if (!written.ok()) {
             if (!result.ok()) fail(result.error().describe());
             return fail(written.error().describe());
@@ -155,10 +183,12 @@ int main(int argc, char** argv) {
     run.kernelOpt = runCmd->add_option("--kernel", run.kernel, "Boot this Linux kernel (replaces kernel/payload)")->type_name("PATH");
     run.cmdlineOpt = runCmd->add_option("--cmdline", run.cmdline, "Override kernel.cmdline")->type_name("STR");
     run.initrdOpt = runCmd->add_option("--initrd", run.initrd, "Override kernel.initrd")->type_name("PATH");
+    run.noInitrdOpt = runCmd->add_flag("--no-initrd", run.noInitrd, "Boot the config's kernel without its initrd");
     run.payloadOpt = runCmd->add_option("--payload", run.payload, "Boot this flat payload (replaces kernel/payload)")->type_name("PATH");
     run.serialOpt = runCmd->add_option("--serial-output", run.serialOutput, "stdout, none or file:PATH")->type_name("WHERE");
     run.statsOpt = runCmd->add_option("--stats", run.stats, "Write run statistics as JSON to this file")->type_name("FILE");
     run.kernelOpt->excludes(run.payloadOpt);
+    run.initrdOpt->excludes(run.noInitrdOpt);
 
     std::string validateFile;
     CLI::App* validateCmd = app.add_subcommand("validate", "Check a VM config file and summarize it");
@@ -170,6 +200,9 @@ int main(int argc, char** argv) {
     devicesCmd->add_flag("--json", devicesJson, "Print JSON instead of a table");
     devicesCmd->add_option("--sysfs-root", sysfsRoot, "Where sysfs is mounted (for tests)")->capture_default_str();
 
+    // --log-level may come after the command too.
+    for (CLI::App* sub : {runCmd, validateCmd, devicesCmd}) sub->fallthrough();
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -179,9 +212,22 @@ int main(int argc, char** argv) {
     } catch (const CLI::CallForVersion& e) {
         return app.exit(e);
     } catch (const CLI::ParseError& e) {
-        fail(e.what());
-        std::fprintf(stderr, "Run with --help for more information.\n");
-        return kExitVmmError;
+        // One line. Without a known command, CLI11 can only say "A subcommand is required": name
+        // the word it did not know instead.
+        const CLI::App* sub = nullptr;
+        for (const CLI::App* c : {runCmd, validateCmd, devicesCmd})
+            if (c->parsed()) sub = c;
+        if (!sub) {
+            for (int i = 1; i < argc; ++i) {
+                const std::string a = argv[i];
+                if (a == "--log-level") { ++i; continue; }
+                if (a.empty() || a[0] == '-') continue;
+                return fail(fmt::format("unknown command \"{}\" (expected run, validate or devices; conduit --help)",
+                                        printable(a)));
+            }
+            return fail(fmt::format("{} (conduit --help)", e.what()));
+        }
+        return fail(fmt::format("{}: {} (conduit {} --help)", sub->get_name(), e.what(), sub->get_name()));
     }
 
     if (!log::setLevel(logLevel)) return fail("--log-level: unknown level " + logLevel);

@@ -1,6 +1,7 @@
 #include "tests/unit/config/config_dir_fixture.h"
 #include "vmm/config.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <linux/capability.h>
@@ -108,6 +109,28 @@ const BadCase kBadCases[] = {
     {"device without type", "{\"devices\": [{\"bdf\": \"0000:01:00.0\"}]}", "{F}:1:14: /devices/0: missing \"type\""},
     {"devices not array", "{\"devices\": {}}", "{F}:1:13: /devices: expected an array, got object"},
     {"duplicate key", "{\"vcpus\": 1,\n \"vcpus\": 2}", "{F}:2:2: /vcpus: duplicate key"},
+    {"negative zero is zero", "{\"vcpus\": -0}", "{F}:1:11: /vcpus: must be between 1 and 32, got 0"},
+    {"hugetlbfs in odd MiB", "{\"payload\": {\"path\": \"p.bin\"}, \"memory\": {\"size_mib\": 257, \"hugepages\": \"hugetlbfs\"}}",
+     "{F}:1:55: /memory/size_mib: must be a multiple of 2 with \"hugepages\": \"hugetlbfs\" (2 MiB pages), got 257"},
+    {"serial output onto the payload", "{\"payload\": {\"path\": \"p.bin\"}, \"serial\": {\"output\": \"file\", \"path\": \"p.bin\"}}",
+     "{F}:1:69: /serial/path: is the payload ({D}/p.bin): the serial output would overwrite it"},
+    {"serial output onto the kernel by another name", "{\"kernel\": {\"path\": \"vmlinuz\"}, \"serial\": {\"output\": \"file\", \"path\": \"sub/../vmlinuz\"}}",
+     "{F}:1:70: /serial/path: is the kernel ({D}/vmlinuz): the serial output would overwrite it"},
+    {"serial output onto the initrd", "{\"kernel\": {\"path\": \"vmlinuz\", \"initrd\": \"initrd.img\"}, \"serial\": {\"output\": \"file\", \"path\": \"initrd.img\"}}",
+     "{F}:1:94: /serial/path: is the initrd ({D}/initrd.img): the serial output would overwrite it"},
+    {"serial output onto the config", "{\"payload\": {\"path\": \"p.bin\"}, \"serial\": {\"output\": \"file\", \"path\": \"vm.json\"}}",
+     "{F}:1:69: /serial/path: is the config file ({F}): the serial output would overwrite it"},
+    {"device missing from the simulated host",
+     "{\"payload\": {\"path\": \"p.bin\"}, \"devices\": [{\"type\": \"vfio-pci\", \"host\": \"0000:05:00.0\"}],\n"
+     " \"vfio_host\": {\"kind\": \"simulated\", \"devices\": [{\"bdf\": \"0000:01:00.0\"}, {\"bdf\": \"0000:02:00.0\"}]}}",
+     "{F}:1:73: /devices/0/host: 0000:05:00.0 is not a device of the simulated host (it has 0000:01:00.0, 0000:02:00.0)"},
+    {"simulated host without devices",
+     "{\"payload\": {\"path\": \"p.bin\"}, \"vfio_host\": {\"kind\": \"simulated\"}, \"devices\": [{\"type\": \"vfio-pci\", \"host\": \"0000:05:00.0\"}]}",
+     "{F}:1:109: /devices/0/host: 0000:05:00.0 is not a device of the simulated host (it has none: add it to \"vfio_host\".\"devices\")"},
+    {"sysfs path that is not a device directory",
+     "{\"payload\": {\"path\": \"p.bin\"}, \"devices\": [{\"type\": \"vfio-pci\", \"host\": \"/sys/bus/pci/drivers/vfio-pci/0000:01:00.0\"}]}",
+     "{F}:1:73: /devices/0/host: \"/sys/bus/pci/drivers/vfio-pci/0000:01:00.0\" is not a PCI device's sysfs directory (expected "
+     "/sys/bus/pci/devices/DDDD:BB:DD.F or /sys/devices/pciDDDD:BB/.../DDDD:BB:DD.F)"},
     {"long string truncated", "{\"vcpus\": \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"}",
      "{F}:1:11: /vcpus: expected an integer, got string \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...\""},
 };
@@ -254,10 +277,11 @@ TEST_F(ConfigTest, OverridesGetTheSameChecksAndNameTheFlag) {
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.error().what(), "--cmdline: /kernel: missing \"path\"");
 
-    // A --cmdline on a payload config creates "kernel" next to "payload".
-    r = parseConfig(text, file, {{"--cmdline", "/kernel/cmdline", "quiet", false, {}}});
+    // A --cmdline on a payload config would create "kernel" next to "payload": the flag says what it
+    // needs instead of the config check's "mutually exclusive".
+    r = parseConfig(text, file, {{"--cmdline", "/kernel/cmdline", "quiet", false, {}, "/kernel", "only for a kernel boot"}});
     ASSERT_FALSE(r.ok());
-    EXPECT_EQ(r.error().what(), "--cmdline: /kernel: \"kernel\" and \"payload\" are mutually exclusive (give one)");
+    EXPECT_EQ(r.error().what(), "--cmdline: only for a kernel boot");
 
     r = parseConfig(text, file, {{"--kernel", "/kernel/path", "/nonexistent/vmlinuz", false, {"/payload"}}});
     ASSERT_FALSE(r.ok());
@@ -289,6 +313,109 @@ TEST_F(ConfigTest, OverrideOfAValueInTheFileStillReportsFlag) {
                     {{"--memory-mib", "/memory/size_mib", "64", true, {}}});
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.error().what(), expand("{F}:1:42: /memory: expected an object, got number 5"));
+}
+
+TEST_F(ConfigTest, NoInitrdDropsTheConfigsInitrd) {
+    const std::string text = "{\"kernel\": {\"path\": \"vmlinuz\", \"initrd\": \"initrd.img\"}}";
+    auto r = parseConfig(text, file);
+    ASSERT_TRUE(r.ok()) << r.error().what();
+    EXPECT_TRUE(r->kernel->initrd.has_value());
+    r = parseConfig(text, file, {{"--no-initrd", "", "", false, {"/kernel/initrd"}, "/kernel", "only for a kernel boot"}});
+    ASSERT_TRUE(r.ok()) << r.error().what();
+    EXPECT_FALSE(r->kernel->initrd.has_value());
+}
+
+// Devices without "slot" get the lowest slot no device names, whatever the order: one named later
+// is never taken first (at run time that failed as "slot taken" depending on device order).
+TEST_F(ConfigTest, SlotsAreDecidedInTheConfigAndNamedSlotsAreNeverStolen) {
+    auto r = parseConfig("{\"payload\": {\"path\": \"p.bin\"}, \"devices\": ["
+                         "{\"type\": \"vfio-pci\", \"host\": \"0000:05:00.0\"},"
+                         "{\"type\": \"vfio-pci\", \"host\": \"0000:06:00.0\", \"slot\": 1},"
+                         "{\"type\": \"vfio-pci\", \"host\": \"0000:07:00.0\"}]}",
+                         file);
+    ASSERT_TRUE(r.ok()) << r.error().what();
+    EXPECT_EQ(r->devices[0].vfioPci->slot, 2);
+    EXPECT_EQ(r->devices[1].vfioPci->slot, 1);
+    EXPECT_EQ(r->devices[2].vfioPci->slot, 3);
+    EXPECT_NE(describeConfig(*r).find("vfio-pci 0000:05:00.0 (auto, slot 2)"), std::string::npos) << describeConfig(*r);
+
+    // 31 slots; the 32nd device has none.
+    std::string many = "{\"payload\": {\"path\": \"p.bin\"}, \"devices\": [";
+    for (int i = 0; i < 32; ++i) many += fmt::format("{}{{\"type\": \"vfio-pci\", \"host\": \"0000:{:02x}:00.0\"}}", i ? "," : "", i + 1);
+    many += "]}";
+    r = parseConfig(many, file);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().what(), expand("{F}:1:1439: /devices/31: no free slot on PCI bus 0 (slots 1 to 31 are all taken)"));
+}
+
+TEST_F(ConfigTest, SysfsDevicePathsInBothForms) {
+    for (const char* host : {"/sys/bus/pci/devices/0000:01:00.0", "/sys/devices/pci0000:00/0000:00:1c.0/0000:01:00.0"}) {
+        auto r = parseConfig(fmt::format("{{\"payload\": {{\"path\": \"p.bin\"}}, \"devices\": [{{\"type\": \"vfio-pci\", \"host\": \"{}\"}}]}}", host), file);
+        ASSERT_TRUE(r.ok()) << host << ": " << r.error().what();
+        EXPECT_EQ(r->devices[0].vfioPci->bdf, "0000:01:00.0");
+    }
+    for (const char* host : {"/sys/class/net/eth0/0000:01:00.0", "/sys/bus/pci/devices/0000:00:1c.0/0000:01:00.0",
+                             "/sys/devices/pci0000:00/../0000:01:00.0", "/sys/devices/platform/0000:01:00.0"}) {
+        auto r = parseConfig(fmt::format("{{\"payload\": {{\"path\": \"p.bin\"}}, \"devices\": [{{\"type\": \"vfio-pci\", \"host\": \"{}\"}}]}}", host), file);
+        EXPECT_FALSE(r.ok()) << host;
+    }
+}
+
+// A byte order mark: UTF-8's is skipped (positions count after it); UTF-16 is refused by name.
+TEST_F(ConfigTest, ByteOrderMarksAndUtf16) {
+    auto r = parseConfig("\xEF\xBB\xBF{\"vcpus\": \"x\"}", file);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().what(), expand("{F}:1:11: /vcpus: expected an integer, got string \"x\""));
+    r = parseConfig("\xEF\xBB\xBF{\"payload\": {\"path\": \"p.bin\"}}", file);
+    EXPECT_TRUE(r.ok()) << r.error().what();
+    for (std::string text : {std::string("\xFF\xFE{\0}\0", 6), std::string("{\0\"\0", 4), std::string("\0{\0\"", 4)}) {
+        r = parseConfig(text, file);
+        ASSERT_FALSE(r.ok());
+        EXPECT_EQ(r.error().what(),
+                  expand("{F}: the config is UTF-16 or UTF-32 text; JSON configs are UTF-8 (iconv -f UTF-16 -t UTF-8 converts it)"));
+    }
+}
+
+// A FIFO would block the open (and the read) forever; a directory is named as one.
+TEST_F(ConfigTest, ConfigThatIsNotARegularFileIsRefusedAtOnce) {
+    ASSERT_EQ(::mkfifo((dir / "fifo.json").c_str(), 0600), 0);
+    auto r = loadConfig(dir / "fifo.json");
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().what(), (dir / "fifo.json").string() + ": the config is a FIFO; give a regular file");
+    r = loadConfig(dir / "sub");
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().what(), (dir / "sub").string() + ": the config is a directory; give a regular file");
+}
+
+// --stats is checked with the config, before anything runs or is written.
+TEST_F(ConfigTest, StatsFileIsCheckedAgainstInputsAndSerialOutput) {
+    auto r = parseConfig("{\"kernel\": {\"path\": \"vmlinuz\", \"initrd\": \"initrd.img\"}, \"serial\": {\"output\": \"file\", \"path\": \"serial.log\"}}", file);
+    ASSERT_TRUE(r.ok()) << r.error().what();
+    auto ok = checkOutputFile(*r, (dir / "stats.json").string(), "--stats");
+    ASSERT_TRUE(ok.ok()) << ok.error().what();
+    EXPECT_EQ(*ok, dir / "stats.json");
+    auto bad = checkOutputFile(*r, (dir / "initrd.img").string(), "--stats");
+    ASSERT_FALSE(bad.ok());
+    EXPECT_EQ(bad.error().what(), expand("--stats: {D}/initrd.img is the initrd ({D}/initrd.img): writing there would overwrite it"));
+    bad = checkOutputFile(*r, (dir / "serial.log").string(), "--stats");
+    ASSERT_FALSE(bad.ok());
+    EXPECT_EQ(bad.error().what(), expand("--stats: {D}/serial.log is also the serial output"));
+    bad = checkOutputFile(*r, (dir / "no" / "stats.json").string(), "--stats");
+    ASSERT_FALSE(bad.ok());
+    EXPECT_EQ(bad.error().what(), expand("--stats: directory not found: {D}/no (No such file or directory)"));
+    bad = checkOutputFile(*r, (dir / "sub").string(), "--stats");
+    ASSERT_FALSE(bad.ok());
+    EXPECT_EQ(bad.error().what(), expand("--stats: is a directory: {D}/sub"));
+}
+
+// Text from the config is escaped in the summary `validate` prints: no terminal control codes.
+TEST_F(ConfigTest, DescribeConfigEscapesControlCharacters) {
+    std::ofstream(dir / "p\x1b[31m.bin") << "x";
+    auto r = parseConfig("{\"payload\": {\"path\": \"p\\u001b[31m.bin\"}}", file);
+    ASSERT_TRUE(r.ok()) << r.error().what();
+    const std::string d = describeConfig(*r);
+    EXPECT_EQ(d.find('\x1b'), std::string::npos) << d;
+    EXPECT_NE(d.find("p\\x1b[31m.bin"), std::string::npos) << d;
 }
 
 TEST_F(ConfigTest, DescribeConfig) {
