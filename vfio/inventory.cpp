@@ -82,7 +82,37 @@ Result<std::vector<PciDeviceInfo>> scanPciDevices(HostInterface& host, const std
     return out;
 }
 
-std::string renderInventory(const std::vector<PciDeviceInfo>& devices, bool json) {
+HostSummary summarizeHost(HostInterface& host, const HostPaths& paths, std::optional<uint64_t> memlockBytes, bool memlockExempt) {
+    HostSummary h;
+    if (auto groups = host.listDirectory(paths.sysfs / "kernel/iommu_groups")) h.iommuGroups = static_cast<unsigned>(groups->size());
+    h.vfioContainer = host.exists(paths.dev / "vfio/vfio");
+    h.iommufd = host.exists(paths.dev / "iommu");
+    h.vfioPciDriver = host.exists(paths.sysfs / "bus/pci/drivers/vfio-pci");
+    h.kvm = host.exists(paths.dev / "kvm");
+    h.memlockBytes = memlockBytes;
+    h.memlockExempt = memlockExempt;
+    if (h.iommuGroups == 0)
+        h.fixes.push_back("turn the IOMMU on (intel_iommu=on or amd_iommu=on on the kernel command line, VT-d/AMD-Vi in the firmware)");
+    if (!h.vfioPciDriver) h.fixes.push_back("load vfio-pci (modprobe vfio-pci)");
+    if (!h.vfioContainer && !h.iommufd) h.fixes.push_back("no /dev/vfio/vfio or /dev/iommu: load vfio and iommufd (modprobe vfio-pci iommufd)");
+    if (!h.kvm) h.fixes.push_back("no /dev/kvm: load kvm_intel or kvm_amd");
+    // 64 MiB is far below any guest's RAM; the common default (8 MiB) certainly is.
+    if (h.memlockBytes && *h.memlockBytes < (64ull << 20) && !h.memlockExempt)
+        h.fixes.push_back(fmt::format("raise the memory-lock limit to at least the guest's RAM (ulimit -l; now {} KiB)", *h.memlockBytes >> 10));
+    return h;
+}
+
+namespace {
+std::string yesNo(bool b) { return b ? "yes" : "no"; }
+std::string memlockText(const HostSummary& h) {
+    if (!h.memlockBytes) return "unlimited";
+    return fmt::format("{} MiB{}", *h.memlockBytes >> 20, h.memlockExempt ? " (not enforced: CAP_IPC_LOCK)" : "");
+}
+// The class as the kernel's sysfs `class` file has it: base class, subclass, programming interface.
+std::string classText(uint32_t classCode) { return fmt::format("{:06x}", classCode & 0xffffff); }
+}  // namespace
+
+std::string renderInventory(const HostSummary& host, const std::vector<PciDeviceInfo>& devices, bool json) {
     if (json) {
         nlohmann::json arr = nlohmann::json::array();
         for (auto& d : devices) {
@@ -90,7 +120,7 @@ std::string renderInventory(const std::vector<PciDeviceInfo>& devices, bool json
             j["bdf"] = d.bdf;
             j["vendor"] = fmt::format("{:04x}", d.vendor);
             j["device"] = fmt::format("{:04x}", d.device);
-            j["class"] = fmt::format("{:06x}", d.classCode);
+            j["class"] = classText(d.classCode);
             j["iommu_group"] = d.iommuGroup ? nlohmann::json(*d.iommuGroup) : nlohmann::json(nullptr);
             j["driver"] = d.driver.empty() ? nlohmann::json(nullptr) : nlohmann::json(d.driver);
             j["vfio_dev"] = d.vfioDev.empty() ? nlohmann::json(nullptr) : nlohmann::json(d.vfioDev);
@@ -99,15 +129,32 @@ std::string renderInventory(const std::vector<PciDeviceInfo>& devices, bool json
             if (!d.assignable) j["reason"] = d.reason;
             arr.push_back(std::move(j));
         }
-        return arr.dump(2) + "\n";
+        nlohmann::json h;
+        h["iommu_groups"] = host.iommuGroups;
+        h["vfio_container"] = host.vfioContainer;
+        h["iommufd"] = host.iommufd;
+        h["vfio_pci_loaded"] = host.vfioPciDriver;
+        h["kvm"] = host.kvm;
+        h["memlock_bytes"] = host.memlockBytes ? nlohmann::json(*host.memlockBytes) : nlohmann::json(nullptr);
+        h["memlock_enforced"] = !host.memlockExempt;
+        h["fixes"] = host.fixes;
+        nlohmann::json out;
+        out["host"] = std::move(h);
+        out["devices"] = std::move(arr);
+        return out.dump(2) + "\n";
     }
-    std::string s = fmt::format("{:<13} {:<9} {:<6} {:<5} {:<14} {:<24} {}\n", "BDF", "ID", "CLASS", "GROUP", "DRIVER",
-                                "VFIO-DEV", "ASSIGNABLE");
+    std::string s = fmt::format("host: IOMMU {}, /dev/vfio/vfio {}, /dev/iommu {}, vfio-pci {}, /dev/kvm {}, memlock {}",
+                                host.iommuGroups ? fmt::format("on ({} groups)", host.iommuGroups) : std::string("off"),
+                                yesNo(host.vfioContainer), yesNo(host.iommufd), host.vfioPciDriver ? "loaded" : "not loaded",
+                                yesNo(host.kvm), memlockText(host));
+    for (size_t i = 0; i < host.fixes.size(); ++i) s += (i ? "; " : " - to fix: ") + host.fixes[i];
+    s += "\n";
+    s += fmt::format("{:<13} {:<9} {:<6} {:<5} {:<14} {:<24} {}\n", "BDF", "ID", "CLASS", "GROUP", "DRIVER", "VFIO-DEV",
+                     "ASSIGNABLE");
     for (auto& d : devices)
-        s += fmt::format("{:<13} {:04x}:{:04x} {:04x}   {:<5} {:<14} {:<24} {}\n", d.bdf, d.vendor, d.device,
-                         d.classCode >> 8, d.iommuGroup ? std::to_string(*d.iommuGroup) : "-",
-                         d.driver.empty() ? "-" : d.driver, d.vfioDev.empty() ? "-" : d.vfioDev,
-                         d.assignable ? "yes" : "no: " + d.reason);
+        s += fmt::format("{:<13} {:04x}:{:04x} {:<6} {:<5} {:<14} {:<24} {}\n", d.bdf, d.vendor, d.device, classText(d.classCode),
+                         d.iommuGroup ? std::to_string(*d.iommuGroup) : "-", d.driver.empty() ? "-" : d.driver,
+                         d.vfioDev.empty() ? "-" : d.vfioDev, d.assignable ? "yes" : "no: " + d.reason);
     if (devices.empty()) s += "(no PCI devices)\n";
     return s;
 }

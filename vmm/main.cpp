@@ -4,7 +4,7 @@
 //               [--initrd PATH | --no-initrd] [--payload PATH] [--serial-output stdout|none|file:PATH]
 //               [--stats FILE]
 //   conduit validate FILE
-//   conduit devices [--json] [--sysfs-root DIR]
+//   conduit devices [--json] [--sysfs-root DIR] [--dev-root DIR]
 //   global (before or after the command): --log-level trace|debug|info|warn|error|off; --version
 //
 // Exit status of `run`: the guest's exit-device value & 0xff, 0 when the guest shuts down, and 125
@@ -14,6 +14,11 @@
 // Exceptions stop here: CLI11 throws its parse errors, everything else returns Result.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+
+#include <linux/capability.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -154,10 +159,21 @@ int validateCommand(const std::string& file) {
     return 0;
 }
 
-int devicesCommand(bool json, const std::string& sysfsRoot) {
+bool hasCapIpcLock() {
+    __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct data[2]{};
+    if (::syscall(SYS_capget, &header, data) != 0) return false;
+    return (data[CAP_IPC_LOCK / 32].effective >> (CAP_IPC_LOCK % 32)) & 1;
+}
+
+int devicesCommand(bool json, const std::string& sysfsRoot, const std::string& devRoot) {
     auto devices = vfio::scanPciDevices(sysfsRoot);
     if (!devices.ok()) return fail(devices.error().describe(), kExitFailure);
-    std::string text = vfio::renderInventory(devices.value(), json);
+    std::optional<uint64_t> memlock;
+    if (rlimit lim{}; ::getrlimit(RLIMIT_MEMLOCK, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY) memlock = lim.rlim_cur;
+    // CAP_IPC_LOCK exempts from the limit (VFIO checks capable(CAP_IPC_LOCK) before charging it).
+    const auto host = vfio::summarizeHost(vfio::realHost(), {sysfsRoot, devRoot}, memlock, hasCapIpcLock());
+    std::string text = vfio::renderInventory(host, devices.value(), json);
     std::fputs(text.c_str(), stdout);
     if (!text.empty() && text.back() != '\n') std::fputc('\n', stdout);
     return 0;
@@ -199,6 +215,8 @@ int main(int argc, char** argv) {
     CLI::App* devicesCmd = app.add_subcommand("devices", "List host PCI devices and their VFIO readiness");
     devicesCmd->add_flag("--json", devicesJson, "Print JSON instead of a table");
     devicesCmd->add_option("--sysfs-root", sysfsRoot, "Where sysfs is mounted (for tests)")->capture_default_str();
+    std::string devRoot = "/dev";
+    devicesCmd->add_option("--dev-root", devRoot, "Where /dev is (for tests)")->capture_default_str();
 
     // --log-level may come after the command too.
     for (CLI::App* sub : {runCmd, validateCmd, devicesCmd}) sub->fallthrough();
@@ -235,7 +253,7 @@ int main(int argc, char** argv) {
     try {
         if (*runCmd) return runCommand(run);
         if (*validateCmd) return validateCommand(validateFile);
-        if (*devicesCmd) return devicesCommand(devicesJson, sysfsRoot);
+        if (*devicesCmd) return devicesCommand(devicesJson, sysfsRoot, devRoot);
     } catch (const std::exception& e) {
         return fail(std::string("unexpected exception: ") + e.what());
     }

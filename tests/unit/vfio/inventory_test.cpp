@@ -71,7 +71,9 @@ TEST(Inventory, AssignabilityAndReasons) {
     EXPECT_NE(v[4].reason.find("0000:01:00.1 (bound to snd_hda_intel)"), std::string::npos) << v[4].reason;
     ASSERT_EQ(v[4].groupPeers.size(), 1u);
 
-    auto j = nlohmann::json::parse(renderInventory(v, true));
+    const HostSummary host;
+    auto all = nlohmann::json::parse(renderInventory(host, v, true));
+    auto& j = all["devices"];
     ASSERT_EQ(j.size(), 6u);
     EXPECT_EQ(j[2]["bdf"], "0000:00:03.0");
     EXPECT_EQ(j[2]["assignable"], true);
@@ -79,7 +81,7 @@ TEST(Inventory, AssignabilityAndReasons) {
     EXPECT_EQ(j[2]["driver"], "vfio-pci");
     EXPECT_TRUE(j[1]["iommu_group"].is_null());
     EXPECT_EQ(j[3]["reason"], "bound to e1000e, not vfio-pci");
-    auto table = renderInventory(v, false);
+    auto table = renderInventory(host, v, false);
     EXPECT_NE(table.find("0000:00:03.0"), std::string::npos);
     EXPECT_NE(table.find("no: bound to e1000e"), std::string::npos);
 }
@@ -101,9 +103,52 @@ TEST(Inventory, BridgesAreLabelledBySubclass) {
     EXPECT_EQ(v[2].reason, "ISA bridge");
     EXPECT_EQ(v[3].reason, "bridge");  // 0x0680, "other bridge", even when bound to vfio-pci
     for (auto& d : v) EXPECT_FALSE(d.assignable) << d.bdf;
-    auto table = renderInventory(v, false);
+    auto table = renderInventory(HostSummary{}, v, false);
     EXPECT_NE(table.find("no: ISA bridge"), std::string::npos) << table;
     EXPECT_NE(table.find("no: host bridge"), std::string::npos) << table;
+}
+
+// The class is the sysfs `class` file's six digits (base class, subclass, programming interface)
+// in the table and in JSON alike: an NVMe (010802) and an xHCI controller (0c0330) are told apart
+// only by the last two.
+TEST(Inventory, ClassHasTheSameSixDigitsInTextAndJson) {
+    TempSysfs s;
+    s.device("0000:00:04.0", "0x010802", 4, "vfio-pci");
+    auto devs = scanPciDevices(s.root()).value();
+    auto table = renderInventory(HostSummary{}, devs, false);
+    EXPECT_NE(table.find("0000:00:04.0  8086:1234 010802 4 "), std::string::npos) << table;
+    auto j = nlohmann::json::parse(renderInventory(HostSummary{}, devs, true));
+    EXPECT_EQ(j["devices"][0]["class"], "010802");
+}
+
+// The line above the table: what the host has for device assignment, and what to fix.
+TEST(Inventory, HostSummarySaysWhatIsMissingAndWhatToDo) {
+    TempSysfs s;
+    auto dev = s.root() / "dev";
+    fs::create_directories(dev);
+    HostSummary bare = summarizeHost(realHost(), {s.root(), dev}, 8ull << 20, false);
+    EXPECT_EQ(bare.iommuGroups, 0u);
+    auto line = renderInventory(bare, {}, false);
+    EXPECT_EQ(line.substr(0, line.find('\n')),
+              "host: IOMMU off, /dev/vfio/vfio no, /dev/iommu no, vfio-pci not loaded, /dev/kvm no, memlock 8 MiB - to fix: "
+              "turn the IOMMU on (intel_iommu=on or amd_iommu=on on the kernel command line, VT-d/AMD-Vi in the firmware); "
+              "load vfio-pci (modprobe vfio-pci); no /dev/vfio/vfio or /dev/iommu: load vfio and iommufd (modprobe "
+              "vfio-pci iommufd); no /dev/kvm: load kvm_intel or kvm_amd; raise the memory-lock limit to at least the "
+              "guest's RAM (ulimit -l; now 8192 KiB)");
+
+    s.device("0000:00:03.0", "0x020000", 3, "vfio-pci");
+    fs::create_directories(dev / "vfio");
+    std::ofstream(dev / "vfio/vfio") << "";
+    std::ofstream(dev / "iommu") << "";
+    std::ofstream(dev / "kvm") << "";
+    HostSummary ready = summarizeHost(realHost(), {s.root(), dev}, std::nullopt, false);
+    EXPECT_TRUE(ready.fixes.empty());
+    line = renderInventory(ready, {}, false);
+    EXPECT_EQ(line.substr(0, line.find('\n')),
+              "host: IOMMU on (1 groups), /dev/vfio/vfio yes, /dev/iommu yes, vfio-pci loaded, /dev/kvm yes, memlock unlimited");
+    auto j = nlohmann::json::parse(renderInventory(summarizeHost(realHost(), {s.root(), dev}, 8ull << 20, true), {}, true));
+    EXPECT_EQ(j["host"]["memlock_enforced"], false);
+    EXPECT_TRUE(j["host"]["fixes"].empty()) << j.dump();
 }
 
 TEST(Inventory, SimulatedHostTree) {
