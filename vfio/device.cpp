@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "base/log.h"
 #include "vfio/ioctl_util.h"
@@ -31,19 +32,21 @@ std::string regionName(uint32_t index) {
     return fmt::format("region {}", index);
 }
 
-Result<VfioDevice> VfioDevice::create(HostInterface& host, HostFd fd, std::string name) {
-    VfioDevice dev(host, std::move(fd), std::move(name));
+Result<VfioDevice> VfioDevice::create(HostInterface& host, HostFd&& fd, std::string name) {
+    // The info is read before the fd is taken: on failure the caller still owns it and closes it in
+    // its own undo order (e.g. after KVM has forgotten it).
     vfio_device_info info{};
     info.argsz = sizeof info;
-    TRY(ioctlPtr(host, dev.fd(), VFIO_DEVICE_GET_INFO, &info, "VFIO_DEVICE_GET_INFO", dev.name_));
+    TRY(ioctlPtr(host, fd.get(), VFIO_DEVICE_GET_INFO, &info, "VFIO_DEVICE_GET_INFO", name));
+    if ((info.flags & VFIO_DEVICE_FLAGS_PCI) &&
+        (info.num_regions < VFIO_PCI_CONFIG_REGION_INDEX + 1 || info.num_irqs < VFIO_PCI_MSIX_IRQ_INDEX + 1))
+        return Error(fmt::format("VFIO device {}: PCI device reports only {} regions and {} irq indexes", name,
+                                 info.num_regions, info.num_irqs),
+                     EINVAL);
+    VfioDevice dev(host, std::move(fd), std::move(name));
     dev.flags_ = info.flags;
     dev.numRegions_ = info.num_regions;
     dev.numIrqs_ = info.num_irqs;
-    if ((info.flags & VFIO_DEVICE_FLAGS_PCI) &&
-        (info.num_regions < VFIO_PCI_CONFIG_REGION_INDEX + 1 || info.num_irqs < VFIO_PCI_MSIX_IRQ_INDEX + 1))
-        return Error(fmt::format("VFIO device {}: PCI device reports only {} regions and {} irq indexes", dev.name_,
-                                 info.num_regions, info.num_irqs),
-                     EINVAL);
     log::get("vfio").debug("device {}: flags {:#x}, {} regions, {} irq indexes", dev.name_, info.flags,
                            info.num_regions, info.num_irqs);
     return dev;
@@ -194,27 +197,64 @@ Result<void> VfioDevice::reset() {
     return success();
 }
 
-Result<std::vector<HotResetDevice>> VfioDevice::hotResetInfo() {
+Result<HotResetInfo> VfioDevice::hotResetInfo() {
+    const std::string what = "VFIO_DEVICE_GET_PCI_HOT_RESET_INFO " + name_;
     std::vector<uint8_t> buf(sizeof(vfio_pci_hot_reset_info));
     auto* info = reinterpret_cast<vfio_pci_hot_reset_info*>(buf.data());
     info->argsz = sizeof(vfio_pci_hot_reset_info);
     auto r = host_->ioctl(fd(), VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, reinterpret_cast<uintptr_t>(info));
     if (!r && r.error().code() == ENOSPC) {
-        // Too small for the list: the kernel wrote the count back (vfio_pci_ioctl_get_pci_hot_reset_info()).
-        uint32_t count = info->count;
+        // Too small for the list: the kernel wrote the count back in the header
+        // (vfio_pci_ioctl_get_pci_hot_reset_info()); the flags come with the full answer only.
+        const uint32_t count = info->count;
+        if (count == 0 || count > 256) return Error(fmt::format("{}: the kernel asks room for {} functions", what, count), EINVAL);
         buf.assign(sizeof(vfio_pci_hot_reset_info) + count * sizeof(vfio_pci_dependent_device), 0);
         info = reinterpret_cast<vfio_pci_hot_reset_info*>(buf.data());
         info->argsz = static_cast<uint32_t>(buf.size());
         r = host_->ioctl(fd(), VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, reinterpret_cast<uintptr_t>(info));
     }
-    if (!r) return Error("VFIO_DEVICE_GET_PCI_HOT_RESET_INFO " + name_, r.error().code());
-    std::vector<HotResetDevice> out;
+    if (!r) return Error(what, r.error().code());
+    const size_t room = (buf.size() - sizeof(vfio_pci_hot_reset_info)) / sizeof(vfio_pci_dependent_device);
+    if (info->count > room)
+        return Error(fmt::format("{}: the kernel lists {} functions in room for {}", what, info->count, room), EINVAL);
+    HotResetInfo out;
+    out.flags = info->flags;
     for (uint32_t i = 0; i < info->count; ++i) {
         vfio_pci_dependent_device d;
         std::memcpy(&d, buf.data() + sizeof(vfio_pci_hot_reset_info) + i * sizeof d, sizeof d);
-        out.push_back({d.group_id, d.segment, d.bus, d.devfn});
+        HotResetDevice dev;
+        // One field, two meanings (a union in newer headers): group id, or iommufd device id.
+        (out.devIdForm() ? dev.devId : dev.groupId) = d.group_id;
+        dev.segment = d.segment;
+        dev.bus = d.bus;
+        dev.devfn = d.devfn;
+        out.devices.push_back(dev);
     }
     return out;
+}
+
+Result<HotResetPlan> VfioDevice::planHotReset(OpenSiblings siblings) {
+    if (!hotResetOwner_)
+        return Error("VFIO_DEVICE_PCI_HOT_RESET " + name_ + ": the backend that opened the device says nothing of "
+                     "what it owns",
+                     EINVAL);
+    auto info = TRY(hotResetInfo());
+    return vfio::planHotReset(info, name_, *hotResetOwner_, siblings);
+}
+
+Result<void> VfioDevice::hotReset(const HotResetPlan& plan) {
+    std::vector<uint8_t> buf(sizeof(vfio_pci_hot_reset) + plan.groupFds.size() * sizeof(int32_t));
+    auto* reset = reinterpret_cast<vfio_pci_hot_reset*>(buf.data());
+    reset->argsz = static_cast<uint32_t>(buf.size());
+    reset->flags = 0;
+    reset->count = static_cast<uint32_t>(plan.groupFds.size());
+    if (!plan.groupFds.empty())
+        std::memcpy(buf.data() + sizeof(vfio_pci_hot_reset), plan.groupFds.data(), plan.groupFds.size() * sizeof(int32_t));
+    TRY(ioctlPtr(*host_, fd(), VFIO_DEVICE_PCI_HOT_RESET, reset, "VFIO_DEVICE_PCI_HOT_RESET",
+                 plan.devIdForm ? fmt::format("{} (iommufd-owned, resets {})", name_, fmt::join(plan.affected, ", "))
+                                : fmt::format("{} ({} group fds, resets {})", name_, plan.groupFds.size(),
+                                              fmt::join(plan.affected, ", "))));
+    return success();
 }
 
 Result<void> VfioDevice::readRegion(uint32_t index, uint64_t offset, std::span<uint8_t> out) {

@@ -13,6 +13,7 @@
 
 #include "base/result.h"
 #include "vfio/host_fd.h"
+#include "vfio/hot_reset.h"
 #include "vfio/uapi_compat.h"
 
 namespace conduit::vfio {
@@ -43,17 +44,11 @@ struct IrqInfo {
     uint32_t count = 0;
 };
 
-struct HotResetDevice {
-    uint32_t groupId = 0;
-    uint16_t segment = 0;
-    uint8_t bus = 0;
-    uint8_t devfn = 0;
-};
-
 class VfioDevice {
 public:
     // Takes an opened device fd (group GET_DEVICE_FD, or a bound+attached cdev) and reads its info.
-    static Result<VfioDevice> create(HostInterface& host, HostFd fd, std::string name);
+    // The fd is moved from only on success.
+    static Result<VfioDevice> create(HostInterface& host, HostFd&& fd, std::string name);
 
     VfioDevice(VfioDevice&&) = default;
     VfioDevice& operator=(VfioDevice&&) = default;
@@ -82,8 +77,16 @@ public:
     // ACTION_UNMASK with an eventfd: the INTx resample path (a write to the eventfd unmasks).
     Result<void> setUnmaskEventfd(uint32_t index, uint32_t subindex, int32_t fd);
 
+    // VFIO_DEVICE_RESET (a function reset: FLR, PM reset, or a bus reset when the function is alone
+    // on its bus); refused without the ioctl when VFIO_DEVICE_FLAGS_RESET is clear.
     Result<void> reset();
-    Result<std::vector<HotResetDevice>> hotResetInfo();
+    // VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, re-issued with the count the kernel asked for (ENOSPC);
+    // the flags say which form the list is in (hot_reset.h).
+    Result<HotResetInfo> hotResetInfo();
+    // The info, checked against what the backend that opened this device owns (no reset yet).
+    Result<HotResetPlan> planHotReset(OpenSiblings siblings);
+    // VFIO_DEVICE_PCI_HOT_RESET as planned: the group fds, or a zero-length array in the dev-id form.
+    Result<void> hotReset(const HotResetPlan& plan);
 
     Result<void> readRegion(uint32_t index, uint64_t offset, std::span<uint8_t> out);
     Result<void> writeRegion(uint32_t index, uint64_t offset, std::span<const uint8_t> in);
@@ -117,6 +120,8 @@ public:
     // Run once when the device is destroyed, before its fd is closed (the backend detaches and
     // forgets the device there).
     void setCloseHook(std::function<void(int fd)> hook) { closeHook_.fn = std::move(hook); closeHook_.fd = fd(); }
+    // Set by the backend that opened the device (it must outlive the device); planHotReset() asks it.
+    void setHotResetOwner(const HotResetOwner* owner) { hotResetOwner_ = owner; }
 
 private:
     struct CloseHook {
@@ -149,6 +154,7 @@ private:
     uint32_t numRegions_ = 0;
     uint32_t numIrqs_ = 0;
     std::map<uint32_t, RegionInfo> regions_;  // cache
+    const HotResetOwner* hotResetOwner_ = nullptr;
     CloseHook closeHook_;  // declared after fd_: runs before the fd is closed
 };
 

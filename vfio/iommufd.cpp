@@ -51,7 +51,7 @@ std::optional<uint32_t> IommufdBackend::devId(const std::string& bdf) const {
     return it->second;
 }
 
-Result<std::unique_ptr<VfioDevice>> IommufdBackend::openDevice(const std::string& bdfIn) {
+Result<std::unique_ptr<VfioDevice>> IommufdBackend::openDevice(const std::string& bdfIn, KvmFileRegistrar* kvm) {
     auto bdf = TRY(normalizeBdf(bdfIn));
     if (devIds_.count(bdf)) return Error(fmt::format("VFIO device {} is already open in this VM", bdf), EBUSY);
     TRY(sysfs_.checkAssignable(bdf));
@@ -60,6 +60,9 @@ Result<std::unique_ptr<VfioDevice>> IommufdBackend::openDevice(const std::string
     int raw = TRY_CTX(host_.open(cdev, O_RDWR), "VFIO device " + bdf);
     HostFd fd(host_, raw);
     const std::string what = fmt::format("{} ({})", bdf, cdev);
+    // KVM first: BIND_IOMMUFD opens the device with the kvm the cdev file was given
+    // (vfio_df_ioctl_bind_iommufd()). Declared after `fd`, so a failure below undoes it first.
+    auto kvmFile = TRY(KvmFileRegistration::add(kvm, fd.get(), false, "VFIO device " + what));
 
     vfio_device_bind_iommufd bind{};
     bind.argsz = sizeof bind;
@@ -75,10 +78,13 @@ Result<std::unique_ptr<VfioDevice>> IommufdBackend::openDevice(const std::string
                           ioasId(), attach.pt_id);
 
     // A failure below closes the fd, which detaches and unbinds in the kernel as well.
-    auto dev = TRY(VfioDevice::create(host_, std::move(fd), bdf));
+    auto dev = VfioDevice::create(host_, std::move(fd), bdf);
+    if (!dev) return std::move(dev).error();  // kvmFile undoes KVM's entry, then `fd` closes
+    kvmFile.release();
     devIds_[bdf] = bind.out_devid;
     if (group) groups_[bdf] = *group;
-    auto out = std::make_unique<VfioDevice>(std::move(dev));
+    auto out = std::make_unique<VfioDevice>(std::move(dev).value());
+    out->setHotResetOwner(this);
     out->setCloseHook([this, bdf](int devFd) {
         vfio_device_detach_iommufd_pt detach{};
         detach.argsz = sizeof detach;

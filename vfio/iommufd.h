@@ -57,7 +57,11 @@ public:
     std::string_view backendName() const override { return "iommufd"; }
     BackendKind kind() const override { return BackendKind::Iommufd; }
     // Opens the cdev, BIND_IOMMUFD, ATTACH_IOMMUFD_PT to the IOAS.
-    Result<std::unique_ptr<VfioDevice>> openDevice(const std::string& bdf) override;
+    Result<std::unique_ptr<VfioDevice>> openDevice(const std::string& bdf, KvmFileRegistrar* kvm = nullptr) override;
+    // HotResetOwner: cdev hot resets prove ownership through the iommufd (no group fds); the devices
+    // open are the ones bound here.
+    std::optional<int> ownedGroupFd(unsigned) const override { return std::nullopt; }
+    bool deviceOpen(const std::string& bdf) const override { return devIds_.count(bdf) != 0; }
 
     Result<void> mapDma(uint64_t iova, uint64_t size, void* vaddr, bool writable) override;
     Result<void> unmapDma(uint64_t iova, uint64_t size) override;

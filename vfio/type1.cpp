@@ -77,33 +77,49 @@ Result<Type1Group*> Type1Backend::attachGroup(unsigned groupId) {
     return raw_ptr;
 }
 
-Result<std::unique_ptr<VfioDevice>> Type1Backend::openDevice(const std::string& bdfIn) {
+Result<std::unique_ptr<VfioDevice>> Type1Backend::openDevice(const std::string& bdfIn, KvmFileRegistrar* kvm) {
     auto bdf = TRY(normalizeBdf(bdfIn));
     TRY(sysfs_.checkAssignable(bdf));
     unsigned groupId = TRY(sysfs_.iommuGroup(bdf));
     const bool newGroup = !groups_.count(groupId);
     auto* group = TRY(attachGroup(groupId));
-    auto undoGroup = [&] {
+    // Undone in this order on failure: KVM forgets the group, then the group leaves the container
+    // (which closes its fd).
+    KvmFileRegistration kvmGroup;
+    auto fail = [&](Error e) -> Error {
+        kvmGroup.reset();
         if (newGroup) {
             (void)detachGroup(*group);
             groups_.erase(groupId);
             if (groups_.empty()) iommuSet_ = false;  // the kernel drops the IOMMU with the last group
         }
+        return e;
     };
+    if (newGroup) {
+        // KVM first: the device open below takes group->kvm (vfio_device_group_open()).
+        auto reg = KvmFileRegistration::add(kvm, group->fd(), true, fmt::format("IOMMU group {}", groupId));
+        if (!reg) return fail(std::move(reg).error());
+        kvmGroup = std::move(reg).value();
+    }
     std::vector<char> name(bdf.begin(), bdf.end());
     name.push_back('\0');
     auto fdr = ioctlPtr(host_, group->fd(), VFIO_GROUP_GET_DEVICE_FD, name.data(), "VFIO_GROUP_GET_DEVICE_FD",
                         fmt::format("{} (group {})", bdf, groupId));
-    if (!fdr) {
-        undoGroup();
-        return std::move(fdr).error();
-    }
+    if (!fdr) return fail(std::move(fdr).error());
     auto dev = VfioDevice::create(host_, HostFd(host_, *fdr), bdf);
-    if (!dev) {
-        undoGroup();
-        return std::move(dev).error();
-    }
-    return std::make_unique<VfioDevice>(std::move(dev).value());
+    if (!dev) return fail(std::move(dev).error());
+    kvmGroup.release();
+    auto out = std::make_unique<VfioDevice>(std::move(dev).value());
+    out->setHotResetOwner(this);
+    openDevices_.insert(bdf);
+    out->setCloseHook([this, bdf](int) { openDevices_.erase(bdf); });
+    return out;
+}
+
+std::optional<int> Type1Backend::ownedGroupFd(unsigned group) const {
+    auto it = groups_.find(group);
+    if (it == groups_.end()) return std::nullopt;
+    return it->second->fd();
 }
 
 Result<Type1Info> Type1Backend::info() {

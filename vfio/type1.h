@@ -4,6 +4,9 @@
 
 #include <map>
 #include <memory>
+#include <optional>
+#include <set>
+#include <string>
 #include <vector>
 
 #include "vfio/backend.h"
@@ -41,7 +44,10 @@ public:
 
     std::string_view backendName() const override { return "type1"; }
     BackendKind kind() const override { return BackendKind::Type1; }
-    Result<std::unique_ptr<VfioDevice>> openDevice(const std::string& bdf) override;
+    Result<std::unique_ptr<VfioDevice>> openDevice(const std::string& bdf, KvmFileRegistrar* kvm = nullptr) override;
+    // HotResetOwner: the groups attached to this container, the devices opened from them.
+    std::optional<int> ownedGroupFd(unsigned group) const override;
+    bool deviceOpen(const std::string& bdf) const override { return openDevices_.count(bdf) != 0; }
 
     Result<void> mapDma(uint64_t iova, uint64_t size, void* vaddr, bool writable) override;
     Result<void> unmapDma(uint64_t iova, uint64_t size) override;
@@ -52,11 +58,12 @@ public:
 
     // VFIO_IOMMU_GET_INFO with its capability chain (IOVA ranges, dma_avail, migration).
     Result<Type1Info> info();
-    // Attaches the group (viability checked first, offending device and driver named).
-    Result<Type1Group*> attachGroup(unsigned group);
     size_t groupCount() const { return groups_.size(); }
 
 private:
+    // Attaches the group (viability checked first, offending device and driver named). Private:
+    // openDevice() tells KVM about a group it attaches before opening a device from it.
+    Result<Type1Group*> attachGroup(unsigned group);
     Type1Backend(HostInterface& host, HostPaths paths, HostFd container)
         : host_(host), sysfs_(host, paths), container_(std::move(container)) {}
     Result<void> detachGroup(Type1Group& group);
@@ -66,6 +73,7 @@ private:
     HostFd container_;
     bool iommuSet_ = false;
     std::map<unsigned, std::unique_ptr<Type1Group>> groups_;
+    std::set<std::string> openDevices_;  // bdfs of the devices open from those groups
 };
 
 }  // namespace conduit::vfio

@@ -9,6 +9,7 @@
 //     VIOMMU_ALLOC / VDEVICE_ALLOC (6.13), VEVENTQ_ALLOC (6.15)
 //   - VFIO device cdev: BIND_IOMMUFD, ATTACH/DETACH_IOMMUFD_PT incl. PASID (6.6, PASID 6.13)
 //   - VFIO_DEVICE_FEATURE_DMA_BUF (6.19-era P2P dma-buf export)
+//   - PCI hot reset of cdev-opened devices: FLAG_DEV_ID(_OWNED), VFIO_PCI_DEVID_* (6.5)
 //
 // Each group is guarded by its ioctl macro, so a newer system header wins where it exists; the
 // static_asserts at the end check every struct size and ioctl number either way, so a system header
@@ -24,6 +25,7 @@
 #endif
 
 #include <cstddef>
+#include <cstdint>
 
 #ifndef IOMMUFD_TYPE
 #define IOMMUFD_TYPE (';')
@@ -419,6 +421,22 @@ struct vfio_device_feature_dma_buf {
 #endif
 
 // ---------------------------------------------------------------------------------------------
+// PCI hot reset of a cdev-opened device (6.5): VFIO_DEVICE_GET_PCI_HOT_RESET_INFO answers with
+// iommufd device ids instead of group ids, and VFIO_DEVICE_PCI_HOT_RESET takes a zero-length
+// group fd array (ownership is proven by the iommufd context). 6.1's vfio_pci_dependent_device
+// names its first field only group_id; newer headers make it a union of group_id and devid.
+// Conduit reads that field as group_id, which both headers have.
+// ---------------------------------------------------------------------------------------------
+#ifndef VFIO_PCI_HOT_RESET_FLAG_DEV_ID
+#define VFIO_PCI_HOT_RESET_FLAG_DEV_ID (1 << 0)
+#define VFIO_PCI_HOT_RESET_FLAG_DEV_ID_OWNED (1 << 1)
+#endif
+#ifndef VFIO_PCI_DEVID_OWNED
+#define VFIO_PCI_DEVID_OWNED 0
+#define VFIO_PCI_DEVID_NOT_OWNED -1
+#endif
+
+// ---------------------------------------------------------------------------------------------
 // Layout checks: sizes and ioctl numbers as the kernel defines them.
 // ---------------------------------------------------------------------------------------------
 static_assert(sizeof(struct iommu_destroy) == 8);
@@ -488,6 +506,12 @@ static_assert(VFIO_GROUP_UNSET_CONTAINER == 0x3b69 && VFIO_GROUP_GET_DEVICE_FD =
 static_assert(VFIO_DEVICE_GET_INFO == 0x3b6b && VFIO_DEVICE_GET_REGION_INFO == 0x3b6c);
 static_assert(VFIO_DEVICE_GET_IRQ_INFO == 0x3b6d && VFIO_DEVICE_SET_IRQS == 0x3b6e && VFIO_DEVICE_RESET == 0x3b6f);
 static_assert(VFIO_DEVICE_GET_PCI_HOT_RESET_INFO == 0x3b70 && VFIO_DEVICE_FEATURE == 0x3b75);
+static_assert(VFIO_DEVICE_PCI_HOT_RESET == 0x3b71);  // VFIO_BASE + 13 (the same number as VFIO_IOMMU_MAP_DMA)
+static_assert(sizeof(struct vfio_pci_dependent_device) == 8 && offsetof(struct vfio_pci_dependent_device, segment) == 4);
+static_assert(sizeof(struct vfio_pci_hot_reset_info) == 12 && offsetof(struct vfio_pci_hot_reset_info, count) == 8);
+static_assert(sizeof(struct vfio_pci_hot_reset) == 12 && offsetof(struct vfio_pci_hot_reset, count) == 8);
+static_assert(VFIO_PCI_HOT_RESET_FLAG_DEV_ID == 1 && VFIO_PCI_HOT_RESET_FLAG_DEV_ID_OWNED == 2);
+static_assert(uint32_t(VFIO_PCI_DEVID_OWNED) == 0 && uint32_t(VFIO_PCI_DEVID_NOT_OWNED) == 0xffffffffu);
 static_assert(VFIO_IOMMU_GET_INFO == 0x3b70 && VFIO_IOMMU_MAP_DMA == 0x3b71 && VFIO_IOMMU_UNMAP_DMA == 0x3b72);
 static_assert(sizeof(struct vfio_iommu_type1_info) == 24 && sizeof(struct vfio_iommu_type1_dma_map) == 32);
 static_assert(sizeof(struct vfio_iommu_type1_dma_unmap) == 24 && sizeof(struct vfio_region_info) == 32);

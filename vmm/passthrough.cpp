@@ -6,9 +6,6 @@
 
 #include "base/log.h"
 #include "tests/hostsim/sim_host.h"
-#include "vfio/iommufd.h"
-#include "vfio/sysfs.h"
-#include "vfio/type1.h"
 #include "vmm/x86/pci_irq.h"
 
 namespace conduit::vmm {
@@ -120,30 +117,15 @@ Result<void> Passthrough::build(const VmConfig& config) {
         const auto& d = *entry.vfioPci;
         const std::string bdf = TRY(resolveHost(d));
         auto* backend = TRY_CTX(backendFor(d.backend), fmt::format("vfio-pci {}", d.host));
-        auto vdev = TRY_CTX(backend->openDevice(bdf), fmt::format("vfio-pci {}", d.host));
+        // On a real host KVM's VFIO device learns the group / cdev before the device is opened
+        // (add() below); the simulated host's fds are no VFIO files KVM would take.
+        auto vdev = TRY_CTX(backend->openDevice(bdf, sim_ ? nullptr : this), fmt::format("vfio-pci {}", d.host));
         auto& be = backends_[backend->kind()];
         if (!be.listening) {
             // After the first device: type1 has its IOMMU set, iommufd its IOVA ranges narrowed.
             be.dma = std::make_unique<memory::DmaMapper>(*backend);
             TRY_CTX(env_.memory.addListener(be.dma.get()), fmt::format("DMA mapping of guest RAM ({})", backend->backendName()));
             be.listening = true;
-        }
-        if (!sim_) {
-            // KVM must know every VFIO group / cdev the VM uses (coherency, arch hooks).
-            if (!kvmVfio_) kvmVfio_ = TRY(env_.vm.createVfioDevice());
-            if (auto* t1 = dynamic_cast<vfio::Type1Backend*>(backend)) {
-                unsigned group = TRY(vfio::Sysfs(*host_, paths_).iommuGroup(bdf));
-                int fd = TRY(t1->attachGroup(group))->fd();
-                bool known = false;
-                for (auto& [isGroup, f] : kvmVfioEntries_) known = known || (isGroup && f == fd);
-                if (!known) {
-                    TRY(kvmVfio_->addGroup(fd));
-                    kvmVfioEntries_.emplace_back(true, fd);
-                }
-            } else {
-                TRY(kvmVfio_->addFile(vdev->fd()));
-                kvmVfioEntries_.emplace_back(false, vdev->fd());
-            }
         }
         const uint8_t slot = d.slot ? *d.slot : TRY(root_->nextFreeSlot());
         const std::string name = fmt::format("00:{:02x}.0 ({})", slot, bdf);
@@ -162,6 +144,21 @@ Result<void> Passthrough::build(const VmConfig& config) {
         log.info("passthrough: {} on {} backend", name, backend->backendName());
     }
     return success();
+}
+
+// KVM must know every VFIO group / cdev the VM uses (coherency, arch hooks), and before the device
+// opens: drivers that need KVM at open time take it from the group or cdev file then.
+Result<void> Passthrough::add(int fd, bool isGroup, const std::string& what) {
+    if (!kvmVfio_) kvmVfio_ = TRY(env_.vm.createVfioDevice());
+    TRY_CTX(isGroup ? kvmVfio_->addGroup(fd) : kvmVfio_->addFile(fd), what);
+    kvmVfioEntries_.emplace_back(isGroup, fd);
+    return success();
+}
+
+void Passthrough::remove(int fd, bool isGroup) {
+    auto r = isGroup ? kvmVfio_->removeGroup(fd) : kvmVfio_->removeFile(fd);
+    if (!r) log::get("vmm").warn("{}", r.error().describe());
+    std::erase(kvmVfioEntries_, std::make_pair(isGroup, fd));
 }
 
 Result<std::string> Passthrough::resolveHost(const VfioPciConfig& d) {

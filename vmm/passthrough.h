@@ -11,7 +11,8 @@
 //   devices     VfioPciDevice per "vfio-pci" entry on bus 0, BARs placed by BarAllocators (32-bit
 //               window first, 64-bit window for large 64-bit BARs, I/O 0xC000-0xFFFF), never over a
 //               reserved IOVA range; INTx on IOAPIC pin 16 + slot % 8
-//   KVM VFIO    the pseudo-device, fed group fds (type1) or device cdev fds (iommufd) on a real host
+//   KVM VFIO    the pseudo-device, fed group fds (type1) or device cdev fds (iommufd) on a real host,
+//               each before its device is opened or bound (the backends call add())
 //
 // Teardown (destructor, in this order): KVM VFIO entries removed, devices off the bus and
 // destroyed (IRQs off, memslots and bus ranges removed, P2P DMA unmapped, fds closed), DmaMappers
@@ -44,7 +45,7 @@ class SimHost;
 
 namespace conduit::vmm {
 
-class Passthrough {
+class Passthrough final : private vfio::KvmFileRegistrar {
 public:
     struct Env {
         Vm& vm;
@@ -55,7 +56,7 @@ public:
     };
 
     static Result<std::unique_ptr<Passthrough>> create(const VmConfig& config, Env env);
-    ~Passthrough();
+    ~Passthrough() override;
     Passthrough(const Passthrough&) = delete;
     Passthrough& operator=(const Passthrough&) = delete;
 
@@ -80,6 +81,9 @@ private:
     Result<std::string> resolveHost(const VfioPciConfig& d);
     Result<vfio::VfioBackend*> backendFor(vfio::BackendKind kind);
     Result<void> placeBars(devices::vfio_pci::VfioPciDevice& dev, vfio::VfioOps& ops);
+    // vfio::KvmFileRegistrar: the backends call these before a device opens (real host only).
+    Result<void> add(int fd, bool isGroup, const std::string& what) override;
+    void remove(int fd, bool isGroup) override;
 
     struct Backend {
         std::unique_ptr<vfio::VfioBackend> backend;

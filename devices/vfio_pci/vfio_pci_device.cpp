@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "base/log.h"
 #include "memory/address_range.h"
@@ -131,10 +132,18 @@ Result<std::shared_ptr<VfioPciDevice>> VfioPciDevice::create(std::unique_ptr<vfi
 
 Result<void> VfioPciDevice::init() {
     std::lock_guard lock(mutex_);
-    if (platform_.resetOnStart && device_->canReset()) {
-        // A clean device, whatever the previous user left behind.
-        TRY_CTX(device_->reset(), name_ + ": reset at start");
-        ++stats_.resets;
+    // The kernel enables the device when its fd is opened (vfio_pci_core_enable(): memory and I/O
+    // decode on, bus mastering off), and a reset restores that state. Decode and bus mastering go
+    // off first, as QEMU's vfio_pci_pre_reset() does: the BARs stay dark until the guest sets
+    // COMMAND.MEM or IO (docs/config.md), the device masters nothing until it sets COMMAND.MASTER,
+    // and the COMMAND the guest reads is what the device decodes.
+    TRY_CTX(quiesce(), name_ + ": turning decode and bus mastering off at start");
+    if (platform_.resetOnStart) {
+        // A clean device, whatever the previous user left behind. Other functions of this VM that
+        // a hot reset reaches have not been driven yet, so they may be reset along.
+        auto plan = planReset(vfio::OpenSiblings::ResetToo);
+        if (!plan) logger().info("{}: not reset at start: {}", name_, plan.error().describe());
+        else TRY_CTX(doReset(*plan), name_ + ": reset at start");
     }
     std::vector<uint8_t> raw(config_.size(), 0);
     TRY_CTX(device_->readConfig(0, raw), name_ + ": reading config space");
@@ -383,7 +392,7 @@ void VfioPciDevice::configWrite(uint32_t offset, std::span<const uint8_t> data) 
     if (touches(PCI_COMMAND, 2) || touches(PCI_BASE_ADDRESS_0, 24) || touches(PCI_ROM_ADDRESS, 4)) updateBars();
     if (flr) {
         logger().info("{}: guest initiated a function level reset", name_);
-        if (auto r = resetLocked(); !r) logger().error("{}: FLR: {}", name_, r.error().describe());
+        if (auto r = resetLocked(); !r) logger().error("{}: guest FLR: {}", name_, r.error().describe());
     }
 }
 
@@ -792,17 +801,47 @@ Result<void> VfioPciDevice::functionLevelReset() {
     return resetLocked();
 }
 
+Result<uint16_t> VfioPciDevice::quiesce() {
+    // INTx-disable goes to a known state (clear) too; VFIO virtualises it and routes INTx itself.
+    const uint16_t cmd = TRY(device_->readConfigObj<uint16_t>(PCI_COMMAND));
+    const uint16_t off = PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER | PCI_COMMAND_INTX_DISABLE;
+    if (cmd & off) TRY(device_->writeConfigObj<uint16_t>(PCI_COMMAND, cmd & ~off));
+    return cmd;
+}
+
+Result<VfioPciDevice::ResetPlan> VfioPciDevice::planReset(vfio::OpenSiblings siblings) {
+    if (device_->canReset()) return ResetPlan{};
+    // No function reset: a hot reset (secondary bus or slot), if this VM owns everything it reaches.
+    auto hot = device_->planHotReset(siblings);
+    if (!hot) return std::move(hot).error().withContext("no function reset (VFIO_DEVICE_FLAGS_RESET clear), and no hot reset");
+    return ResetPlan{std::move(hot).value()};
+}
+
+Result<void> VfioPciDevice::doReset(const ResetPlan& plan) {
+    if (plan.hot) {
+        TRY(device_->hotReset(*plan.hot));
+        logger().info("{}: hot reset (it reset {})", name_, fmt::join(plan.hot->affected, ", "));
+    } else {
+        TRY(device_->reset());
+    }
+    ++stats_.resets;
+    return success();
+}
+
 Result<void> VfioPciDevice::resetLocked() {
+    // Check first: when no reset can be done, the guest's view and the device stay as they are.
+    auto plan = TRY_CTX(planReset(vfio::OpenSiblings::Refuse), "refused, nothing was changed");
+    const uint16_t cmd = TRY_CTX(quiesce(), "refused, nothing was changed");
     // What a function sees after FLR: interrupts off, BARs unprogrammed, decoding and bus mastering off.
     irqsOff();
     bars_->deactivateAll([this](unsigned i, uint64_t gpa) { return deactivateBar(i, gpa); });
-    if (!device_->canReset()) return Error(fmt::format("{}: the device offers no reset (VFIO_DEVICE_FLAGS_RESET clear)", name_), ENOTTY);
-    TRY_CTX(device_->reset(), name_ + ": VFIO_DEVICE_RESET");
-    ++stats_.resets;
-    // The kernel restores the saved config state after reset; the guest expects a reset function.
-    const uint16_t cmd = TRY(device_->readConfigObj<uint16_t>(PCI_COMMAND));
-    TRY(device_->writeConfigObj<uint16_t>(PCI_COMMAND, cmd & ~(PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER)));
-    config_.set16(PCI_COMMAND, 0);
+    if (auto r = doReset(plan); !r) {
+        restoreAfterFailedReset(cmd);
+        return std::move(r).error().withContext("failed, the device and what the guest sees are as before");
+    }
+    // The kernel restored the config state it saved before the reset, which quiesce() left without
+    // decode and bus mastering; the emulated registers go to their reset values here.
+    config_.set16(PCI_COMMAND, cmd & ~(PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER | PCI_COMMAND_INTX_DISABLE));
     for (unsigned i = 0; i < 6; ++i) bars_->program(i, 0);
     config_.set32(PCI_ROM_ADDRESS, 0);
     if (msi_) {
@@ -817,6 +856,28 @@ Result<void> VfioPciDevice::resetLocked() {
     }
     enableIntx();
     return success();
+}
+
+void VfioPciDevice::restoreAfterFailedReset(uint16_t cmd) {
+    // The kernel leaves a device whose reset failed in the state it saved before trying, so what
+    // quiesce(), irqsOff() and the BAR deactivation undid is put back as the shadow still says:
+    // COMMAND, the BARs it decodes, the interrupts the guest enabled. Whatever cannot be put back
+    // reads as off afterwards, so the guest never sees "enabled" where nothing is.
+    if (auto r = device_->writeConfigObj<uint16_t>(PCI_COMMAND, cmd); !r) {
+        logger().error("{}: restoring COMMAND {:#06x} after the failed reset: {}", name_, cmd, r.error().describe());
+        auto read = device_->readConfigObj<uint16_t>(PCI_COMMAND);
+        const uint16_t now = read ? *read : 0;
+        config_.set16(PCI_COMMAND, (config_.get16(PCI_COMMAND) & ~(PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER)) |
+                                       (now & (PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER)));
+    }
+    updateBars();
+    if (msix_) msixControlChanged();
+    if (msi_) msiChanged();
+    if (irqMode() == IrqMode::None) enableIntx();
+    if (msix_ && !msix_->enabled)
+        config_.set16(msix_->cap + PCI_MSIX_FLAGS, config_.get16(msix_->cap + PCI_MSIX_FLAGS) & ~PCI_MSIX_FLAGS_ENABLE);
+    if (msi_ && !msi_->enabled)
+        config_.set16(msi_->cap + PCI_MSI_FLAGS, config_.get16(msi_->cap + PCI_MSI_FLAGS) & ~PCI_MSI_FLAGS_ENABLE);
 }
 
 VfioPciStats VfioPciDevice::stats() const {
@@ -836,11 +897,22 @@ VfioPciStats VfioPciDevice::stats() const {
 
 VfioPciDevice::~VfioPciDevice() {
     std::lock_guard lock(mutex_);
-    // 1. Interrupts off at the device, then the routes (irqfds, GSIs) go.
+    // 1. Decode and bus mastering off: the device stops its DMA before the mappings go.
+    if (auto r = quiesce(); !r) logger().warn("{}: at teardown: {}", name_, r.error().describe());
+    // 2. Interrupts off at the device, then the routes (irqfds, GSIs) go.
     irqsOff();
-    // 2. BARs: bus ranges, memslots and P2P DMA mappings.
+    // 3. BARs: bus ranges, memslots and P2P DMA mappings.
     if (bars_) bars_->deactivateAll([this](unsigned i, uint64_t gpa) { return deactivateBar(i, gpa); });
-    // 3. BAR mmaps, 4. the device fd (the backend detaches it in the close hook).
+    // 4. A function without a function reset is hot reset when nothing else this VM drives shares
+    // its bus: the kernel's own reset at close (vfio_pci_dev_set_try_reset()) waits until every
+    // function of the bus is closed, and a function reset the kernel does at close anyway.
+    if (bars_ && !device_->canReset()) {
+        if (auto plan = planReset(vfio::OpenSiblings::Refuse); !plan)
+            logger().debug("{}: not reset at teardown: {}", name_, plan.error().describe());
+        else if (auto r = doReset(*plan); !r)
+            logger().warn("{}: reset at teardown: {}", name_, r.error().describe());
+    }
+    // 5. BAR mmaps, 6. the device fd (the backend detaches it in the close hook).
     for (auto& st : barState_) {
         st.traps.clear();
         st.areas.clear();

@@ -6,6 +6,13 @@
 // (SR-IOV, resizable BAR, ATS/PRI/PASID, ... are unlinked); everything else reads from and writes
 // to the device. A write of PCIe DEVCTL "initiate FLR" resets the device through VFIO.
 //
+// Reset: at creation decode and bus mastering go off in the device's COMMAND (the kernel enabled
+// decode when it opened the device) and the device is reset: VFIO_DEVICE_RESET, or a PCI hot
+// reset when it has no function reset and this VM owns every function the hot reset reaches. A
+// guest FLR does the same, refused with nothing changed when it cannot be done or would reset
+// another function this VM drives; when the reset itself fails, the guest-visible state (COMMAND,
+// decoded BARs, armed interrupts) is put back as it was.
+//
 // BARs: each mmappable area (sparse mmap areas, else the whole BAR; the MSI-X table and PBA pages
 // always excluded) is mmapped once at creation and, while the guest has the BAR enabled, is a
 // guest memslot at BAR address + offset (no exits) and, with P2P, an IOMMU mapping at the same
@@ -21,8 +28,9 @@
 // routes: no SET_IRQS per mask; a vector that fires while masked shows in the emulated PBA /
 // pending bits and is delivered at unmask.
 //
-// Teardown (destructor, explicit): IRQs off, routes dropped, bus ranges and memslots removed,
-// DMA unmapped, BAR mmaps unmapped, the device fd closed.
+// Teardown (destructor, explicit): decode and bus mastering off, IRQs off, routes dropped, bus
+// ranges and memslots removed, DMA unmapped, a hot reset for a function without a function reset
+// (when no other function of this VM shares it), BAR mmaps unmapped, the device fd closed.
 #pragma once
 
 #include <array>
@@ -98,7 +106,9 @@ public:
     std::vector<BarArea> mmapAreas(unsigned index) const;
     std::vector<BarArea> trappedAreas(unsigned index) const;
 
-    // What a guest FLR does (also reachable through PCIe DEVCTL).
+    // What a guest FLR does (also reachable through PCIe DEVCTL): a function reset, else a hot
+    // reset that reaches no other function this VM drives. Refused with nothing changed when
+    // neither can be done; when the reset itself fails, the guest-visible state is put back.
     Result<void> functionLevelReset();
 
     IrqMode irqMode() const;
@@ -175,7 +185,20 @@ private:
     pci::MsiMessage msiMessage(unsigned vector) const;
     void irqsOff();
     void refreshMsiPending();
+
+    // Reset (called with mutex_ held). A function reset when the device has one, else a hot reset
+    // (vfio/hot_reset.h) when this VM owns every function it reaches; decided before anything is
+    // touched.
+    struct ResetPlan {
+        std::optional<vfio::HotResetPlan> hot;  // empty: VFIO_DEVICE_RESET
+    };
+    Result<ResetPlan> planReset(vfio::OpenSiblings siblings);
+    Result<void> doReset(const ResetPlan& plan);
+    // Decode, bus mastering and INTx-disable off in the device's COMMAND (QEMU's
+    // vfio_pci_pre_reset()); returns COMMAND as it was.
+    Result<uint16_t> quiesce();
     Result<void> resetLocked();
+    void restoreAfterFailedReset(uint16_t cmd);
 
     bool inMsixTable(unsigned index, uint64_t offset, size_t size) const;
     bool inMsixPba(unsigned index, uint64_t offset, size_t size) const;

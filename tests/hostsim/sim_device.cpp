@@ -210,10 +210,48 @@ void SimDevice::disableIrqs() {
     activeIndex_ = VFIO_PCI_NUM_IRQS;
 }
 
+void SimDevice::enable() {
+    // vfio_pci_core_enable() at the first open: pci_clear_master(), pci_enable_device() (decode on
+    // for the kinds of BAR the device has; every simulated BAR is a memory BAR), INTx-disable
+    // cleared for a PCI 2.3 device, pci_try_reset_function() when the device has a reset method,
+    // then pci_save_state(): the state vfio_pci_core_disable() restores at the last close.
+    uint16_t cmd = static_cast<uint16_t>(command() & ~(0x0004 | 0x0400));
+    for (auto& b : config_.bars)
+        if (b.kind != BarKind::None && b.size) cmd |= 0x0002;
+    put16(&cfg_[0x04], cmd);
+    if (config_.resetSupported) resetRestoringConfig();
+    savedAtOpen_ = cfg_;
+    needsReset_ = false;
+}
+
+void SimDevice::disable() {
+    // vfio_pci_core_disable() at the last close: bus mastering and interrupts off, COMMAND set to
+    // INTx-disable alone, a function reset when the device has one (__pci_reset_function_locked(),
+    // which saves nothing itself), the state saved at open restored, pci_disable_device() (bus
+    // mastering off; decode stays as restored). Without a reset the device still needs one, which
+    // the bus reset at close may give it (SimHost::Impl::tryBusResetAfterClose()).
+    disableIrqs();
+    put16(&cfg_[0x04], 0x0400);
+    if (config_.resetSupported) resetState();
+    cfg_ = savedAtOpen_;
+    put16(&cfg_[0x04], static_cast<uint16_t>(command() & ~0x0004));
+    needsReset_ = !config_.resetSupported;
+}
+
+void SimDevice::resetRestoringConfig() {
+    // Every reset the kernel offers a user (pci_try_reset_function() for VFIO_DEVICE_RESET,
+    // pci_reset_bus() for a hot reset) saves the config state before and restores it after
+    // (pci_dev_save_and_disable() / pci_dev_restore()): COMMAND, BARs and MSI state read as before,
+    // only the device's own registers are back at their reset values.
+    const auto saved = cfg_;
+    resetState();
+    cfg_ = saved;
+}
+
 void SimDevice::resetState() {
-    // A function reset returns the config space to its defaults as well: COMMAND 0 (no decode, no
-    // bus mastering), BAR address bits 0, MSI/MSI-X disabled. The real igb under QEMU read BAR0 0 and
-    // COMMAND 0 after the guest's FLR (docs/testing.md, difference 8).
+    // The function's own reset: config space at its defaults (COMMAND 0, BAR address bits 0,
+    // MSI/MSI-X off) and registers at their reset values. The kernel restores a saved config state
+    // right after every reset it does (see resetRestoringConfig() and disable()).
     buildConfigSpace();
     liveness_ = fact_ = status_ = irqStatus_ = 0;
     dmaSrc_ = dmaDst_ = dmaCount_ = dmaCmd_ = 0;

@@ -400,7 +400,7 @@ struct SimHost::Impl {
                 auto fd = newHandle(dh);
                 if (!fd) return fd;
                 ++g.deviceFds;
-                ++dev->openCount_;
+                if (dev->openCount_++ == 0) dev->enable();  // vfio_df_open() -> vfio_pci_core_enable()
                 return fd;
             }
         }
@@ -467,43 +467,153 @@ struct SimHost::Impl {
             }
             case VFIO_DEVICE_SET_IRQS: return setIrqs(d, arg);
             case VFIO_DEVICE_RESET:
-                // vfio_pci_ioctl_reset(): EINVAL when the device has no reset method.
+                // vfio_pci_ioctl_reset(): EINVAL when the device has no reset method;
+                // pci_try_reset_function() restores the config state it saved before.
                 if (!d.config_.resetSupported) return fail(EINVAL);
-                d.resetState();
+                d.resetRestoringConfig();
                 return 0;
-            case VFIO_DEVICE_GET_PCI_HOT_RESET_INFO: {
-                // vfio_pci_ioctl_get_pci_hot_reset_info(): ENOSPC with count filled when argsz is short.
-                vfio_pci_hot_reset_info hdr{};
-                const size_t minsz = offsetof(vfio_pci_hot_reset_info, count) + sizeof(hdr.count);
-                std::memcpy(&hdr, reinterpret_cast<void*>(arg), minsz);
-                if (hdr.argsz < minsz) return fail(EINVAL);
-                hdr.flags = 0;
-                // Everything on the same bus segment is reset along (the sim: devices on the same bus).
-                std::vector<SimDevice*> affected;
-                for (auto& other : host.devices_)
-                    if (other->bdf().substr(0, 7) == d.bdf().substr(0, 7)) affected.push_back(other.get());
-                hdr.count = static_cast<uint32_t>(affected.size());
-                if (hdr.argsz < sizeof hdr + affected.size() * sizeof(vfio_pci_dependent_device)) {
-                    std::memcpy(reinterpret_cast<void*>(arg), &hdr, minsz);
-                    return fail(ENOSPC);
-                }
-                auto* out = reinterpret_cast<uint8_t*>(arg);
-                std::memcpy(out, &hdr, minsz);
-                for (size_t i = 0; i < affected.size(); ++i) {
-                    vfio_pci_dependent_device dd{};
-                    unsigned bus, dev, fn;
-                    std::sscanf(affected[i]->bdf().c_str(), "%*x:%x:%x.%x", &bus, &dev, &fn);
-                    dd.group_id = affected[i]->group();
-                    dd.segment = 0;
-                    dd.bus = static_cast<uint8_t>(bus);
-                    dd.devfn = static_cast<uint8_t>((dev << 3) | fn);
-                    std::memcpy(out + sizeof hdr + i * sizeof dd, &dd, sizeof dd);
-                }
-                return 0;
-            }
+            case VFIO_DEVICE_GET_PCI_HOT_RESET_INFO: return hotResetInfo(h, arg);
+            case VFIO_DEVICE_PCI_HOT_RESET: return hotReset(h, arg);
             case VFIO_DEVICE_FEATURE: return feature(h, arg);
         }
         return fail(ENOTTY);
+    }
+
+    // ---------------------------------------------------------------- PCI hot reset
+    // The simulated topology has no bridges and no hotplug slots: bus 0 is the root bus, which
+    // has no secondary bus reset (pci_probe_reset_bus() fails: ENODEV), and every other bus sits
+    // behind a bridge that can reset it, with every function on it (devices and group peers).
+    struct BusMember {
+        std::string bdf;
+        unsigned group = 0;
+        SimDevice* dev = nullptr;  // null: a group peer (no simulated state)
+        bool vfio = false;         // bound to vfio-pci: in the bus's dev_set (vfio_find_device_in_devset())
+    };
+    static bool busResettable(const SimDevice& d) { return d.bdf().substr(5, 2) != "00"; }
+    std::vector<BusMember> busMembers(const SimDevice& d) {
+        std::vector<BusMember> out;
+        const std::string bus = d.bdf().substr(0, 7);  // "0000:01"
+        for (auto& other : host.devices_)
+            if (other->bdf().substr(0, 7) == bus)
+                out.push_back({other->bdf(), other->group(), other.get(), other->config().driver == "vfio-pci"});
+        for (auto& [bdf, group, driver] : host.peers_)
+            if (bdf.substr(0, 7) == bus) out.push_back({bdf, group, nullptr, driver == "vfio-pci"});
+        std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.bdf < b.bdf; });  // pci_walk_bus() order
+        return out;
+    }
+    // The iommufd device id `m` has in `ctx` (vfio_iommufd_get_dev_id()): its id when bound there,
+    // -ENOENT when not bound but a device of its group is (iommufd_ctx_has_group()), else -ENODEV.
+    int devIdIn(const Ctx& ctx, const BusMember& m) {
+        for (auto& [fd, other] : handles)
+            if (other.kind == KDevice && m.dev && other.dev == m.dev && other.ctx == &ctx) return int(other.devObj);
+        for (auto& [id, o] : ctx.objs)
+            if (o.type == Obj::Device && o.dev->group() == m.group) return -ENOENT;
+        return -ENODEV;
+    }
+
+    Result<int> hotResetInfo(Handle& h, uintptr_t arg) {
+        // vfio_pci_ioctl_get_pci_hot_reset_info() + vfio_pci_fill_devs()
+        vfio_pci_hot_reset_info hdr{};
+        const size_t minsz = offsetof(vfio_pci_hot_reset_info, count) + sizeof(hdr.count);
+        std::memcpy(&hdr, reinterpret_cast<void*>(arg), minsz);
+        if (hdr.argsz < minsz) return fail(EINVAL);
+        hdr.flags = 0;
+        SimDevice& d = *h.dev;
+        if (!busResettable(d)) return fail(ENODEV);
+        const auto members = busMembers(d);
+        // Too small: ENOSPC with the count (and flags 0) in the header, nothing else written.
+        if (members.size() > (hdr.argsz - sizeof hdr) / sizeof(vfio_pci_dependent_device)) {
+            hdr.count = static_cast<uint32_t>(members.size());
+            std::memcpy(reinterpret_cast<void*>(arg), &hdr, minsz);
+            return fail(ENOSPC);
+        }
+        // A cdev-opened device answers with iommufd device ids (vfio_device_cdev_opened()).
+        uint32_t flags = h.cdev ? (VFIO_PCI_HOT_RESET_FLAG_DEV_ID | VFIO_PCI_HOT_RESET_FLAG_DEV_ID_OWNED) : 0;
+        auto* out = reinterpret_cast<uint8_t*>(arg) + sizeof hdr;
+        for (size_t i = 0; i < members.size(); ++i) {
+            const auto& m = members[i];
+            vfio_pci_dependent_device dd{};
+            unsigned bus, dev, fn;
+            std::sscanf(m.bdf.c_str(), "%*x:%x:%x.%x", &bus, &dev, &fn);
+            dd.segment = 0;
+            dd.bus = static_cast<uint8_t>(bus);
+            dd.devfn = static_cast<uint8_t>((dev << 3) | fn);
+            if (flags & VFIO_PCI_HOT_RESET_FLAG_DEV_ID) {
+                const int id = m.vfio ? devIdIn(*h.ctx, m) : -ENODEV;
+                dd.group_id = id > 0 ? uint32_t(id) : id == -ENOENT ? uint32_t(VFIO_PCI_DEVID_OWNED)
+                                                                    : uint32_t(VFIO_PCI_DEVID_NOT_OWNED);
+                if (dd.group_id == uint32_t(VFIO_PCI_DEVID_NOT_OWNED)) flags &= ~VFIO_PCI_HOT_RESET_FLAG_DEV_ID_OWNED;
+            } else {
+                dd.group_id = m.group;  // (a function without an IOMMU group would be EPERM; the sim has none)
+            }
+            std::memcpy(out + i * sizeof dd, &dd, sizeof dd);
+        }
+        hdr.count = static_cast<uint32_t>(members.size());
+        hdr.flags = flags;
+        std::memcpy(reinterpret_cast<void*>(arg), &hdr, minsz);
+        return 0;
+    }
+
+    Result<int> hotReset(Handle& h, uintptr_t arg) {
+        // vfio_pci_ioctl_pci_hot_reset() -> _groups() / vfio_pci_dev_set_hot_reset()
+        vfio_pci_hot_reset hdr{};
+        const size_t minsz = offsetof(vfio_pci_hot_reset, count) + sizeof(hdr.count);
+        std::memcpy(&hdr, reinterpret_cast<void*>(arg), minsz);
+        if (hdr.argsz < minsz || hdr.flags) return fail(EINVAL);
+        // The zero-length array is for cdev-opened devices only, and they take nothing else.
+        if (bool(hdr.count) == h.cdev) return fail(EINVAL);
+        SimDevice& d = *h.dev;
+        if (!busResettable(d)) return fail(ENODEV);
+        const auto members = busMembers(d);
+        std::set<unsigned> groupsGiven;
+        if (hdr.count) {
+            // Between 1 and the number of affected functions. argsz is not checked against the
+            // array: the kernel copies `count` fds whatever argsz says.
+            if (hdr.count > members.size()) return fail(EINVAL);
+            std::vector<int32_t> fds(hdr.count);
+            std::memcpy(fds.data(), reinterpret_cast<uint8_t*>(arg) + sizeof hdr, fds.size() * sizeof(int32_t));
+            for (int32_t fd : fds) {
+                auto it = handles.find(fd);
+                if (it == handles.end()) return fail(::fcntl(fd, F_GETFD) < 0 ? EBADF : EINVAL);  // fget() / not VFIO
+                if (it->second.kind != KGroup) return fail(EINVAL);  // vfio_file_is_group()
+                groupsGiven.insert(it->second.group);
+            }
+        }
+        // vfio_pci_dev_set_resettable(): every function on the bus is in the dev_set (vfio-pci's);
+        // then each must be owned: in one of the groups given, or (cdev) bound to the caller's
+        // iommufd or in a group that is. Otherwise EINVAL, and nothing is reset.
+        for (auto& m : members)
+            if (!m.vfio) return fail(EINVAL);
+        for (auto& m : members) {
+            const bool owned = hdr.count ? groupsGiven.count(m.group) != 0 : [&] {
+                const int id = devIdIn(*h.ctx, m);
+                return id > 0 || id == -ENOENT;
+            }();
+            if (!owned) return fail(EINVAL);
+        }
+        // pci_reset_bus(): every function saved, the bus reset, every function restored.
+        for (auto& m : members)
+            if (m.dev) m.dev->resetRestoringConfig();
+        return 0;
+    }
+
+    // vfio_pci_dev_set_try_reset() at a close: when no function of the bus is open any more, one
+    // of them still needs a reset (it had no function reset) and the whole bus is vfio-pci's, the
+    // kernel resets the bus itself.
+    void tryBusResetAfterClose(SimDevice& d) {
+        if (!busResettable(d)) return;
+        bool needed = false;
+        const auto members = busMembers(d);
+        for (auto& m : members) {
+            if (!m.vfio || (m.dev && m.dev->openCount_)) return;
+            needed = needed || (m.dev && m.dev->needsReset_);
+        }
+        if (!needed) return;
+        for (auto& m : members) {
+            if (!m.dev) continue;
+            m.dev->resetRestoringConfig();
+            m.dev->needsReset_ = false;
+        }
     }
 
     std::vector<vfio::SparseArea> sparseOf(const SimDevice& d, unsigned bar) {
@@ -782,6 +892,7 @@ struct SimHost::Impl {
         h.ctx = &ctx;
         h.devObj = id;
         b.out_devid = id;
+        if (h.dev->openCount_++ == 0) h.dev->enable();  // vfio_df_open() runs at bind for a cdev
         std::memcpy(reinterpret_cast<void*>(arg), &b, minsz);
         return 0;
     }
@@ -1293,11 +1404,13 @@ struct SimHost::Impl {
             }
             case KDevice: {
                 SimDevice& d = *h.dev;
+                const bool opened = !h.cdev || h.ctx;  // a cdev never bound was never opened
                 if (h.cdev) unbind(h);
-                if (--d.openCount_ == 0) {
-                    // vfio_pci_core_close_device() -> vfio_pci_core_disable(): IRQs off, reset.
-                    d.disableIrqs();
-                    d.resetState();
+                if (opened && --d.openCount_ == 0) {
+                    // vfio_pci_core_close_device() -> vfio_pci_core_disable(), then the bus reset
+                    // the kernel may still owe the bus.
+                    d.disable();
+                    tryBusResetAfterClose(d);
                 }
                 if (!h.cdev) {
                     Group& g = groups[h.group];
@@ -1495,6 +1608,7 @@ std::string SimHost::ioctlNameFor(int fd, unsigned long req) const {
             case VFIO_DEVICE_SET_IRQS: return "VFIO_DEVICE_SET_IRQS";
             case VFIO_DEVICE_RESET: return "VFIO_DEVICE_RESET";
             case VFIO_DEVICE_GET_PCI_HOT_RESET_INFO: return "VFIO_DEVICE_GET_PCI_HOT_RESET_INFO";
+            case VFIO_DEVICE_PCI_HOT_RESET: return "VFIO_DEVICE_PCI_HOT_RESET";
             case VFIO_DEVICE_FEATURE: return "VFIO_DEVICE_FEATURE";
             case VFIO_DEVICE_BIND_IOMMUFD: return "VFIO_DEVICE_BIND_IOMMUFD";
             case VFIO_DEVICE_ATTACH_IOMMUFD_PT: return "VFIO_DEVICE_ATTACH_IOMMUFD_PT";
@@ -1571,9 +1685,7 @@ Result<int> SimHost::open(const std::string& path, int) {
             h.kind = KDevice;
             h.dev = d.get();
             h.cdev = true;
-            auto fd = impl_->newHandle(h);
-            if (fd) ++d->openCount_;
-            return fd;
+            return impl_->newHandle(h);  // opened (enabled) at VFIO_DEVICE_BIND_IOMMUFD
         }
         return Error("open " + path, ENOENT);
     }

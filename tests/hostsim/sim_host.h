@@ -318,6 +318,11 @@ private:
     void intxAssert();
     void intxUnmask();
     void disableIrqs();
+    // The kernel's side of the first open and the last close (vfio_pci_core_enable() / _disable()).
+    void enable();
+    void disable();
+    // A reset as the kernel does it for a user: the config state saved before, restored after.
+    void resetRestoringConfig();
     void resetState();
     void runDma();
     uint32_t irqCount(uint32_t index) const;
@@ -338,7 +343,9 @@ private:
     unsigned resetCount_ = 0;
     uint64_t delivered_ = 0;
     // binding state (owned by SimHost::Impl logic)
-    int openCount_ = 0;
+    int openCount_ = 0;  // group device fds and bound cdevs (vfio_df_open() ... vfio_df_close())
+    decltype(cfg_) savedAtOpen_{};  // pci_save_state() in vfio_pci_core_enable()
+    bool needsReset_ = false;       // closed without a function reset (vfio_pci_core_device::needs_reset)
 };
 
 }  // namespace conduit::hostsim

@@ -6,9 +6,13 @@
 #include <linux/pci_regs.h>
 #include <poll.h>
 
+#include <spdlog/sinks/ringbuffer_sink.h>
+
 #include <map>
+#include <optional>
 
 #include "base/event_fd.h"
+#include "base/log.h"
 #include "devices/bus.h"
 #include "devices/pci/bar_allocator.h"
 #include "devices/pci/config_space.h"
@@ -196,6 +200,7 @@ class PassthroughDevice : public ::testing::TestWithParam<vfio::BackendKind> {
 protected:
     static constexpr const char* kBdf = "0000:01:00.0";
     static constexpr const char* kPeer = "0000:02:00.0";
+    static constexpr const char* kSibling = "0000:01:00.1";  // on kBdf's bus, when `sibling` is set
 
     void open(hostsim::SimDeviceConfig cfg = {}) {
         cfg.bdf = kBdf;
@@ -207,6 +212,10 @@ protected:
         peer.bdf = kPeer;
         peer.group = 8;
         sim->addDevice(peer);
+        if (sibling) {
+            sibling->bdf = kSibling;
+            sim->addDevice(*sibling);
+        }
         baseFds = sim->openFdCount();
         host = std::make_unique<CountingHost>(*sim);
         auto b = vfio::openBackend(*host, GetParam(), sim->paths());
@@ -278,11 +287,13 @@ protected:
     FakeIntxRouter intx;
     std::shared_ptr<VfioPciDevice> device;
     size_t baseFds = 0, baseMappings = 0;
+    std::optional<hostsim::SimDeviceConfig> sibling;  // another function on kBdf's bus (not opened)
 };
 
 TEST_P(PassthroughDevice, ResetAtStartAndHeaderPassthrough) {
     open();
-    EXPECT_EQ(sim->device(kBdf)->resetCount(), 1u);
+    EXPECT_EQ(sim->device(kBdf)->resetCount(), 2u) << "the kernel's at open, then Conduit's";
+    EXPECT_EQ(device->stats().resets, 1u);
     EXPECT_EQ(cfg(0), 0x11e81234u);
     EXPECT_EQ(cfg(PCI_INTERRUPT_PIN, 1), 1u);
     EXPECT_EQ(cfg(PCI_INTERRUPT_LINE, 1), 17u);
@@ -526,6 +537,172 @@ TEST_P(PassthroughDevice, GuestFlrResetsDevice) {
     EXPECT_EQ(cfg(PCI_COMMAND, 2) & (PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER), 0u);
     EXPECT_EQ(cfg(PCI_BASE_ADDRESS_0), 0u);
     EXPECT_EQ(cfg(0x70 + PCI_EXP_DEVCTL, 2) & PCI_EXP_DEVCTL_BCR_FLR, 0u);
+}
+
+// ------------------------------------------------------------------ reset (issue 14)
+
+// Captures what the "devices" logger says while alive.
+struct LogCapture {
+    std::shared_ptr<spdlog::sinks::ringbuffer_sink_mt> sink = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(256);
+    LogCapture() { log::get("devices").sinks().push_back(sink); }
+    ~LogCapture() {
+        auto& s = log::get("devices").sinks();
+        s.erase(std::remove(s.begin(), s.end(), sink), s.end());
+    }
+    std::string all() const {
+        std::string out;
+        for (auto& l : sink->last_formatted()) out += l;
+        return out;
+    }
+};
+
+// The kernel opens the device with memory decode on (pci_enable_device()); Conduit turns decode and
+// bus mastering off before anything else, so BARs placed by firmware stay dark until the guest sets
+// COMMAND.MEM (docs/config.md), and what the guest reads is what the device decodes.
+TEST_P(PassthroughDevice, DecodeIsOffUntilTheGuestTurnsItOn) {
+    open();
+    const uint16_t off = PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER;
+    EXPECT_EQ(sim->device(kBdf)->command() & off, 0) << "the device decodes nothing";
+    EXPECT_EQ(cfg(PCI_COMMAND, 2) & off, 0u) << "the guest reads that";
+    device->programBar(0, 0xc0000000);  // firmware's placement before the guest runs
+    device->programBar(2, 0xc0100000);
+    EXPECT_FALSE(device->activeBar(0));
+    EXPECT_FALSE(device->activeBar(2));
+    EXPECT_TRUE(mapper.live.empty());
+    EXPECT_TRUE(mmio.entries().empty());
+    EXPECT_EQ(sim->dmaMappingCount(), baseMappings) << "no P2P mapping of a dark BAR";
+    setCfg(PCI_COMMAND, PCI_COMMAND_MEMORY, 2);
+    EXPECT_EQ(mapper.live.size(), 1u);
+    EXPECT_EQ(sim->device(kBdf)->command() & off, PCI_COMMAND_MEMORY);
+}
+
+// A guest FLR whose VFIO_DEVICE_RESET fails: the kernel left the device as it was, so Conduit
+// puts back what it had taken down (decode, BAR mappings, MSI-X) and says so with ioctl and errno.
+TEST_P(PassthroughDevice, FailedGuestFlrLeavesWhatTheGuestSeesAsItWas) {
+    hostsim::SimDeviceConfig c;
+    c.pcieCaps = true;
+    open(c);
+    enable();
+    setCfg(kMsix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE, 2);
+    ASSERT_EQ(device->irqMode(), IrqMode::Msix);
+    const auto slots = mapper.live.size();
+    const auto ranges = busBases();
+    const size_t dma = sim->dmaMappingCount();
+    const unsigned resets = sim->device(kBdf)->resetCount();
+    LogCapture logs;
+    sim->failIoctl(VFIO_DEVICE_RESET, EIO);
+    setCfg(0x70 + PCI_EXP_DEVCTL, PCI_EXP_DEVCTL_BCR_FLR, 2);
+    EXPECT_EQ(sim->device(kBdf)->resetCount(), resets);
+    EXPECT_EQ(device->irqMode(), IrqMode::Msix);
+    EXPECT_EQ(sim->device(kBdf)->activeIrqIndex(), uint32_t(VFIO_PCI_MSIX_IRQ_INDEX));
+    EXPECT_EQ(msi.live.size(), 8u);
+    EXPECT_TRUE(cfg(kMsix + PCI_MSIX_FLAGS, 2) & PCI_MSIX_FLAGS_ENABLE);
+    EXPECT_EQ(mapper.live.size(), slots);
+    EXPECT_EQ(busBases(), ranges);
+    EXPECT_EQ(sim->dmaMappingCount(), dma);
+    EXPECT_EQ(cfg(PCI_COMMAND, 2) & (PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER), unsigned(PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER));
+    EXPECT_EQ(sim->device(kBdf)->command() & (PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER), PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+    EXPECT_NE(logs.all().find("00:01.0: guest FLR: failed, the device and what the guest sees are as before: "
+                              "VFIO_DEVICE_RESET 0000:01:00.0: Input/output error (EIO)"),
+              std::string::npos)
+        << logs.all();
+    // The device still works: vectors are delivered, and a later FLR goes through.
+    sim->clearInjectedFaults();
+    mmioWrite(tableAddr() + 12, 0);
+    mmioWrite(0xc0000070, 0);
+    EXPECT_EQ(msi.live[0]->delivered + (readable(msi.live[0]->eventFd()) ? 1 : 0), 1u);
+    setCfg(0x70 + PCI_EXP_DEVCTL, PCI_EXP_DEVCTL_BCR_FLR, 2);
+    EXPECT_EQ(sim->device(kBdf)->resetCount(), resets + 1);
+    EXPECT_EQ(device->irqMode(), IrqMode::Intx);
+    EXPECT_TRUE(mapper.live.empty());
+}
+
+// No function reset, and a hot reset would reach a function in a group this VM does not hold:
+// the FLR is refused before anything is touched.
+TEST_P(PassthroughDevice, GuestFlrWithoutAnyResetIsRefusedWithNothingChanged) {
+    hostsim::SimDeviceConfig c;
+    c.pcieCaps = true;
+    c.resetSupported = false;
+    sibling = hostsim::SimDeviceConfig{};
+    sibling->group = 9;
+    LogCapture logs;
+    open(c);
+    EXPECT_EQ(device->stats().resets, 0u);
+    enable();
+    setCfg(kMsix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE, 2);
+    const auto slots = mapper.live.size();
+    const size_t setIrqs = host->setIrqs;
+    setCfg(0x70 + PCI_EXP_DEVCTL, PCI_EXP_DEVCTL_BCR_FLR, 2);
+    EXPECT_EQ(device->irqMode(), IrqMode::Msix);
+    EXPECT_EQ(host->setIrqs, setIrqs) << "interrupts were not touched";
+    EXPECT_EQ(mapper.live.size(), slots);
+    EXPECT_EQ(sim->device(kBdf)->command() & (PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER), PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+    const std::string why = GetParam() == vfio::BackendKind::Type1
+                                ? "the reset would also reset 0000:01:00.1 in IOMMU group 9, which this VM does not own; "
+                                  "assign a device of that group to this VM"
+                                : "the reset would also reset 0000:01:00.1, which this VM does not own (bound to another "
+                                  "driver or another iommufd); assign it to this VM or unbind it";
+    EXPECT_NE(logs.all().find("00:01.0: not reset at start: no function reset (VFIO_DEVICE_FLAGS_RESET clear), and no "
+                              "hot reset: VFIO_DEVICE_PCI_HOT_RESET 0000:01:00.0: " + why + ": Operation not permitted (EPERM)"),
+              std::string::npos)
+        << logs.all();
+    EXPECT_NE(logs.all().find("00:01.0: guest FLR: refused, nothing was changed: no function reset "
+                              "(VFIO_DEVICE_FLAGS_RESET clear), and no hot reset: VFIO_DEVICE_PCI_HOT_RESET 0000:01:00.0: " +
+                              why + ": Operation not permitted (EPERM)"),
+              std::string::npos)
+        << logs.all();
+}
+
+// No function reset (a GPU + audio pair): the hot reset takes its place at start and on the guest's
+// FLR, and resets the other function of the bus too (here in the same group, not driven by the VM).
+TEST_P(PassthroughDevice, NoFunctionResetMeansAHotResetAtStartAndOnGuestFlr) {
+    hostsim::SimDeviceConfig c;
+    c.pcieCaps = true;
+    c.resetSupported = false;
+    sibling = hostsim::SimDeviceConfig{};
+    sibling->group = 7;
+    sibling->resetSupported = false;
+    open(c);
+    EXPECT_EQ(device->stats().resets, 1u);
+    EXPECT_EQ(sim->device(kBdf)->resetCount(), 1u);
+    EXPECT_EQ(sim->device(kSibling)->resetCount(), 1u);
+    enable();
+    setCfg(kMsix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE, 2);
+    setCfg(0x70 + PCI_EXP_DEVCTL, PCI_EXP_DEVCTL_BCR_FLR, 2);
+    EXPECT_EQ(device->stats().resets, 2u);
+    EXPECT_EQ(sim->device(kBdf)->resetCount(), 2u);
+    EXPECT_EQ(sim->device(kSibling)->resetCount(), 2u);
+    EXPECT_EQ(device->irqMode(), IrqMode::Intx);
+    EXPECT_TRUE(mapper.live.empty());
+    EXPECT_EQ(cfg(PCI_COMMAND, 2) & (PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER), 0u);
+    EXPECT_EQ(sim->device(kBdf)->command() & (PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER), 0);
+}
+
+// The other function is driven by this VM: the guest's FLR of one must not reset the other.
+TEST_P(PassthroughDevice, GuestFlrDoesNotHotResetAFunctionTheVmDrives) {
+    hostsim::SimDeviceConfig c;
+    c.pcieCaps = true;
+    c.resetSupported = false;
+    sibling = hostsim::SimDeviceConfig{};
+    sibling->group = 7;
+    sibling->resetSupported = false;
+    open(c);
+    auto other = backend->openDevice(kSibling);
+    ASSERT_TRUE(other.ok()) << other.error().describe();
+    enable();
+    const unsigned resets = sim->device(kSibling)->resetCount();
+    LogCapture logs;
+    setCfg(0x70 + PCI_EXP_DEVCTL, PCI_EXP_DEVCTL_BCR_FLR, 2);
+    EXPECT_EQ(sim->device(kSibling)->resetCount(), resets);
+    EXPECT_EQ(mapper.live.size(), 1u) << "nothing was changed";
+    EXPECT_NE(logs.all().find("00:01.0: guest FLR: refused, nothing was changed: no function reset "
+                              "(VFIO_DEVICE_FLAGS_RESET clear), and no hot reset: VFIO_DEVICE_PCI_HOT_RESET 0000:01:00.0: "
+                              "the reset would also reset 0000:01:00.1, which this VM drives; it is not reset behind its "
+                              "driver's back: Device or resource busy (EBUSY)"),
+              std::string::npos)
+        << logs.all();
+    device.reset();
+    other->reset();
 }
 
 TEST_P(PassthroughDevice, TeardownLeavesNothing) {

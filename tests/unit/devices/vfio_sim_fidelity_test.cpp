@@ -160,12 +160,18 @@ TEST_P(VfioSimFidelity, Linux612LeavesBarsOutOfTheIommuAndCarriesOn) {
 
 // A device without a reset method (edu on q35's root bus): Conduit still creates it.
 TEST_P(VfioSimFidelity, DeviceWithoutResetMethodIsStillUsable) {
+    LogCapture logs;
     Rig r;
     hostsim::SimDeviceConfig dc;
     dc.resetSupported = false;
     r.open(GetParam(), {}, dc);
     EXPECT_EQ(r.sim->device(kBdf)->resetCount(), 0u);
     EXPECT_EQ(r.device->stats().resets, 0u);
+    // On the root bus there is no hot reset either; the log says so, the device is used as it is.
+    EXPECT_NE(logs.all().find("00:01.0: not reset at start: no function reset (VFIO_DEVICE_FLAGS_RESET clear), and "
+                              "no hot reset: VFIO_DEVICE_GET_PCI_HOT_RESET_INFO 0000:00:03.0: No such device (ENODEV)"),
+              std::string::npos)
+        << logs.all();
     r.enable();
     EXPECT_EQ(r.device->stats().memslots, 1u);
 }
