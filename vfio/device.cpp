@@ -13,6 +13,10 @@
 
 namespace conduit::vfio {
 
+namespace {
+constexpr uint64_t kPageSize = 4096;  // x86-64 and the 4 KiB-granule arm64 hosts Conduit runs on
+}  // namespace
+
 const char* irqIndexName(uint32_t index) {
     switch (index) {
         case VFIO_PCI_INTX_IRQ_INDEX: return "INTx";
@@ -144,8 +148,8 @@ Result<IrqInfo> VfioDevice::irqInfo(uint32_t index) {
     return IrqInfo{index, info.flags, info.count};
 }
 
-Result<void> VfioDevice::setIrqs(uint32_t flags, uint32_t index, uint32_t start, uint32_t count,
-                                 std::span<const uint8_t> data, const std::string& what) {
+Result<int> VfioDevice::setIrqs(uint32_t flags, uint32_t index, uint32_t start, uint32_t count,
+                                std::span<const uint8_t> data, const std::string& what) {
     std::vector<uint8_t> buf(sizeof(vfio_irq_set) + data.size());
     auto* set = reinterpret_cast<vfio_irq_set*>(buf.data());
     set->argsz = static_cast<uint32_t>(buf.size());
@@ -154,41 +158,65 @@ Result<void> VfioDevice::setIrqs(uint32_t flags, uint32_t index, uint32_t start,
     set->start = start;
     set->count = count;
     if (!data.empty()) std::memcpy(buf.data() + sizeof(vfio_irq_set), data.data(), data.size());
-    TRY(ioctlPtr(*host_, fd(), VFIO_DEVICE_SET_IRQS, set, "VFIO_DEVICE_SET_IRQS",
-                 fmt::format("{} {} {}", name_, irqIndexName(index), what)));
-    return success();
+    return ioctlPtr(*host_, fd(), VFIO_DEVICE_SET_IRQS, set, "VFIO_DEVICE_SET_IRQS",
+                    fmt::format("{} {} {}", name_, irqIndexName(index), what));
 }
 
 Result<void> VfioDevice::setIrqEventfds(uint32_t index, uint32_t start, std::span<const int32_t> fds) {
-    return setIrqs(VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER, index, start,
-                   static_cast<uint32_t>(fds.size()),
-                   std::span(reinterpret_cast<const uint8_t*>(fds.data()), fds.size_bytes()),
-                   fmt::format("trigger eventfds for vectors {}..{}", start, start + fds.size()));
+    const auto what = fmt::format("trigger eventfds for vectors {}..{}", start, start + fds.size());
+    const int r = TRY(setIrqs(VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER, index, start,
+                              static_cast<uint32_t>(fds.size()),
+                              std::span(reinterpret_cast<const uint8_t*>(fds.data()), fds.size_bytes()), what));
+    // A positive value is not success: nothing was enabled (see enableVectors()).
+    if (r > 0)
+        return Error(fmt::format("VFIO_DEVICE_SET_IRQS {} {} {}: the host has only {} of the {} vectors asked for; "
+                                 "nothing was enabled",
+                                 name_, irqIndexName(index), what, r, start + fds.size()),
+                     ENOSPC);
+    return success();
+}
+
+Result<uint32_t> VfioDevice::enableVectors(uint32_t index, std::span<const int32_t> fds) {
+    const auto what = fmt::format("enable with eventfds for vectors 0..{}", fds.size());
+    const int r = TRY(setIrqs(VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER, index, 0,
+                              static_cast<uint32_t>(fds.size()),
+                              std::span(reinterpret_cast<const uint8_t*>(fds.data()), fds.size_bytes()), what));
+    if (r <= 0) return static_cast<uint32_t>(fds.size());
+    if (static_cast<size_t>(r) >= fds.size())
+        return Error(fmt::format("VFIO_DEVICE_SET_IRQS {} {} {}: returned {}, not fewer vectors than asked", name_,
+                                 irqIndexName(index), what, r),
+                     EIO);
+    return static_cast<uint32_t>(r);
 }
 
 Result<void> VfioDevice::disableIrq(uint32_t index) {
-    return setIrqs(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER, index, 0, 0, {}, "disable");
+    TRY(setIrqs(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER, index, 0, 0, {}, "disable"));
+    return success();
 }
 
 Result<void> VfioDevice::triggerIrq(uint32_t index, uint32_t start, uint32_t count) {
-    return setIrqs(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER, index, start, count, {},
-                   fmt::format("trigger vectors {}..{}", start, start + count));
+    TRY(setIrqs(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER, index, start, count, {},
+                fmt::format("trigger vectors {}..{}", start, start + count)));
+    return success();
 }
 
 Result<void> VfioDevice::maskIrq(uint32_t index, uint32_t subindex) {
-    return setIrqs(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_MASK, index, subindex, 1, {},
-                   fmt::format("mask {}", subindex));
+    TRY(setIrqs(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_MASK, index, subindex, 1, {},
+                fmt::format("mask {}", subindex)));
+    return success();
 }
 
 Result<void> VfioDevice::unmaskIrq(uint32_t index, uint32_t subindex) {
-    return setIrqs(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_UNMASK, index, subindex, 1, {},
-                   fmt::format("unmask {}", subindex));
+    TRY(setIrqs(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_UNMASK, index, subindex, 1, {},
+                fmt::format("unmask {}", subindex)));
+    return success();
 }
 
 Result<void> VfioDevice::setUnmaskEventfd(uint32_t index, uint32_t subindex, int32_t efd) {
-    return setIrqs(VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_UNMASK, index, subindex, 1,
-                   std::span(reinterpret_cast<const uint8_t*>(&efd), sizeof efd),
-                   fmt::format("unmask (resample) eventfd {}", efd));
+    TRY(setIrqs(VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_UNMASK, index, subindex, 1,
+                std::span(reinterpret_cast<const uint8_t*>(&efd), sizeof efd),
+                fmt::format("unmask (resample) eventfd {}", efd)));
+    return success();
 }
 
 Result<void> VfioDevice::reset() {
@@ -283,8 +311,9 @@ Result<HostMapping> VfioDevice::mapRegion(uint32_t index, uint64_t offset, uint6
     auto region = TRY(regionInfo(index));
     const auto what = fmt::format("mmap {} {} [{:#x}, +{:#x})", name_, regionName(index), offset, size);
     if (!region.mmappable()) return Error(what + ": region is not mmappable", EINVAL);
-    if (size == 0 || offset > region.size || size > region.size - offset)
-        return Error(what + ": outside the region", EINVAL);
+    // vfio_pci_core_mmap() allows up to PAGE_ALIGN(region size) (a sub-page BAR's whole page).
+    const uint64_t limit = (region.size + kPageSize - 1) & ~(kPageSize - 1);
+    if (size == 0 || offset > limit || size > limit - offset) return Error(what + ": outside the region", EINVAL);
     void* p = TRY_CTX(host_->mmap(nullptr, size, prot, MAP_SHARED, fd(), static_cast<off_t>(region.offset + offset)),
                       what);
     return HostMapping(*host_, p, size);

@@ -66,8 +66,15 @@ public:
     Result<IrqInfo> irqInfo(uint32_t index);
 
     // VFIO_DEVICE_SET_IRQS ACTION_TRIGGER with eventfds for vectors [start, start + fds.size());
-    // -1 de-assigns a vector.
+    // -1 de-assigns a vector. When this enables MSI/MSI-X and the host has fewer interrupt
+    // vectors than that, the kernel enables nothing and returns how many it has: an error here
+    // (ENOSPC, naming both counts); enableVectors() is the form that hands the count back.
     Result<void> setIrqEventfds(uint32_t index, uint32_t start, std::span<const int32_t> fds);
+    // Enables MSI or MSI-X (which must be off) with one eventfd per vector from vector 0. All or
+    // nothing: returns fds.size() when every vector is on; otherwise nothing is on and the result
+    // is the smaller number of vectors the host can give (vfio_msi_enable() passes
+    // pci_alloc_irq_vectors()'s count back as the ioctl's value), to retry with.
+    Result<uint32_t> enableVectors(uint32_t index, std::span<const int32_t> fds);
     // ACTION_TRIGGER DATA_NONE count 0: all vectors of the index off.
     Result<void> disableIrq(uint32_t index);
     // ACTION_TRIGGER DATA_NONE count > 0: fire the vectors (loopback; useful in tests).
@@ -107,7 +114,9 @@ public:
         return writeConfig(offset, std::span(reinterpret_cast<const uint8_t*>(&v), sizeof v));
     }
 
-    // mmap of [offset, offset + size) of a region (must be mmappable; page aligned).
+    // mmap of [offset, offset + size) of a region (must be mmappable; page aligned). The end may
+    // reach the region's size rounded up to a page: vfio-pci makes a BAR smaller than a page
+    // mmappable by reserving the rest of its host page, and maps that whole page.
     Result<HostMapping> mapRegion(uint32_t index, uint64_t offset, uint64_t size, int prot);
     // The mmappable areas of a region, as cloud-hypervisor's generate_sparse_areas(): the sparse
     // mmap areas when the cap is present; else the whole region (with MSIX_MAPPABLE or no MSI-X);
@@ -144,8 +153,9 @@ private:
     };
 
     VfioDevice(HostInterface& host, HostFd fd, std::string name) : host_(&host), fd_(std::move(fd)), name_(std::move(name)) {}
-    Result<void> setIrqs(uint32_t flags, uint32_t index, uint32_t start, uint32_t count, std::span<const uint8_t> data,
-                         const std::string& what);
+    // The ioctl's value: 0, or (enabling MSI/MSI-X) the number of vectors the host has.
+    Result<int> setIrqs(uint32_t flags, uint32_t index, uint32_t start, uint32_t count, std::span<const uint8_t> data,
+                        const std::string& what);
 
     HostInterface* host_;
     HostFd fd_;

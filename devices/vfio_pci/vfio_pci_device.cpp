@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -97,6 +98,20 @@ private:
     std::weak_ptr<VfioPciDevice> dev_;
     unsigned index_;
     uint64_t base_;
+    std::string name_;
+};
+
+// The rest of a guest page whose start a sub-page BAR's page memslot covers: claimed on the bus
+// so that nothing placed there later is shadowed by the memslot without a word (the bus refuses
+// the overlap and names this range). Accesses never arrive (the memslot takes them).
+class PageRestWindow final : public BusDevice {
+public:
+    explicit PageRestWindow(std::string name) : name_(std::move(name)) {}
+    std::string name() const override { return name_; }
+    void read(uint64_t, std::span<uint8_t> data) override { std::fill(data.begin(), data.end(), 0xff); }
+    void write(uint64_t, std::span<const uint8_t>) override {}
+
+private:
     std::string name_;
 };
 
@@ -435,7 +450,26 @@ void VfioPciDevice::updateBars() {
         const uint64_t size = i == pci::kRomBar ? bars_->romSize() : bars_->info(i).size;
         if (!size || !st.areas.empty() || !st.traps.empty()) continue;
         std::vector<BarArea> mapped;
-        if (i < 6 && bars_->info(i).isMemory() && st.region.mmappable()) {
+        const bool msixHere = msix_ && (msix_->tableBar == i || msix_->pbaBar == i);
+        if (i < 6 && bars_->info(i).isMemory() && st.region.mmappable() && size < kPage && !msixHere) {
+            // vfio-pci offers a sub-page BAR's mmap only when the host BAR starts a page whose rest
+            // it reserved (vfio_pci_probe_mmaps()), and the mmap is that whole page. (With the
+            // MSI-X table or PBA in it, the page is a hole below and the BAR is trapped whole.)
+            auto m = device_->mapRegion(VFIO_PCI_BAR0_REGION_INDEX + i, 0, kPage, PROT_READ | PROT_WRITE);
+            if (!m) {
+                logger().warn("{}: BAR{} ({:#x} bytes) mmap of its page: {}; the BAR is trapped", name_, i, size,
+                              m.error().describe());
+            } else {
+                Area a;
+                a.range = {0, size};
+                a.span = kPage;
+                a.map = std::move(m).value();
+                st.areas.push_back(std::move(a));
+                st.subPage = true;
+                st.pageRest.window = std::make_shared<PageRestWindow>(
+                    fmt::format("{} BAR{} rest of its page (mapped with the BAR)", name_, i));
+            }
+        } else if (i < 6 && bars_->info(i).isMemory() && st.region.mmappable()) {
             auto areas = device_->mmapAreas(VFIO_PCI_BAR0_REGION_INDEX + i);
             if (!areas) {
                 logger().warn("{}: BAR{} mmap areas: {}; the BAR is trapped", name_, i, areas.error().describe());
@@ -462,11 +496,14 @@ void VfioPciDevice::updateBars() {
             }
             Area a;
             a.range = piece;
+            a.span = piece.size;
             a.map = std::move(m).value();
             st.areas.push_back(std::move(a));
         }
         std::vector<BarArea> mappedNow;
-        for (auto& a : st.areas) mappedNow.push_back(a.range);
+        // A sub-page BAR is trapped whole wherever its page cannot be a memslot.
+        if (!st.subPage)
+            for (auto& a : st.areas) mappedNow.push_back(a.range);
         std::sort(mappedNow.begin(), mappedNow.end(), [](auto& a, auto& b) { return a.offset < b.offset; });
         for (auto& t : subtract({0, size}, mappedNow)) {
             Trap trap;
@@ -486,6 +523,7 @@ Result<void> VfioPciDevice::activateBar(unsigned index, uint64_t gpa) {
     Bus& bus = io ? *platform_.pio : *platform_.mmio;
     if (st.lastAddress && *st.lastAddress != gpa) ++stats_.relocations;
     st.lastAddress = gpa;
+    if (st.subPage && mapSubPageBar(index, gpa)) return success();
     for (auto& t : st.traps) {
         if (auto r = bus.insert(t.window, gpa + t.range.offset, t.range.size); !r) {
             (void)deactivateBar(index, gpa);
@@ -494,7 +532,8 @@ Result<void> VfioPciDevice::activateBar(unsigned index, uint64_t gpa) {
         t.at = gpa + t.range.offset;
     }
     for (auto& a : st.areas) {
-        auto slot = platform_.mapper->map(gpa + a.range.offset, a.range.size, a.map.data(),
+        if (st.subPage) break;  // trapped here: mapSubPageBar() said no
+        auto slot = platform_.mapper->map(gpa + a.range.offset, a.span, a.map.data(),
                                           fmt::format("{} {} +{:#x}", name_, barName(index), a.range.offset));
         if (!slot) {
             (void)deactivateBar(index, gpa);
@@ -507,6 +546,34 @@ Result<void> VfioPciDevice::activateBar(unsigned index, uint64_t gpa) {
     return success();
 }
 
+bool VfioPciDevice::mapSubPageBar(unsigned index, uint64_t gpa) {
+    auto& st = barState_[index];
+    auto& a = st.areas.front();
+    const uint64_t size = a.range.size;
+    if (gpa % kPage) {
+        logger().info("{}: {} ({:#x} bytes) at {:#x} is not page-aligned: trapped", name_, barName(index), size, gpa);
+        return false;
+    }
+    // The guest page's rest must be free: the memslot would shadow anything decoded there.
+    if (auto r = platform_.mmio->insert(st.pageRest.window, gpa + size, kPage - size); !r) {
+        logger().info("{}: {} ({:#x} bytes) at {:#x}: the rest of its page is taken, so the BAR is trapped: {}", name_,
+                      barName(index), size, gpa, r.error().describe());
+        return false;
+    }
+    auto slot = platform_.mapper->map(gpa, kPage, a.map.data(), fmt::format("{} {} page", name_, barName(index)));
+    if (!slot) {
+        (void)platform_.mmio->remove(gpa + size);
+        logger().warn("{}: {} ({:#x} bytes) at {:#x}: mapping its page: {}; trapped instead", name_, barName(index), size,
+                      gpa, slot.error().describe());
+        return false;
+    }
+    st.pageRest.at = gpa + size;
+    a.slot = std::move(slot).value();
+    p2pMap(index, a, gpa);
+    logger().debug("{}: {} ({:#x} bytes) active at {:#x} as its host page", name_, barName(index), size, gpa);
+    return true;
+}
+
 Result<void> VfioPciDevice::deactivateBar(unsigned index, uint64_t) {
     auto& st = barState_[index];
     const bool io = index < 6 && bars_->info(index).type == pci::BarType::Io;
@@ -516,6 +583,10 @@ Result<void> VfioPciDevice::deactivateBar(unsigned index, uint64_t) {
             if (auto r = bus.remove(*t.at); !r) logger().warn("{}: {}", name_, r.error().describe());
             t.at.reset();
         }
+    }
+    if (st.pageRest.at) {
+        if (auto r = bus.remove(*st.pageRest.at); !r) logger().warn("{}: {}", name_, r.error().describe());
+        st.pageRest.at.reset();
     }
     for (auto& a : st.areas) {
         p2pUnmap(a);
@@ -528,10 +599,10 @@ void VfioPciDevice::p2pMap(unsigned index, Area& a, uint64_t gpa) {
     if (!platform_.dma) return;
     // iommufd: a dma-buf of the BAR slice mapped with IOAS_MAP_FILE; type1 (and kernels without
     // VFIO dma-buf export): the mmap's vaddr, which type1 pins through the PFNMAP path.
-    auto buf = device_->exportDmaBuf(VFIO_PCI_BAR0_REGION_INDEX + index, a.range.offset, a.range.size);
+    auto buf = device_->exportDmaBuf(VFIO_PCI_BAR0_REGION_INDEX + index, a.range.offset, a.span);
     std::string why;
     if (buf) {
-        auto r = platform_.dma->mapFile(gpa, a.range.size, buf->get(), 0, true);
+        auto r = platform_.dma->mapFile(gpa, a.span, buf->get(), 0, true);
         if (r) {
             a.dmaBuf = std::move(buf).value();
             a.dmaMapped = true;
@@ -542,22 +613,22 @@ void VfioPciDevice::p2pMap(unsigned index, Area& a, uint64_t gpa) {
     } else {
         why = buf.error().describe();
     }
-    auto r = platform_.dma->mapDma(gpa, a.range.size, a.map.data(), true);
+    auto r = platform_.dma->mapDma(gpa, a.span, a.map.data(), true);
     if (r) {
         a.dmaMapped = true;
         a.dmaIova = gpa;
         logger().info("{}: BAR{} [{:#x}, +{:#x}) DMA-mapped at {:#x} through its mmap's address (dma-buf path: {})", name_,
-                      index, a.range.offset, a.range.size, gpa, why);
+                      index, a.range.offset, a.span, gpa, why);
         return;
     }
     logger().warn("{}: BAR{} [{:#x}, +{:#x}) at {:#x} is not DMA-mapped, so peer-to-peer DMA to it will fault: "
                   "dma-buf path: {}; vaddr path: {}",
-                  name_, index, a.range.offset, a.range.size, gpa, why, r.error().describe());
+                  name_, index, a.range.offset, a.span, gpa, why, r.error().describe());
 }
 
 void VfioPciDevice::p2pUnmap(Area& a) {
     if (!a.dmaMapped) return;
-    if (auto r = platform_.dma->unmapDma(a.dmaIova, a.range.size); !r)
+    if (auto r = platform_.dma->unmapDma(a.dmaIova, a.span); !r)
         logger().warn("{}: P2P unmap: {}", name_, r.error().describe());
     a.dmaMapped = false;
     a.dmaBuf.reset();
@@ -661,7 +732,6 @@ void VfioPciDevice::msixControlChanged() {
         // The kernel refuses a second index while one is active: everything else off first.
         disableIntx();
         if (msi_ && msi_->enabled) disableMsi();
-        std::vector<int32_t> fds;
         for (unsigned v = 0; v < msix_->vectors; ++v) {
             auto route = platform_.msi->createRoute(msixMessage(v), msixVectorMasked(v), fmt::format("{} MSI-X {}", name_, v));
             if (!route) {
@@ -670,18 +740,16 @@ void VfioPciDevice::msixControlChanged() {
                 enableIntx();
                 return;
             }
-            fds.push_back((*route)->eventFd());
             msix_->routes.push_back(std::move(route).value());
         }
-        ++stats_.setIrqsCalls;
-        if (auto r = device_->setIrqEventfds(VFIO_PCI_MSIX_IRQ_INDEX, 0, fds); !r) {
+        if (auto r = enableVectors(VFIO_PCI_MSIX_IRQ_INDEX, msix_->routes); !r) {
             logger().error("{}: enabling MSI-X: {}", name_, r.error().describe());
             msix_->routes.clear();
             enableIntx();
             return;
         }
         msix_->enabled = true;
-        logger().debug("{}: MSI-X on, {} vectors", name_, msix_->vectors);
+        logger().debug("{}: MSI-X on, {} vectors", name_, msix_->routes.size());
     } else if (!enable && msix_->enabled) {
         disableMsix();
         enableIntx();
@@ -714,9 +782,11 @@ void VfioPciDevice::disableMsix() {
 pci::MsiMessage VfioPciDevice::msiMessage(unsigned v) const {
     uint64_t addr = config_.get32(msi_->cap + PCI_MSI_ADDRESS_LO);
     if (msi_->is64) addr |= uint64_t(config_.get32(msi_->cap + PCI_MSI_ADDRESS_HI)) << 32;
-    const unsigned n = static_cast<unsigned>(msi_->routes.size());
+    // Multiple message: the low bits carry the vector (as many as the enabled count needs; the
+    // kernel may give a count that is not a power of two, and programs the next one up).
+    const unsigned n = std::bit_ceil(static_cast<unsigned>(msi_->routes.size()));
     uint32_t data = config_.get16(msi_->dataOff());
-    if (n > 1) data = (data & ~(n - 1)) | v;  // multiple message: the low bits carry the vector
+    if (n > 1) data = (data & ~(n - 1)) | v;
     return {addr, data};
 }
 
@@ -728,7 +798,6 @@ void VfioPciDevice::msiChanged() {
         disableIntx();
         if (msix_ && msix_->enabled) disableMsix();
         const unsigned n = std::min(1u << ((ctl & PCI_MSI_FLAGS_QSIZE) >> 4), msi_->maxVectors);
-        std::vector<int32_t> fds;
         msi_->routes.resize(n);  // sized first: msiMessage() derives the vector bits from it
         for (unsigned v = 0; v < n; ++v) {
             auto route = platform_.msi->createRoute(msiMessage(v), maskBits & (1u << v), fmt::format("{} MSI {}", name_, v));
@@ -738,16 +807,20 @@ void VfioPciDevice::msiChanged() {
                 enableIntx();
                 return;
             }
-            fds.push_back((*route)->eventFd());
             msi_->routes[v] = std::move(route).value();
         }
-        ++stats_.setIrqsCalls;
-        if (auto r = device_->setIrqEventfds(VFIO_PCI_MSI_IRQ_INDEX, 0, fds); !r) {
+        if (auto r = enableVectors(VFIO_PCI_MSI_IRQ_INDEX, msi_->routes); !r) {
             logger().error("{}: enabling MSI ({} vectors): {}", name_, n, r.error().describe());
             msi_->routes.clear();
             enableIntx();
             return;
         }
+        // Fewer vectors than the guest enabled: the kernel programmed the device's multiple
+        // message enable for that many, so the vector bits of the data follow the smaller count.
+        if (msi_->routes.size() < n)
+            for (unsigned v = 0; v < msi_->routes.size(); ++v)
+                if (auto r = msi_->routes[v]->setMessage(msiMessage(v)); !r)
+                    logger().error("{}: MSI {}: {}", name_, v, r.error().describe());
         msi_->enabled = true;
     } else if (!enable && msi_->enabled) {
         disableMsi();
@@ -764,6 +837,35 @@ void VfioPciDevice::msiChanged() {
             }
         }
     }
+}
+
+Result<void> VfioPciDevice::enableVectors(uint32_t index, std::vector<std::unique_ptr<pci::MsiRoute>>& routes) {
+    auto fdsOf = [&](size_t n) {
+        std::vector<int32_t> fds;
+        for (size_t v = 0; v < n; ++v) fds.push_back(routes[v]->eventFd());
+        return fds;
+    };
+    const char* what = vfio::irqIndexName(index);
+    const auto asked = static_cast<uint32_t>(routes.size());
+    ++stats_.setIrqsCalls;
+    const uint32_t offered = TRY(device_->enableVectors(index, fdsOf(asked)));
+    if (offered == asked) return success();
+    // The host is short of interrupt vectors (vfio_msi_enable() returned pci_alloc_irq_vectors()'s
+    // count): nothing is on. Fewer vectors beat none (INTx is already off and the guest listens on
+    // MSI/MSI-X now), so retry with what is offered, as QEMU does for MSI.
+    logger().warn("{}: {}: VFIO_DEVICE_SET_IRQS: the host has {} of the {} vectors the guest enabled; running with {} "
+                  "(vectors {} to {} will not fire)",
+                  name_, what, offered, asked, offered, offered, asked - 1);
+    ++stats_.setIrqsCalls;
+    const uint32_t again = TRY_CTX(device_->enableVectors(index, fdsOf(offered)),
+                                   fmt::format("retry with the {} of {} vectors the host offered", offered, asked));
+    if (again != offered)
+        return Error(fmt::format("VFIO_DEVICE_SET_IRQS {} {}: the host offered {} of {} vectors, then {} of those {} on "
+                                 "the retry",
+                                 device_->name(), what, offered, asked, again, offered),
+                     ENOSPC);
+    routes.resize(offered);
+    return success();
 }
 
 void VfioPciDevice::disableMsi() {
@@ -884,7 +986,9 @@ VfioPciStats VfioPciDevice::stats() const {
     std::lock_guard lock(mutex_);
     VfioPciStats s = stats_;
     s.irqMode = irqMode();
-    s.vectors = msix_ && msix_->enabled ? msix_->vectors : msi_ && msi_->enabled ? static_cast<unsigned>(msi_->routes.size()) : 0;
+    s.vectors = msix_ && msix_->enabled ? static_cast<unsigned>(msix_->routes.size())
+                : msi_ && msi_->enabled   ? static_cast<unsigned>(msi_->routes.size())
+                                          : 0;
     for (auto& st : barState_) {
         for (auto& a : st.areas) {
             s.memslots += a.slot ? 1 : 0;

@@ -18,7 +18,10 @@
 // guest memslot at BAR address + offset (no exits) and, with P2P, an IOMMU mapping at the same
 // address (dma-buf + mapFile where offered, else the mmap's vaddr). The rest of the BAR is trapped
 // on the MMIO (or PIO) bus and forwarded with pread/pwrite; the MSI-X table and PBA are emulated
-// there. Moving or disabling a BAR moves or drops all three.
+// there. Moving or disabling a BAR moves or drops all three. A BAR smaller than a page that VFIO
+// lets us mmap (vfio-pci reserves the rest of its host page) is one mmapped page: a memslot of
+// that page where the guest places the BAR page-aligned and nothing else is decoded in the rest of
+// the guest page (which is then claimed on the bus), trapped anywhere else (KVM maps whole pages).
 //
 // Interrupts: INTx (when an IntxRouter and a GSI are given) is on from the start and whenever
 // MSI/MSI-X are off: VFIO triggers an eventfd bound to the IOAPIC pin, KVM's resample eventfd
@@ -26,7 +29,10 @@
 // refuses two at once), creates one MsiRoute per vector and hands every route's eventfd to VFIO
 // in one SET_IRQS. Vector masking (MSI-X entry mask, function mask, MSI mask bits) only edits the
 // routes: no SET_IRQS per mask; a vector that fires while masked shows in the emulated PBA /
-// pending bits and is delivered at unmask.
+// pending bits and is delivered at unmask. A host short of interrupt vectors enables none and
+// says how many it has (VFIO_DEVICE_SET_IRQS returns the count): the device then runs with that
+// many (a warning names both counts; the vectors beyond never fire), or, if that fails too, the
+// error is logged and INTx is back on.
 //
 // Teardown (destructor, explicit): decode and bus mastering off, IRQs off, routes dropped, bus
 // ranges and memslots removed, DMA unmapped, a hot reset for a function without a function reset
@@ -124,6 +130,7 @@ public:
 private:
     struct Area {
         BarArea range;
+        uint64_t span = 0;  // bytes mmapped, memslot and DMA-mapped: range.size, or a page for a sub-page BAR
         vfio::HostMapping map;
         std::unique_ptr<pci::GuestMapping> slot;
         bool dmaMapped = false;
@@ -140,6 +147,10 @@ private:
         std::vector<Area> areas;
         std::vector<Trap> traps;
         std::optional<uint64_t> lastAddress;
+        // Smaller than a page and mmapped: its one area is the whole host page, its one trap the
+        // whole BAR; `pageRest` claims the rest of the guest page while the page is a memslot.
+        bool subPage = false;
+        Trap pageRest;
     };
     struct Msix {
         uint8_t cap = 0;
@@ -168,6 +179,7 @@ private:
 
     void updateBars();
     Result<void> activateBar(unsigned index, uint64_t gpa);
+    bool mapSubPageBar(unsigned index, uint64_t gpa);
     Result<void> deactivateBar(unsigned index, uint64_t gpa);
     void p2pMap(unsigned index, Area& area, uint64_t gpa);
     void p2pUnmap(Area& area);
@@ -175,6 +187,7 @@ private:
     // Interrupts (called with mutex_ held).
     void enableIntx();
     void disableIntx();
+    Result<void> enableVectors(uint32_t index, std::vector<std::unique_ptr<pci::MsiRoute>>& routes);
     void msixControlChanged();
     void msixEntryChanged(unsigned vector);
     bool msixVectorMasked(unsigned vector) const;

@@ -30,12 +30,20 @@ SimDevice::SimDevice(SimHost& host, SimDeviceConfig config, unsigned cdevIndex)
         // Memory BARs, and a Registers BAR that is mmappable, are backed by a memfd.
         const bool backed = b.kind == BarKind::Memory || (b.kind == BarKind::Registers && config_.registerBarMmap);
         if (!backed || !b.size) continue;
+        // At least a page: a sub-page BAR's mmap covers its whole page (vfio_pci_core_mmap() allows
+        // up to PAGE_ALIGN of the BAR), whose rest is the host's reserved space.
+        const uint64_t bytes = (b.size + 4095) & ~uint64_t(4095);
         int fd = ::memfd_create(fmt::format("hostsim-{}-bar{}", config_.bdf, i).c_str(), MFD_CLOEXEC);
-        if (fd < 0 || ::ftruncate(fd, static_cast<off_t>(b.size)) != 0) throw std::runtime_error("hostsim: memfd for BAR");
-        void* p = ::mmap(nullptr, b.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (fd < 0 || ::ftruncate(fd, static_cast<off_t>(bytes)) != 0) throw std::runtime_error("hostsim: memfd for BAR");
+        void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         if (p == MAP_FAILED) throw std::runtime_error("hostsim: mmap BAR memfd");
-        barMem_[i] = {fd, static_cast<uint8_t*>(p), b.size};
+        barMem_[i] = {fd, static_cast<uint8_t*>(p), bytes};
     }
+    if (!config_.extCaps.empty() && !config_.pcieCaps)
+        throw std::runtime_error("hostsim: extended capabilities need the PCIe capability (pcieCaps)");
+    if (!config_.rom.empty() && (config_.romBarSize < std::max<uint64_t>(2048, config_.rom.size()) ||
+                                 (config_.romBarSize & (config_.romBarSize - 1))))
+        throw std::runtime_error("hostsim: romBarSize must be a power of two of at least 2 KiB holding the ROM");
     for (auto& irq : irqs_) irq.triggers.clear();
     for (uint32_t i = 0; i < VFIO_PCI_NUM_IRQS; ++i) irqs_[i].triggers.assign(irqCount(i), -1);
     buildConfigSpace();
@@ -113,6 +121,15 @@ void SimDevice::buildConfigSpace() {
         put16(&cfg_[0x82], 0x1011);             // LNKSTA: 2.5 GT/s, x1, slot clock
         put32(&cfg_[0x9c], 0x00000002);         // LNKCAP2: 2.5 GT/s supported
     }
+    // Extended capabilities from 0x100: header (ID, version, next) then the body, read-only.
+    for (size_t i = 0; i < config_.extCaps.size(); ++i) {
+        const auto& c = config_.extCaps[i];
+        const uint32_t next = i + 1 < config_.extCaps.size() ? config_.extCaps[i + 1].offset : 0;
+        if (c.offset < 0x100 || c.offset % 4 || c.offset + 4 + c.body.size() > cfg_.size() || (i == 0 && c.offset != 0x100))
+            throw std::runtime_error(fmt::format("hostsim: extended capability {:#x} at {:#x} does not fit", c.id, c.offset));
+        put32(&cfg_[c.offset], uint32_t(c.id) | (uint32_t(c.version & 0xf) << 16) | (next << 20));
+        std::copy(c.body.begin(), c.body.end(), cfg_.begin() + c.offset + 4);
+    }
     // BAR registers: flags in the low bits; the address bits are virtualised (sizing works as on hardware).
     for (unsigned i = 0; i < 6; ++i) {
         auto& b = config_.bars[i];
@@ -131,13 +148,13 @@ uint16_t SimDevice::command() const {
 
 uint32_t SimDevice::cfgRead(uint64_t offset, unsigned size) {
     uint32_t v = 0;
-    if (offset + size > cfg_.size()) return ~0u;
+    if (offset + size > configSize()) return ~0u;
     std::memcpy(&v, &cfg_[offset], size);
     return v;
 }
 
 void SimDevice::cfgWrite(uint64_t offset, uint32_t value, unsigned size) {
-    if (offset + size > cfg_.size()) return;
+    if (offset + size > configSize()) return;
     for (unsigned i = 0; i < size; ++i) {
         uint64_t at = offset + i;
         uint8_t byte = (value >> (8 * i)) & 0xff;
@@ -208,6 +225,27 @@ void SimDevice::disableIrqs() {
         irq.masked = false;
     }
     activeIndex_ = VFIO_PCI_NUM_IRQS;
+    allocated_.clear();
+}
+
+uint64_t SimDevice::romImageSize() const {
+    // pci_get_rom_size(): walk the images (55 AA header, "PCIR" data structure with the image
+    // length in 512-byte units and the last-image bit), never past the ROM BAR.
+    const auto& rom = config_.rom;
+    auto rd16 = [&](uint64_t at) { return at + 2 <= rom.size() ? uint16_t(rom[at] | rom[at + 1] << 8) : uint16_t(0xffff); };
+    auto rd8 = [&](uint64_t at) { return at < rom.size() ? rom[at] : uint8_t(0xff); };
+    uint64_t image = 0;
+    for (;;) {
+        if (rd16(image) != 0xaa55) break;
+        const uint64_t pds = image + rd16(image + 24);
+        if (rd16(pds) != 0x4350 || rd16(pds + 2) != 0x5249) break;  // "PCIR"
+        const bool last = rd8(pds + 21) & 0x80;
+        const unsigned length = rd16(pds + 16);
+        image += uint64_t(length) * 512;
+        if (image >= config_.romBarSize || last || !length) break;
+        if (rd16(image) != 0xaa55) break;
+    }
+    return std::min(image, config_.romBarSize);
 }
 
 void SimDevice::enable() {

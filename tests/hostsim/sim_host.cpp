@@ -78,8 +78,6 @@ struct AddressSpace {
     }
 };
 
-uint32_t hweight(uint32_t v) { return static_cast<uint32_t>(__builtin_popcount(v)); }
-
 // [0, last] minus the given (inclusive) ranges, sorted.
 std::vector<vfio::IovaRange> subtract(uint64_t first, uint64_t last, std::vector<ReservedRange> holes) {
     std::sort(holes.begin(), holes.end(), [](auto& a, auto& b) { return a.start < b.start; });
@@ -458,9 +456,11 @@ struct SimHost::Impl {
                 if (info.argsz < minsz || info.index >= VFIO_PCI_NUM_IRQS) return fail(EINVAL);
                 info.count = d.irqCount(info.index);
                 info.flags = VFIO_IRQ_INFO_EVENTFD;
+                // NORESIZE on everything but INTx, except MSI-X when the host can add vectors to
+                // it while enabled (vdev->has_dyn_msix).
                 if (info.index == VFIO_PCI_INTX_IRQ_INDEX)
                     info.flags |= VFIO_IRQ_INFO_MASKABLE | VFIO_IRQ_INFO_AUTOMASKED;
-                else
+                else if (info.index != VFIO_PCI_MSIX_IRQ_INDEX || !host.config_.dynamicMsix)
                     info.flags |= VFIO_IRQ_INFO_NORESIZE;
                 std::memcpy(reinterpret_cast<void*>(arg), &info, minsz);
                 return 0;
@@ -681,8 +681,14 @@ struct SimHost::Impl {
                 }
             }
         } else if (info.index == VFIO_PCI_CONFIG_REGION_INDEX) {
-            info.size = 256;
+            info.size = d.configSize();  // pdev->cfg_size
             info.flags = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
+        } else if (info.index == VFIO_PCI_ROM_REGION_INDEX) {
+            // The ROM BAR's size, READ only, if pci_map_rom() finds an image; else size 0.
+            if (d.config_.romBarSize && d.romImageSize()) {
+                info.size = d.config_.romBarSize;
+                info.flags = VFIO_REGION_INFO_FLAG_READ;
+            }
         }
         if (!caps.empty()) {
             info.flags |= VFIO_REGION_INFO_FLAG_CAPS;
@@ -701,37 +707,47 @@ struct SimHost::Impl {
     }
 
     Result<int> setIrqs(SimDevice& d, uintptr_t arg) {
-        // vfio_pci_ioctl_set_irqs() -> vfio_set_irqs_validate_and_prepare()
+        // vfio_pci_ioctl_set_irqs() -> vfio_set_irqs_validate_and_prepare(), then
+        // vfio_pci_set_irqs_ioctl() picks the handler for the index and action.
         auto* user = reinterpret_cast<uint8_t*>(arg);
         vfio_irq_set hdr{};
         const size_t minsz = offsetof(vfio_irq_set, count) + sizeof(hdr.count);
         std::memcpy(&hdr, user, minsz);
         const uint32_t dataMask = VFIO_IRQ_SET_DATA_TYPE_MASK, actionMask = VFIO_IRQ_SET_ACTION_TYPE_MASK;
-        if (hdr.argsz < minsz || hdr.index >= VFIO_PCI_NUM_IRQS || (hdr.flags & ~(dataMask | actionMask)))
+        if (hdr.argsz < minsz || hdr.index >= VFIO_PCI_NUM_IRQS || hdr.count >= UINT32_MAX - hdr.start ||
+            (hdr.flags & ~(dataMask | actionMask)))
             return fail(EINVAL);
-        if (hweight(hdr.flags & dataMask) != 1 || hweight(hdr.flags & actionMask) != 1) return fail(EINVAL);
+        // The range must lie inside the index whatever the action; a count of 0 still needs start < max.
         const uint32_t max = d.irqCount(hdr.index);
-        if ((hdr.start >= max && hdr.count) || hdr.start + hdr.count > max) {
-            if (!(hdr.count == 0 && (hdr.flags & VFIO_IRQ_SET_DATA_NONE))) return fail(EINVAL);
+        if (hdr.start >= max || hdr.start + hdr.count > max) return fail(EINVAL);
+        size_t elem = 0;
+        switch (hdr.flags & dataMask) {
+            case VFIO_IRQ_SET_DATA_NONE: elem = 0; break;
+            case VFIO_IRQ_SET_DATA_BOOL: elem = 1; break;
+            case VFIO_IRQ_SET_DATA_EVENTFD: elem = 4; break;
+            default: return fail(EINVAL);  // none, or more than one data type
         }
-        size_t elem = (hdr.flags & VFIO_IRQ_SET_DATA_BOOL) ? 1 : (hdr.flags & VFIO_IRQ_SET_DATA_EVENTFD) ? 4 : 0;
         if (elem && (hdr.argsz - minsz < size_t(hdr.count) * elem)) return fail(EINVAL);
-        const uint8_t* data = user + minsz;
         const uint32_t action = hdr.flags & actionMask;
+        // No handler for no action or several at once: vfio_pci_set_irqs_ioctl() returns ENOTTY.
+        if (action != VFIO_IRQ_SET_ACTION_MASK && action != VFIO_IRQ_SET_ACTION_UNMASK &&
+            action != VFIO_IRQ_SET_ACTION_TRIGGER)
+            return fail(ENOTTY);
+        const uint8_t* data = user + minsz;
+        const bool dataNone = hdr.flags & VFIO_IRQ_SET_DATA_NONE, dataEventfd = hdr.flags & VFIO_IRQ_SET_DATA_EVENTFD;
         const uint32_t idx = hdr.index;
+        const bool active = d.activeIndex_ == idx, idle = d.activeIndex_ == VFIO_PCI_NUM_IRQS;
 
         if (idx == VFIO_PCI_INTX_IRQ_INDEX) {
-            // vfio_pci_set_intx_mask() / _unmask() / _trigger()
-            if (action != VFIO_IRQ_SET_ACTION_TRIGGER && d.activeIndex_ != idx) return fail(EINVAL);
-            if (action == VFIO_IRQ_SET_ACTION_MASK) {
-                if (hdr.count == 0) return 0;
-                if ((hdr.flags & VFIO_IRQ_SET_DATA_EVENTFD)) return fail(EINVAL);
-                if ((hdr.flags & VFIO_IRQ_SET_DATA_NONE) || data[0]) d.intx_.masked = true;
-                return 0;
-            }
-            if (action == VFIO_IRQ_SET_ACTION_UNMASK) {
-                if (hdr.count == 0) return 0;
-                if (hdr.flags & VFIO_IRQ_SET_DATA_EVENTFD) {
+            if (action == VFIO_IRQ_SET_ACTION_MASK || action == VFIO_IRQ_SET_ACTION_UNMASK) {
+                // vfio_pci_set_intx_mask() / _unmask(): INTx enabled, and exactly its one vector.
+                if (!active || hdr.start != 0 || hdr.count != 1) return fail(EINVAL);
+                if (action == VFIO_IRQ_SET_ACTION_MASK) {
+                    if (dataEventfd) return fail(ENOTTY);  // a mask eventfd is not implemented
+                    if (dataNone || data[0]) d.intx_.masked = true;
+                    return 0;
+                }
+                if (dataEventfd) {
                     int32_t efd;
                     std::memcpy(&efd, data, 4);
                     if (d.intx_.unmaskFd >= 0) ::close(std::exchange(d.intx_.unmaskFd, -1));
@@ -742,73 +758,89 @@ struct SimHost::Impl {
                     }
                     return 0;
                 }
-                if ((hdr.flags & VFIO_IRQ_SET_DATA_NONE) || data[0]) d.intxUnmask();
+                if (dataNone || data[0]) d.intxUnmask();
                 return 0;
             }
-            // TRIGGER
-            if (hdr.count == 0 && (hdr.flags & VFIO_IRQ_SET_DATA_NONE)) {
-                if (d.activeIndex_ == idx) disableIndex(d, idx);
+            // vfio_pci_set_intx_trigger()
+            if (active && hdr.count == 0 && dataNone) {
+                disableIndex(d, idx);
                 return 0;
             }
-            if (d.activeIndex_ != idx && d.activeIndex_ != VFIO_PCI_NUM_IRQS) return fail(EINVAL);
-            if (hdr.flags & VFIO_IRQ_SET_DATA_EVENTFD) {
+            if (!(active || idle) || hdr.start != 0 || hdr.count != 1) return fail(EINVAL);
+            if (dataEventfd) {
+                // vfio_intx_enable() when idle, then vfio_intx_set_signal(): -1 leaves INTx enabled
+                // without a trigger.
                 int32_t efd;
                 std::memcpy(&efd, data, 4);
+                int dupfd = -1;
+                if (efd >= 0 && (dupfd = ::fcntl(efd, F_DUPFD_CLOEXEC, 0)) < 0) return fail(EBADF);
                 auto& t = d.intx_.triggers[0];
                 if (t >= 0) ::close(std::exchange(t, -1));
-                if (efd >= 0) {
-                    int dupfd = ::fcntl(efd, F_DUPFD_CLOEXEC, 0);
-                    if (dupfd < 0) return fail(EBADF);
-                    t = dupfd;
-                    d.activeIndex_ = idx;
-                    if (d.intx_.level && !d.intx_.masked) d.intxAssert();
-                } else {
-                    disableIndex(d, idx);
-                }
+                t = dupfd;
+                d.activeIndex_ = idx;
+                if (t >= 0 && d.intx_.level && !d.intx_.masked) d.intxAssert();
                 return 0;
             }
-            if (d.activeIndex_ != idx) return fail(EINVAL);
-            if ((hdr.flags & VFIO_IRQ_SET_DATA_NONE) || data[0]) d.signal(d.intx_.triggers[0]);
+            if (!active) return fail(EINVAL);
+            if (dataNone || data[0]) d.signal(d.intx_.triggers[0]);
             return 0;
         }
         if (idx == VFIO_PCI_MSI_IRQ_INDEX || idx == VFIO_PCI_MSIX_IRQ_INDEX) {
-            // vfio_pci_set_msi_trigger(); MASK/UNMASK are not implemented for MSI/MSI-X: ENOTTY
-            // (vfio_pci_set_irqs_ioctl() has no handler for them).
+            // vfio_pci_set_msi_trigger(); MASK/UNMASK have no handler for MSI/MSI-X: ENOTTY.
             if (action != VFIO_IRQ_SET_ACTION_TRIGGER) return fail(ENOTTY);
-            if (hdr.count == 0 && (hdr.flags & VFIO_IRQ_SET_DATA_NONE)) {
-                if (d.activeIndex_ == idx) disableIndex(d, idx);
+            if (active && hdr.count == 0 && dataNone) {
+                disableIndex(d, idx);
                 return 0;
             }
-            if (d.activeIndex_ != idx && d.activeIndex_ != VFIO_PCI_NUM_IRQS) return fail(EINVAL);
-            if (hdr.flags & VFIO_IRQ_SET_DATA_EVENTFD) {
+            if (!(active || idle)) return fail(EINVAL);
+            if (dataEventfd) {
+                const bool enabling = idle;
+                if (enabling) {
+                    // vfio_msi_enable(start + count): pci_alloc_irq_vectors(1, nvec). With fewer
+                    // host vectors than asked nothing is enabled and the ioctl returns how many
+                    // there are (the caller may retry with that many); none at all is ENOSPC.
+                    const uint32_t nvec = hdr.start + hdr.count;
+                    if (nvec == 0) return fail(ERANGE);
+                    const uint32_t avail = d.config_.hostIrqVectors.value_or(nvec);
+                    if (avail == 0) return fail(ENOSPC);
+                    if (avail < nvec) return static_cast<int>(avail);
+                    for (uint32_t v = 0; v < nvec; ++v) d.allocated_.insert(v);
+                    d.activeIndex_ = idx;
+                }
+                // vfio_msi_set_block(): vector by vector; the old trigger goes first, a vector
+                // without a host interrupt gets one only with dynamic MSI-X (vfio_msi_alloc_irq()).
+                // On a failure the vectors set so far are cleared again, and an index enabled by
+                // this call is disabled.
                 auto& trig = d.irqs_[idx].triggers;
-                std::vector<int> dups;
                 for (uint32_t i = 0; i < hdr.count; ++i) {
+                    const uint32_t j = hdr.start + i;
                     int32_t efd;
                     std::memcpy(&efd, data + 4 * i, 4);
-                    int dupfd = -1;
-                    if (efd >= 0 && (dupfd = ::fcntl(efd, F_DUPFD_CLOEXEC, 0)) < 0) {
-                        for (int x : dups)
-                            if (x >= 0) ::close(x);
-                        return fail(EBADF);
+                    if (trig[j] >= 0) ::close(std::exchange(trig[j], -1));
+                    if (efd < 0) continue;
+                    int err = 0;
+                    if (!d.allocated_.count(j)) {
+                        if (idx != VFIO_PCI_MSIX_IRQ_INDEX || !host.config_.dynamicMsix) err = EINVAL;
+                        else if (d.allocated_.size() >= d.config_.hostIrqVectors.value_or(UINT32_MAX)) err = ENOSPC;
+                        else d.allocated_.insert(j);
                     }
-                    dups.push_back(dupfd);
+                    if (!err && (trig[j] = ::fcntl(efd, F_DUPFD_CLOEXEC, 0)) < 0) err = EBADF;
+                    if (err) {
+                        for (uint32_t k = hdr.start; k < j; ++k)
+                            if (trig[k] >= 0) ::close(std::exchange(trig[k], -1));
+                        if (enabling) disableIndex(d, idx);
+                        return fail(err);
+                    }
                 }
-                for (uint32_t i = 0; i < hdr.count; ++i) {
-                    int& slot = trig[hdr.start + i];
-                    if (slot >= 0) ::close(slot);
-                    slot = dups[i];
-                }
-                d.activeIndex_ = idx;
                 return 0;
             }
-            if (d.activeIndex_ != idx) return fail(EINVAL);
+            if (!active) return fail(EINVAL);
             for (uint32_t i = 0; i < hdr.count; ++i)
-                if ((hdr.flags & VFIO_IRQ_SET_DATA_NONE) || data[i]) d.deliver(idx, hdr.start + i);
+                if (dataNone || data[i]) d.deliver(idx, hdr.start + i);
             return 0;
         }
         // ERR / REQ: trigger eventfd only (vfio_pci_set_err_trigger(), vfio_pci_set_req_trigger()).
-        if (action != VFIO_IRQ_SET_ACTION_TRIGGER) return fail(EINVAL);
+        if (action != VFIO_IRQ_SET_ACTION_TRIGGER) return fail(ENOTTY);
         auto& trig = d.irqs_[idx].triggers;
         if (hdr.flags & VFIO_IRQ_SET_DATA_EVENTFD) {
             if (hdr.count != 1) return fail(EINVAL);
@@ -830,6 +862,7 @@ struct SimHost::Impl {
             if (irq.unmaskFd >= 0) ::close(std::exchange(irq.unmaskFd, -1));
             irq.masked = false;
         }
+        d.allocated_.clear();  // pci_free_irq_vectors()
         d.activeIndex_ = VFIO_PCI_NUM_IRQS;
     }
 
@@ -1078,10 +1111,9 @@ struct SimHost::Impl {
                 return ioasMap(ctx, arg, cmd.flags, cmd.__reserved, cmd.ioas_id, cmd.length, cmd.iova,
                                [&](Mapping& m) -> int {
                                    if (!userRangeMapped(cmd.user_va, cmd.length)) return EFAULT;  // iopt_pages pin
-                                   // 6.12: pin_user_pages() refuses a VM_PFNMAP vma (a VFIO BAR mmap).
-                                   if (host.config_.kernel == HostKernel::Linux6_12 &&
-                                       host.overlapsBarMmap(cmd.user_va, cmd.length))
-                                       return EFAULT;
+                                   // Every kernel: pin_user_pages() refuses a VM_PFNMAP vma (a VFIO
+                                   // BAR mmap); iommufd maps BARs only through a dma-buf.
+                                   if (host.overlapsBarMmap(cmd.user_va, cmd.length)) return EFAULT;
                                    m.host = reinterpret_cast<uint8_t*>(cmd.user_va);
                                    return 0;
                                },
@@ -1763,9 +1795,11 @@ Result<void*> SimHost::mmap(void* addr, size_t length, int prot, int flags, int 
     uint64_t index = uint64_t(offset) >> kOffsetShift, off = uint64_t(offset) & kOffsetMask;
     if (index > VFIO_PCI_BAR5_REGION_INDEX || !(flags & MAP_SHARED) || !impl_->mmappable(*h.dev, unsigned(index)))
         return Error("mmap", EINVAL);
+    // mmap(2) takes a page-aligned offset and rounds the length up to pages; vfio_pci_core_mmap()
+    // allows up to PAGE_ALIGN(BAR size), so a sub-page BAR maps its whole page (barMem_ holds that).
     auto& bar = h.dev->barMem_[index];
-    if ((off | length) & (kPage - 1) || !length || off > bar.size || length > bar.size - off)
-        return Error("mmap", EINVAL);
+    const uint64_t len = (uint64_t(length) + kPage - 1) & ~(kPage - 1);
+    if ((off & (kPage - 1)) || !length || off > bar.size || len > bar.size - off) return Error("mmap", EINVAL);
     auto sparse = impl_->sparseOf(*h.dev, unsigned(index));
     if (!sparse.empty()) {
         // The sim is stricter than the kernel: mmap() must stay inside one advertised area.
@@ -1773,9 +1807,9 @@ Result<void*> SimHost::mmap(void* addr, size_t length, int prot, int flags, int 
         for (auto& a : sparse) inside = inside || (off >= a.offset && off + length <= a.offset + a.size);
         if (!inside) return Error("mmap outside the sparse mmap areas", EINVAL);
     }
-    void* p = ::mmap(addr, length, prot, flags, bar.fd, static_cast<off_t>(off));
+    void* p = ::mmap(addr, len, prot, flags, bar.fd, static_cast<off_t>(off));
     if (p == MAP_FAILED) return Error::fromErrno("mmap");
-    mmaps_[p] = length;
+    mmaps_[p] = len;
     return p;
 }
 
@@ -1803,9 +1837,21 @@ Result<size_t> SimHost::pread(int fd, void* buf, size_t count, off_t offset) {
     auto* out = static_cast<uint8_t*>(buf);
     if (index == VFIO_PCI_CONFIG_REGION_INDEX) {
         // vfio_pci_config_rw(): any size, split into naturally aligned pieces.
-        if (off >= 256) return size_t(0);
-        count = std::min<size_t>(count, 256 - off);
+        if (off >= d.configSize()) return size_t(0);
+        count = std::min<size_t>(count, d.configSize() - off);
         for (size_t i = 0; i < count; ++i) out[i] = static_cast<uint8_t>(d.cfgRead(off + i, 1));
+        return count;
+    }
+    if (index == VFIO_PCI_ROM_REGION_INDEX) {
+        // vfio_pci_bar_rw() for the ROM: within the ROM BAR; past the images
+        // (pci_get_rom_size()) reads fill with 0xff; no image: pci_map_rom() fails, ENOMEM.
+        const uint64_t end = d.config_.romBarSize;
+        if (!end || off >= end) return Error("pread", EINVAL);
+        const uint64_t image = d.romImageSize();
+        if (!image) return Error("pread: no ROM image", ENOMEM);
+        count = std::min<size_t>(count, end - off);
+        for (size_t i = 0; i < count; ++i)
+            out[i] = off + i < image && off + i < d.config_.rom.size() ? d.config_.rom[off + i] : 0xff;
         return count;
     }
     if (index > VFIO_PCI_BAR5_REGION_INDEX) return Error("pread", EINVAL);
@@ -1835,9 +1881,10 @@ Result<size_t> SimHost::pwrite(int fd, const void* buf, size_t count, off_t offs
     SimDevice& d = *h.dev;
     uint64_t index = uint64_t(offset) >> kOffsetShift, off = uint64_t(offset) & kOffsetMask;
     auto* in = static_cast<const uint8_t*>(buf);
+    if (index == VFIO_PCI_ROM_REGION_INDEX) return Error("pwrite: the ROM is read-only", EINVAL);  // vfio_pci_rw()
     if (index == VFIO_PCI_CONFIG_REGION_INDEX) {
-        if (off >= 256) return size_t(0);
-        count = std::min<size_t>(count, 256 - off);
+        if (off >= d.configSize()) return size_t(0);
+        count = std::min<size_t>(count, d.configSize() - off);
         if ((count == 2 || count == 4) && off % count == 0) {
             uint32_t v = 0;
             std::memcpy(&v, in, count);

@@ -50,7 +50,11 @@ struct BarConfig {
     uint64_t size = 0;
     bool is64 = false;
     bool prefetchable = false;
-    bool mmappable = true;  // Memory BARs only; Registers BARs follow SimDeviceConfig::registerBarMmap
+    // Memory BARs only; Registers BARs follow SimDeviceConfig::registerBarMmap. A Memory BAR
+    // smaller than a page that is mmappable models vfio_pci_probe_mmaps()'s sub-page case (the host
+    // BAR page-aligned, the rest of its page reserved by a dummy resource): mmap() may then cover
+    // the whole page; false models a host BAR that is not page-aligned (not mmappable).
+    bool mmappable = true;
     // Sparse mmap areas (offsets within the BAR). Non-empty: a SPARSE_MMAP capability is reported
     // and mmap() outside these areas fails with EINVAL.
     std::vector<vfio::SparseArea> sparseAreas;
@@ -91,13 +95,38 @@ struct SimDeviceConfig {
     // Sim addition: after MSI-X, a bridge subsystem-vendor capability (0x0d, at 0xb0, which a VMM
     // should hide) and then a PCIe endpoint capability (at 0x70, FLR capable). Off by default.
     bool pcieCaps = false;
+    // PCIe extended capabilities, chained in this order from the first one (which must sit at
+    // 0x100). Non-empty: the config space is 4 KiB (vfio-pci reports pdev->cfg_size, 4096 for a
+    // PCIe function); needs pcieCaps. The body follows the 4-byte header and is read-only. Use IDs
+    // vfio-pci passes through (vfio_ecap_init() itself hides those with no length in its table,
+    // e.g. PASID; the sim does not model that hiding).
+    struct ExtCap {
+        uint16_t id = 0;
+        uint8_t version = 1;
+        uint16_t offset = 0;
+        std::vector<uint8_t> body;
+    };
+    std::vector<ExtCap> extCaps;
+    // Expansion ROM: its contents and the ROM BAR's size (a power of two of at least 2 KiB, not
+    // smaller than the contents). The ROM region reports romBarSize, READ only, when the contents
+    // start with a valid image (55 AA and a "PCIR" structure, as pci_map_rom() ->
+    // pci_get_rom_size() checks); otherwise its size is 0, as vfio_pci_ioctl_get_region_info()
+    // reports when pci_map_rom() fails. Reads past the images read 0xff.
+    std::vector<uint8_t> rom;
+    uint64_t romBarSize = 0;
+    // Host interrupt vectors pci_alloc_irq_vectors() can give this device (unset: as many as
+    // asked). Enabling MSI or MSI-X with more vectors than that enables nothing and the ioctl
+    // returns this count (vfio_msi_enable() passes the smaller count back to userspace); 0 makes
+    // the ioctl fail with ENOSPC.
+    std::optional<unsigned> hostIrqVectors;
 };
 
 // Which host kernel's VFIO/iommufd the simulation follows.
+// On every kernel IOMMU_IOAS_MAP of a BAR mmap (a VM_PFNMAP vma, which pin_user_pages() refuses)
+// is EFAULT; type1 maps it through its PFNMAP path.
 enum class HostKernel {
     Newer,      // VFIO dma-buf export (VFIO_DEVICE_FEATURE_DMA_BUF) and IOMMU_IOAS_MAP_FILE exist
-    Linux6_12,  // no VFIO_DEVICE_FEATURE_DMA_BUF (ENOTTY), no IOMMU_IOAS_MAP_FILE (6.13; ENOTTY),
-                // and IOMMU_IOAS_MAP of a BAR mmap (a VM_PFNMAP vma, not pinnable) is EFAULT
+    Linux6_12,  // no VFIO_DEVICE_FEATURE_DMA_BUF (ENOTTY), no IOMMU_IOAS_MAP_FILE (6.13; ENOTTY)
 };
 
 struct SimHostConfig {
@@ -113,6 +142,11 @@ struct SimHostConfig {
     bool nesting = true;                        // NEST_PARENT HWPTs and nested HWPTs/vIOMMUs work
     uint32_t hwInfoType = IOMMU_HW_INFO_TYPE_INTEL_VTD;
     HostKernel kernel = HostKernel::Newer;
+    // pci_msix_can_alloc_dyn(): the host's MSI domain can add MSI-X vectors while MSI-X is on (x86
+    // since 6.5). Then VFIO_IRQ_INFO_NORESIZE is clear for MSI-X (vfio_pci_ioctl_get_irq_info())
+    // and SET_IRQS may add vectors to an enabled MSI-X index; without it (and always for MSI)
+    // NORESIZE is set and a vector beyond those allocated at enable is EINVAL.
+    bool dynamicMsix = true;
 };
 
 // Why the simulated IOMMU blocked a DMA.
@@ -288,6 +322,9 @@ public:
     bool intxAsserted() const { return intx_.level; }
     uint64_t interruptsDelivered() const { return delivered_; }
     uint32_t activeIrqIndex() const { return activeIndex_; }  // VFIO_PCI_NUM_IRQS when none
+    // Host vectors allocated for the active MSI/MSI-X index (pci_alloc_irq_vectors()'s count).
+    unsigned allocatedVectors() const { return static_cast<unsigned>(allocated_.size()); }
+    uint32_t configSize() const { return config_.extCaps.empty() ? 256 : 4096; }
     uint16_t command() const;
 
     // Register-level access to the trapped BAR (what pread/pwrite on the device fd reach).
@@ -326,16 +363,19 @@ private:
     void resetState();
     void runDma();
     uint32_t irqCount(uint32_t index) const;
+    // pci_get_rom_size(): the bytes of the ROM's images (0 when the first header is invalid).
+    uint64_t romImageSize() const;
 
     SimHost& host_;
     SimDeviceConfig config_;
     unsigned cdevIndex_;
-    std::array<uint8_t, 256> cfg_{};
-    std::array<uint8_t, 256> cfgWritable_{};
+    std::array<uint8_t, 4096> cfg_{};  // configSize() of it is the device's
+    std::array<uint8_t, 4096> cfgWritable_{};
     std::array<BarMem, 6> barMem_{};
     std::array<Irq, VFIO_PCI_NUM_IRQS> irqs_{};
     Irq& intx_ = irqs_[VFIO_PCI_INTX_IRQ_INDEX];
     uint32_t activeIndex_ = VFIO_PCI_NUM_IRQS;
+    std::set<uint32_t> allocated_;  // vectors of the active MSI/MSI-X index with a host interrupt
     // edu registers
     uint32_t liveness_ = 0, fact_ = 0, status_ = 0, irqStatus_ = 0;
     uint64_t dmaSrc_ = 0, dmaDst_ = 0, dmaCount_ = 0, dmaCmd_ = 0;
