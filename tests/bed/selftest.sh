@@ -7,7 +7,9 @@
 #      failure and shows the console's tail, and a test then says it did not run in the bed;
 #   3. L1s that end in the middle of a job, one lane: a job that wedges its L1's in-guest timeout
 #      (it stops the kvm-test.sh watching it) and a job that powers L1 off each fail with the reason and
-#      the console's tail, and a fresh L1 runs the job after each; the fixture itself passes.
+#      the console's tail (after a second attempt in a fresh L1 that ends the same way), and a
+#      fresh L1 runs the job after each; a job that wedges L1 only the first time passes on its
+#      second attempt, with the first one's story in its output; the fixture itself passes.
 # Exit 0 iff every expectation held; each prints "selftest: ok ..." or "selftest: FAIL ...".
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -57,12 +59,15 @@ o=$(run sh -c "echo selftest-output-pass"); r=$?
 # 3. L1s that end in the middle of a job
 stall='echo selftest-stall; kill -STOP $PPID; sleep 600'
 poweroff='echo selftest-poweroff; busybox poweroff -f'
+once='f=$CONDUIT_BED_RESULTS/wedged-once; if [ -e $f ]; then echo selftest-second-attempt; else touch $f; kill -STOP $PPID; sleep 600; fi'
 cat > "$work/CTestTestfile.cmake" <<EOF
 add_test(stall "$launch" "$work" kvm sh -c "$stall")
 set_tests_properties(stall PROPERTIES TIMEOUT 5)
 add_test(after-stall "$launch" "$work" kvm sh -c "echo selftest-after-stall")
 add_test(poweroff "$launch" "$work" kvm sh -c "$poweroff")
 add_test(after-poweroff "$launch" "$work" kvm sh -c "echo selftest-after-poweroff")
+add_test(once "$launch" "$work" kvm sh -c "$once")
+set_tests_properties(once PROPERTIES TIMEOUT 5)
 EOF
 out=$(BED_LANES=1 BED_STALL_MARGIN=10 BED_TIMEOUT=300 "$here/bed.sh" fixture "$work" 2>&1); rc=$?
 if [ $rc = 0 ] && grep -q 'L1 stopped responding' <<< "$out" && grep -q 'L1 ended before its jobs did' <<< "$out"; then
@@ -76,6 +81,9 @@ o=$(run sh -c "$stall"); r=$?
 o=$(run sh -c "$poweroff"); r=$?
 [ $r = 1 ] && grep -q 'L1 ended before its jobs did' <<< "$o" && grep -q 'BED: start 3 poweroff' <<< "$o" &&
     ok "L1 powered off by its job: the test fails and says why, with the console's tail" || bad "powered-off L1: test status $r: $o"
+o=$(run sh -c "$once"); r=$?
+[ $r = 0 ] && grep -q '^\[bed\] first attempt: L1 stopped responding' <<< "$o" && grep -q selftest-second-attempt <<< "$o" &&
+    ok "L1 wedged once: the test passes on its second attempt, the first one told in its output" || bad "wedged once: status $r: $o"
 for t in stall poweroff; do
     o=$(run sh -c "echo selftest-after-$t"); r=$?
     [ $r = 0 ] && grep -q "selftest-after-$t" <<< "$o" && ok "the test after the $t ran in a fresh L1" || bad "after $t: status $r: $o"

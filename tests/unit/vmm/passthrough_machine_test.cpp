@@ -119,8 +119,16 @@ TEST(PassthroughMachine, UnknownHostDeviceIsAClearError) {
     const std::string json = R"({"payload": {"path": "p.bin"}, "serial": {"output": "none"},
       "vfio_host": {"kind": "simulated", "devices": [{"bdf": "0000:01:00.0"}]},
       "devices": [{"type": "vfio-pci", "host": "0000:05:00.0"}]})";
-    auto cfg = parseConfig(json, dir / "vm.json");
+    // The config check refuses it first (validate says what run would)...
+    auto refused = parseConfig(json, dir / "vm.json");
+    ASSERT_FALSE(refused.ok());
+    EXPECT_THAT(refused.error().describe(), ::testing::HasSubstr("0000:05:00.0 is not a device of the simulated host"));
+    // ...and a machine given such a config anyway (a library user) says so too.
+    auto cfg = parseConfig(R"({"payload": {"path": "p.bin"}, "serial": {"output": "none"},
+      "vfio_host": {"kind": "simulated", "devices": [{"bdf": "0000:01:00.0"}]},
+      "devices": [{"type": "vfio-pci", "host": "0000:01:00.0"}]})", dir / "vm.json");
     ASSERT_TRUE(cfg.ok()) << cfg.error().describe();
+    cfg->devices[0].vfioPci->host = cfg->devices[0].vfioPci->bdf = "0000:05:00.0";
     auto m = Machine::create(*cfg);
     ASSERT_FALSE(m.ok());
     EXPECT_THAT(m.error().describe(), ::testing::HasSubstr("no PCI device 0000:05:00.0 on this simulated host"));
