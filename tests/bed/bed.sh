@@ -205,7 +205,7 @@ broken() {  # broken LOG WHY
                    END {for (k in s) printf "%s%s", (n++ ? "; " : ""), s[k]}' "$log")
     echo "bed.sh: FAILED: $2${running:+, while running $running}"
     echo "---- the last 60 lines of L1's console ($log)"
-    tail -60 "$log"
+    console_tail 60 "$log"
 }
 
 cmd_fixture() {
@@ -270,6 +270,7 @@ cmd_fixture() {
     # The fixture itself fails only when an L1 never reached userspace: then nothing can run.
     local -A pid_of log_of restarts
     local broke=() why active=() running never=0 nlost=0 nretried=0
+    local ordinal=(first second third fourth fifth sixth seventh eighth ninth)
     for l in $(seq 1 "$lanes"); do start_lane "$l" "$dir" 0; active+=("$l"); done
     while [ ${#active[@]} -gt 0 ]; do
         sleep 2
@@ -285,7 +286,9 @@ cmd_fixture() {
                 broke+=("${log_of[$l]}:L1 never reached userspace")
                 continue
             fi
-            if [ -f "${log_of[$l]}.stalled" ]; then
+            if grep -q silent "${log_of[$l]}.stalled" 2> /dev/null; then
+                why="L1 stopped responding: its console had no heartbeat for ${BED_SILENCE:-90} s"
+            elif [ -f "${log_of[$l]}.stalled" ]; then
                 why="L1 stopped responding: a test had no end ${BED_STALL_MARGIN:-120} s past its timeout, which L1's own watchdog did not enforce"
             elif [ $rc = 124 ]; then
                 why="L1 reached its time limit (BED_TIMEOUT=${BED_TIMEOUT:-3600}s)"
@@ -294,16 +297,19 @@ cmd_fixture() {
             fi
             running=$(running_jobs "${log_of[$l]}")
             for n in $running; do
-                # A job whose L1 ended under it gets one more go in a fresh L1 (the wedge seen now
-                # and then is L1's, not the test's verdict); the first attempt stays in its output.
-                if [ $rc != 124 ] && [ "${restarts[$l]:-0}" -lt 8 ] && [ ! -e "$dir/retried/$n" ]; then
+                # A job whose L1 ended under it runs again in a fresh L1, up to BED_ATTEMPTS (3) times
+                # in all (the wedge seen now and then is L1's, not the test's verdict); what each
+                # attempt saw stays in its output.
+                local tries=0
+                [ -e "$dir/retried/$n" ] && tries=$(grep -c '^\[bed\] ---- the ' "$dir/retried/$n")
+                if [ $rc != 124 ] && [ "${restarts[$l]:-0}" -lt 8 ] && [ $((tries + 1)) -lt "${BED_ATTEMPTS:-3}" ]; then
                     mkdir -p "$dir/retried"
                     {
-                        echo "[bed] first attempt: $why, while this test ran; it ran again in a fresh L1."
+                        echo "[bed] ${ordinal[$tries]} attempt: $why, while this test ran; it ran again in a fresh L1."
                         echo "[bed] The last 30 lines of that L1's console (${log_of[$l]}):"
-                        tail -30 "${log_of[$l]}"
-                        echo "[bed] ---- the second attempt:"
-                    } > "$dir/retried/$n"
+                        console_tail 30 "${log_of[$l]}"
+                        echo "[bed] ---- the ${ordinal[$((tries + 1))]} attempt:"
+                    } >> "$dir/retried/$n"
                     rmdir "$dir/results/claims/$n"
                     nretried=$((nretried + 1))
                 else
@@ -320,8 +326,8 @@ cmd_fixture() {
         done
         active=("${still[@]}")
     done
-    # Retried jobs: their first attempt goes in front of what the second filed (or, if the second
-    # never ran, the job fails with the first attempt's story).
+    # Retried jobs: their earlier attempts go in front of what the last one filed (or, if the last
+    # never ran, the job fails with the earlier attempts' story).
     local f key
     for f in "$dir"/retried/*; do
         [ -e "$f" ] || continue
@@ -331,7 +337,7 @@ cmd_fixture() {
             cat "$f" "$dir/results/$key.out" > "$dir/results/$key.out.tmp" 2>/dev/null
             mv "$dir/results/$key.out.tmp" "$dir/results/$key.out"
         else
-            cp "$f" "$dir/results/$key.out"; echo "[bed] the second attempt did not run" >> "$dir/results/$key.out"
+            cp "$f" "$dir/results/$key.out"; echo "[bed] the last attempt did not run" >> "$dir/results/$key.out"
             echo 1 > "$dir/results/$key.rc"
         fi
     done
@@ -377,15 +383,24 @@ start_lane() {
     pid_of[$l]=$started_pid log_of[$l]=$log
     watch_lane "$log" "$started_pid" "$dir/jobs.list" > /dev/null 2>&1 &
 }
-# watch_lane LOG PID JOBS: stops an L1 whose current job has run BED_STALL_MARGIN (default 120) s
-# past its own timeout (kvm-test.sh in L1 stops a test at its timeout, so only a wedged L1 gets
-# here), leaving the job's number in LOG.stalled. It runs in the background beside the lane: no
-# errexit here, where a poll that finds no line yet is normal.
+# watch_lane LOG PID JOBS: stops an L1 that stopped responding, leaving the job's number and why in
+# LOG.stalled: its console, which has a heartbeat every 10 s from when L1 is ready (init.sh), was silent for
+# BED_SILENCE (default 90) s; or its current job ran BED_STALL_MARGIN (default 120) s past its own
+# timeout (kvm-test.sh in L1 stops a test at its timeout, so only a wedged L1 gets here). It runs
+# in the background beside the lane: no errexit here, where a poll that finds no line yet is normal.
 watch_lane() {
     set +e +o pipefail
-    local log=$1 pid=$2 jobs=$3 cur="" since=0 last n limit
+    local log=$1 pid=$2 jobs=$3 cur="" since=0 last n limit size lastsize=-1 heard
+    heard=$(date +%s)
     while kill -0 "$pid" 2> /dev/null; do
         sleep 5
+        size=$(stat -c %s "$log.raw" 2> /dev/null)
+        [ "$size" = "$lastsize" ] || { lastsize=$size; heard=$(date +%s); }
+        if [ $(( $(date +%s) - heard )) -gt "${BED_SILENCE:-90}" ] && grep -q '^BED: ready' "$log.raw"; then
+            echo "$cur silent" > "$log.stalled"
+            kill -TERM -- "-$pid" 2> /dev/null; sleep 2; kill -KILL -- "-$pid" 2> /dev/null
+            return 0
+        fi
         last=$(tr -d '\r' < "$log.raw" 2> /dev/null | grep -E '^BED: (start|end) ' | tail -1)
         case $last in
             "BED: start "*)
@@ -400,6 +415,10 @@ watch_lane() {
             *) cur="" ;;
         esac
     done
+}
+# console_tail N LOG: LOG's last N lines, L1's heartbeats left out.
+console_tail() {
+    grep -v '^BED: beat ' "$2" | tail -"$1"
 }
 # job_key DIR N: the key kvm-test.sh files job N's result under: the sha1 of the test's command
 # (its arguments after BUILD_DIR and PLACE).
@@ -416,7 +435,7 @@ file_failed() {
     {
         echo "[bed] $why, while this test ran."
         echo "[bed] The last 30 lines of that L1's console ($log):"
-        tail -30 "$log"
+        console_tail 30 "$log"
     } > "$dir/results/$key.out"
     echo 1 > "$dir/results/$key.rc"
 }

@@ -59,6 +59,12 @@ if [ "$(arg bed.shell)" = 1 ]; then
     poweroff -f
 fi
 job=$(arg bed.job)
+# A test lane's heartbeat on the console, so the host's watchdog tells a wedged L1 (no beat for
+# BED_SILENCE s) from a slow test within two minutes rather than at the end of the test's own
+# timeout. Not for `bed.sh run`, whose console is the command's own output.
+if [ -n "$(arg bed.lane)" ]; then
+    ( while :; do echo "BED: beat $(cut -d' ' -f1 /proc/uptime)"; sleep 10; done ) &
+fi
 chroot /host /bin/bash "$job"
 echo "BED: done $?"
 poweroff -f

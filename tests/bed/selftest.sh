@@ -9,7 +9,9 @@
 #      (it stops the kvm-test.sh watching it) and a job that powers L1 off each fail with the reason and
 #      the console's tail (after a second attempt in a fresh L1 that ends the same way), and a
 #      fresh L1 runs the job after each; a job that wedges L1 only the first time passes on its
-#      second attempt, with the first one's story in its output; the fixture itself passes.
+#      second attempt, with the first one's story in its output; a job that stops every process in
+#      L1 (the heartbeat too, as a wedged L1 would) is caught by the console's silence long before
+#      its own timeout; the fixture itself passes. BED_ATTEMPTS=2 keeps the restarts within a lane's 8.
 # Exit 0 iff every expectation held; each prints "selftest: ok ..." or "selftest: FAIL ...".
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -60,6 +62,7 @@ o=$(run sh -c "echo selftest-output-pass"); r=$?
 stall='echo selftest-stall; kill -STOP $PPID; sleep 600'
 poweroff='echo selftest-poweroff; busybox poweroff -f'
 once='f=$CONDUIT_BED_RESULTS/wedged-once; if [ -e $f ]; then echo selftest-second-attempt; else touch $f; kill -STOP $PPID; sleep 600; fi'
+silent='echo selftest-silent; kill -STOP -1; sleep 600'
 cat > "$work/CTestTestfile.cmake" <<EOF
 add_test(stall "$launch" "$work" kvm sh -c "$stall")
 set_tests_properties(stall PROPERTIES TIMEOUT 5)
@@ -68,8 +71,11 @@ add_test(poweroff "$launch" "$work" kvm sh -c "$poweroff")
 add_test(after-poweroff "$launch" "$work" kvm sh -c "echo selftest-after-poweroff")
 add_test(once "$launch" "$work" kvm sh -c "$once")
 set_tests_properties(once PROPERTIES TIMEOUT 5)
+add_test(silent "$launch" "$work" kvm sh -c "$silent")
+set_tests_properties(silent PROPERTIES TIMEOUT 1000)
+add_test(after-silent "$launch" "$work" kvm sh -c "echo selftest-after-silent")
 EOF
-out=$(BED_LANES=1 BED_STALL_MARGIN=10 BED_TIMEOUT=300 "$here/bed.sh" fixture "$work" 2>&1); rc=$?
+out=$(BED_LANES=1 BED_ATTEMPTS=2 BED_STALL_MARGIN=10 BED_SILENCE=25 BED_TIMEOUT=600 "$here/bed.sh" fixture "$work" 2>&1); rc=$?
 if [ $rc = 0 ] && grep -q 'L1 stopped responding' <<< "$out" && grep -q 'L1 ended before its jobs did' <<< "$out"; then
     ok "L1s that ended mid-job: the fixture passes and says what happened"
 else
@@ -84,7 +90,12 @@ o=$(run sh -c "$poweroff"); r=$?
 o=$(run sh -c "$once"); r=$?
 [ $r = 0 ] && grep -q '^\[bed\] first attempt: L1 stopped responding' <<< "$o" && grep -q selftest-second-attempt <<< "$o" &&
     ok "L1 wedged once: the test passes on its second attempt, the first one told in its output" || bad "wedged once: status $r: $o"
-for t in stall poweroff; do
+o=$(run sh -c "$silent"); r=$?
+[ $r = 1 ] && grep -q 'L1 stopped responding: its console had no heartbeat for 25 s' <<< "$o" &&
+    grep -q '^\[bed\] ---- the second attempt:' <<< "$o" && ! grep -q 'BED: beat' <<< "$o" &&
+    ok "silent L1: caught by its console's silence, not its 1000 s timeout; both attempts told, heartbeats left out" ||
+    bad "silent L1: test status $r: $o"
+for t in stall poweroff silent; do
     o=$(run sh -c "echo selftest-after-$t"); r=$?
     [ $r = 0 ] && grep -q "selftest-after-$t" <<< "$o" && ok "the test after the $t ran in a fresh L1" || bad "after $t: status $r: $o"
 done
