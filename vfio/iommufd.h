@@ -66,6 +66,7 @@ public:
     Result<void> mapDma(uint64_t iova, uint64_t size, void* vaddr, bool writable) override;
     Result<void> unmapDma(uint64_t iova, uint64_t size) override;
     Result<void> mapFile(uint64_t iova, uint64_t size, int fd, uint64_t offset, bool writable) override;
+    bool mapsFiles() const override { return true; }
     Result<std::vector<IovaRange>> iovaRanges() override;
     Result<DmaLimits> limits() override;
     Result<std::vector<ReservedIova>> reservedRegions() override;

@@ -45,6 +45,8 @@ public:
     // Maps a file (memfd or VFIO dma-buf) range; iommufd IOMMU_IOAS_MAP_FILE. type1 has no such
     // call and returns EOPNOTSUPP with a message saying so.
     virtual Result<void> mapFile(uint64_t iova, uint64_t size, int fd, uint64_t offset, bool writable) = 0;
+    // Whether mapFile() exists here, so a caller with a choice of paths picks without trying.
+    virtual bool mapsFiles() const = 0;
 
     // Valid IOVA ranges now (they narrow as devices are attached).
     virtual Result<std::vector<IovaRange>> iovaRanges() = 0;

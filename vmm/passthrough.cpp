@@ -141,7 +141,8 @@ Result<void> Passthrough::build(const VmConfig& config) {
         TRY(placeBars(*dev, *backend));
         const uint8_t devfn = TRY(root_->addDevice(dev, slot));
         devices_.push_back({dev, devfn, bdf, backend->kind()});
-        log.info("passthrough: {} on {} backend", name, backend->backendName());
+        log.info("passthrough: {} on {} backend{}", name, backend->backendName(),
+                 d.p2p ? "" : "; p2p off: its BARs stay out of the IOMMU, and DMA from other devices to them faults");
     }
     return success();
 }

@@ -597,32 +597,36 @@ Result<void> VfioPciDevice::deactivateBar(unsigned index, uint64_t) {
 
 void VfioPciDevice::p2pMap(unsigned index, Area& a, uint64_t gpa) {
     if (!platform_.dma) return;
-    // iommufd: a dma-buf of the BAR slice mapped with IOAS_MAP_FILE; type1 (and kernels without
-    // VFIO dma-buf export): the mmap's vaddr, which type1 pins through the PFNMAP path.
-    auto buf = device_->exportDmaBuf(VFIO_PCI_BAR0_REGION_INDEX + index, a.range.offset, a.span);
+    // iommufd: a dma-buf of exactly this mmapped area, mapped with IOAS_MAP_FILE (the kernel
+    // exports it only while the device decodes memory, which the guest's COMMAND write, forwarded
+    // before the BARs are updated, has switched on). It is made afresh at every activation: a
+    // reset or decode-off revokes it, and iommufd then unmaps the range for good.
+    // type1, and iommufd on kernels without VFIO dma-buf: the mmap's address, which type1 resolves
+    // through the VMA's PFNMAP pages (faulting them in itself) and iommufd before 6.19 refuses.
     std::string why;
-    if (buf) {
-        auto r = platform_.dma->mapFile(gpa, a.span, buf->get(), 0, true);
+    if (platform_.dma->mapsFiles()) {
+        auto buf = device_->exportDmaBuf(VFIO_PCI_BAR0_REGION_INDEX + index, a.range.offset, a.span);
+        auto r = buf ? platform_.dma->mapFile(gpa, a.span, buf->get(), 0, true) : Result<void>(buf.error());
         if (r) {
             a.dmaBuf = std::move(buf).value();
             a.dmaMapped = true;
             a.dmaIova = gpa;
+            logger().info("{}: BAR{} [{:#x}, +{:#x}) DMA-mapped at {:#x} through a dma-buf of the area", name_, index,
+                          a.range.offset, a.span, gpa);
             return;
         }
-        why = r.error().describe();
-    } else {
-        why = buf.error().describe();
+        why = "; dma-buf path: " + r.error().describe();
     }
     auto r = platform_.dma->mapDma(gpa, a.span, a.map.data(), true);
     if (r) {
         a.dmaMapped = true;
         a.dmaIova = gpa;
-        logger().info("{}: BAR{} [{:#x}, +{:#x}) DMA-mapped at {:#x} through its mmap's address (dma-buf path: {})", name_,
-                      index, a.range.offset, a.span, gpa, why);
+        logger().info("{}: BAR{} [{:#x}, +{:#x}) DMA-mapped at {:#x} through its mmap's address{}", name_, index,
+                      a.range.offset, a.span, gpa, why);
         return;
     }
-    logger().warn("{}: BAR{} [{:#x}, +{:#x}) at {:#x} is not DMA-mapped, so peer-to-peer DMA to it will fault: "
-                  "dma-buf path: {}; vaddr path: {}",
+    logger().warn("{}: BAR{} [{:#x}, +{:#x}) at {:#x} is not DMA-mapped, so peer-to-peer DMA to it will fault{}; "
+                  "vaddr path: {}",
                   name_, index, a.range.offset, a.span, gpa, why, r.error().describe());
 }
 

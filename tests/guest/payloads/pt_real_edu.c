@@ -18,9 +18,10 @@
  *   intx       A (MSI off): INTx on the I/O APIC pin in its interrupt line, level-triggered;
  *              two raises give two interrupts (the handler acks the device before EOI; the
  *              second proves KVM's resample eventfd let VFIO unmask the line), then silence (0x0e, 0x0f)
- *   p2p        A's DMA writes B's liveness register through B's BAR0 address as IOVA;
- *              reported as "pt: p2p landed" or "pt: p2p not landed ..." (the run script
- *              decides what each backend must do)                                       (-)
+ *   p2p        A's DMA writes B's liveness register through B's BAR0 address as IOVA,
+ *              then again after B's BAR0 moved, to B's old address, and with B's decode
+ *              off; each reported as "pt: p2p<-what> landed" or "... not landed" (the run
+ *              script decides what each backend and config must do)                     (-)
  *   iommu-fault DMA to IOVAs that map nothing (just past the end of RAM, the top MiB of
  *              mmio32): the last RAM page stays untouched; a DMA straddling the end of RAM
  *              is reported ("pt: straddle wrote N of M RAM bytes"); a normal DMA still
@@ -31,7 +32,8 @@
  *              arriving on its own IDT vector and none before it was fired               (0x22, 0x23)
  *   msix-mask  a masked vector stays silent for 200 ms, its message is delivered on unmask (0x24, 0x25)
  *   flr        a guest "initiate FLR" (PCIe DEVCTL) resets the device: after BARs and
- *              COMMAND are programmed again, a written register (RDBAL0) reads 0        (0x26, 0x27)
+ *              COMMAND are programmed again, a written register (RDBAL0) reads 0; then
+ *              edu A's DMA into RDBAL0 is reported as "pt: p2p-reset (not) landed"      (0x26, 0x27)
  * Last line "pt: all steps passed", exit 0. */
 #include "rt.h"
 
@@ -302,18 +304,54 @@ static int step_intx(struct edu *e) {
     return 0;
 }
 
-/* Reported, not judged here: the run script knows what each backend must do. */
-static void step_p2p(struct edu *a, struct edu *b) {
-    const uint32_t v = 0x0f0f1234u;
-    wr(b, EDU_LIVENESS, 0);
+/* P2P: A's DMA of one word through the IOMMU to iova, which should be B's liveness register.
+ * Reported, not judged here: the run script knows what each backend and config must do, and it
+ * tells a DMA that faulted in the IOMMU from one that went elsewhere by L1's DMAR log. */
+static int p2p_write(struct edu *a, uint64_t iova, uint32_t v) {
     ((uint32_t *)dma_src)[0] = v;
-    int ok = edu_dma(a, (uint64_t)dma_src, EDU_BUF, 4, 0) && edu_dma(a, EDU_BUF, b->regs + EDU_LIVENESS, 4, EDU_DMA_TO_RAM);
-    uint32_t l = rd(b, EDU_LIVENESS);
-    if (ok && l == ~v)
-        rt_printf("pt: p2p landed: A's DMA to iova 0x%lx wrote B's liveness register (reads 0x%08x)\n", b->regs + EDU_LIVENESS, l);
-    else
-        rt_printf("pt: p2p not landed: B's liveness reads 0x%08x after A's DMA to iova 0x%lx (dma %s)\n", l,
-                  b->regs + EDU_LIVENESS, ok ? "completed" : "timed out");
+    return edu_dma(a, (uint64_t)dma_src, EDU_BUF, 4, 0) && edu_dma(a, EDU_BUF, iova, 4, EDU_DMA_TO_RAM);
+}
+static void p2p_report(const char *what, int ok, uint32_t l, uint32_t v, uint64_t iova) {
+    rt_printf("pt: p2p%s %s: A's DMA to iova 0x%lx, B's liveness reads 0x%08x (dma %s)\n", what,
+              ok && l == ~v ? "landed" : "not landed", iova, l, ok ? "completed" : "timed out");
+}
+static void set_command(struct edu *e, uint32_t cmd) { cfg_write32(e, PCI_COMMAND, cmd); }
+
+/* p2p        A's DMA writes B's liveness register at B's BAR0 address
+ * p2p-moved  the same after the guest moved B's BAR0 (decode off, new address, decode on): the
+ *            mapping follows the BAR (and on type1 it was made with the BAR's mmap untouched,
+ *            since vfio-pci zapped it when decode went off)
+ * p2p-old    A's DMA to B's old address: nothing there any more
+ * p2p-off    A's DMA to B's BAR while B's memory decode is off: no stale mapping
+ * (p2p-reset, in the igb's FLR step: A's DMA into the igb's BAR after its reset.) */
+static void step_p2p(struct edu *a, struct edu *b, const struct conduit_boot_info *bi) {
+    const uint64_t old = b->regs;
+    uint32_t v = 0x0f0f1234u;
+    wr(b, EDU_LIVENESS, 0);
+    int ok = p2p_write(a, b->regs + EDU_LIVENESS, v);
+    p2p_report("", ok, rd(b, EDU_LIVENESS), v, b->regs + EDU_LIVENESS);
+
+    set_command(b, PCI_COMMAND_MASTER);
+    if (!program(b, bi)) {
+        rt_printf("pt: p2p-moved: B's BAR0 could not be moved\n");
+        return;
+    }
+    v = 0x0f0f5678u;
+    wr(b, EDU_LIVENESS, 0);
+    ok = p2p_write(a, b->regs + EDU_LIVENESS, v);
+    p2p_report("-moved", ok, rd(b, EDU_LIVENESS), v, b->regs + EDU_LIVENESS);
+
+    v = 0x0f0f9abcu;
+    wr(b, EDU_LIVENESS, 0);
+    ok = p2p_write(a, old + EDU_LIVENESS, v);
+    p2p_report("-old", ok, rd(b, EDU_LIVENESS), v, old + EDU_LIVENESS);
+
+    v = 0x0f0fdef0u;
+    wr(b, EDU_LIVENESS, 0);
+    set_command(b, PCI_COMMAND_MASTER);
+    ok = p2p_write(a, b->regs + EDU_LIVENESS, v);
+    set_command(b, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+    p2p_report("-off", ok, rd(b, EDU_LIVENESS), v, b->regs + EDU_LIVENESS);
 }
 
 static int step_iommu_fault(const struct conduit_boot_info *bi, struct edu *e) {
@@ -487,6 +525,15 @@ static int step_flr(void) {
         rt_printf("pt: RDBAL0 reads 0x%08x after FLR\n", after);
         return fail(0x27, "flr", "the device kept its register state across the FLR");
     }
+    /* P2P into the igb after its reset: the kernel revoked the BAR's dma-buf during the reset
+     * (iommufd then unmaps its range for good), so only a mapping made afresh lets this land. */
+    const uint32_t v = 0x0abcd000u; /* RDBAL0 is 128-byte aligned */
+    ((uint32_t *)dma_src)[0] = v;
+    int ok = edu_dma(&edus[0], (uint64_t)dma_src, EDU_BUF, 4, 0) &&
+             edu_dma(&edus[0], EDU_BUF, nic.bar[0] + NIC_RDBAL0, 4, EDU_DMA_TO_RAM);
+    uint32_t l = nic_rd(NIC_RDBAL0);
+    rt_printf("pt: p2p-reset %s: A's DMA to iova 0x%lx, the igb's RDBAL0 reads 0x%08x after its FLR (dma %s)\n",
+              ok && l == v ? "landed" : "not landed", nic.bar[0] + NIC_RDBAL0, l, ok ? "completed" : "timed out");
     rt_printf("pt: flr ok: RDBAL0 0x12345600 -> 0 after a guest-initiated FLR (BAR0 read 0x%x, COMMAND 0x%x before reprogramming)\n",
               bar0, cmd);
     return 0;
@@ -518,7 +565,7 @@ int main(const struct conduit_boot_info *bi, unsigned cpu) {
     if ((r = step_dma(a))) return r;
     if ((r = step_msi(b))) return r;
     if ((r = step_intx(a))) return r;
-    step_p2p(a, b);
+    step_p2p(a, b, bi);
     if ((r = step_iommu_fault(bi, a))) return r;
     if ((r = step_nic(bi))) return r;
     if ((r = step_msix())) return r;
