@@ -4,130 +4,46 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <linux/pci_regs.h>
-#include <poll.h>
+#include <unistd.h>
 
-#include <spdlog/sinks/ringbuffer_sink.h>
-
-#include <map>
+#include <cstring>
 #include <optional>
 
 #include "base/event_fd.h"
-#include "base/log.h"
 #include "devices/bus.h"
 #include "devices/pci/bar_allocator.h"
 #include "devices/pci/config_space.h"
 #include "devices/pci/pci_root.h"
 #include "devices/vfio_pci/vfio_pci_device.h"
+#include "tests/common/forwarding_host.h"
+#include "tests/common/log_capture.h"
+#include "tests/common/passthrough_fakes.h"
 #include "tests/hostsim/sim_host.h"
+#include "tests/unit/devices/passthrough_fixture.h"
 #include "vfio/backend.h"
 
 using namespace conduit;
 using namespace conduit::devices;
 using namespace conduit::devices::pci;
 using conduit::devices::vfio_pci::IrqMode;
-using conduit::devices::vfio_pci::VfioPciDevice;
+using conduit::test::LogCapture;
+using conduit::test::signalled;
 
 namespace {
 
-bool readable(int fd) {
-    pollfd p{fd, POLLIN, 0};
-    return ::poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
-}
 void drain(int fd) {
     uint64_t v;
-    while (readable(fd) && ::read(fd, &v, 8) == 8) {}
+    while (signalled(fd) && ::read(fd, &v, 8) == 8) {}
 }
 
-// ---- fakes for the VMM services ----
-struct FakeMapper : GuestMapper {
-    struct Rec {
-        uint64_t size;
-        void* host;
-    };
-    std::map<uint64_t, Rec> live;
-    struct M : GuestMapping {
-        FakeMapper& m;
-        uint64_t gpa;
-        M(FakeMapper& m, uint64_t g) : m(m), gpa(g) {}
-        ~M() override { m.live.erase(gpa); }
-    };
-    Result<std::unique_ptr<GuestMapping>> map(uint64_t gpa, uint64_t size, void* host, const std::string&) override {
-        EXPECT_FALSE(live.count(gpa)) << "double map at " << std::hex << gpa;
-        live[gpa] = {size, host};
-        return std::unique_ptr<GuestMapping>(std::make_unique<M>(*this, gpa));
-    }
-};
-
-struct FakeMsiRouter : MsiRouter {
-    struct Route : MsiRoute {
-        FakeMsiRouter& r;
-        EventFd ev;
-        MsiMessage msg;
-        bool m;
-        Route(FakeMsiRouter& r, EventFd e, MsiMessage msg, bool masked) : r(r), ev(std::move(e)), msg(msg), m(masked) { r.live.push_back(this); }
-        ~Route() override { r.live.erase(std::find(r.live.begin(), r.live.end(), this)); }
-        int eventFd() const override { return ev.fd(); }
-        Result<void> setMessage(const MsiMessage& x) override {
-            msg = x;
-            return success();
-        }
-        Result<void> setMasked(bool x) override {
-            ++r.maskOps;
-            m = x;
-            if (!x) delivered += ev.consume();  // what KVM does on re-binding the irqfd
-            return success();
-        }
-        bool masked() const override { return m; }
-        bool pending() const override { return m && readable(ev.fd()); }
-        uint64_t delivered = 0;
-    };
-    std::vector<Route*> live;
-    int maskOps = 0;
-    Result<std::unique_ptr<MsiRoute>> createRoute(const MsiMessage& msg, bool masked, const std::string&) override {
-        return std::unique_ptr<MsiRoute>(std::make_unique<Route>(*this, TRY(EventFd::create()), msg, masked));
-    }
-};
-
-struct FakeIntxRouter : IntxRouter {
-    struct Route : IntxRoute {
-        EventFd trig, res;
-        uint32_t g;
-        int* liveCount;
-        Route(EventFd t, EventFd r, uint32_t g, int* lc) : trig(std::move(t)), res(std::move(r)), g(g), liveCount(lc) { ++*liveCount; }
-        ~Route() override { --*liveCount; }
-        int triggerFd() const override { return trig.fd(); }
-        int resampleFd() const override { return res.fd(); }
-        uint32_t gsi() const override { return g; }
-    };
-    int live = 0;
-    Route* last = nullptr;
-    Result<std::unique_ptr<IntxRoute>> createRoute(uint32_t gsi, const std::string&) override {
-        auto r = std::make_unique<Route>(TRY(EventFd::create()), TRY(EventFd::create()), gsi, &live);
-        last = r.get();
-        return std::unique_ptr<IntxRoute>(std::move(r));
-    }
-};
-
 // Counts VFIO_DEVICE_SET_IRQS on the way to the simulated host.
-struct CountingHost final : vfio::HostInterface {
-    vfio::HostInterface& in;
+struct CountingHost final : test::ForwardingHost {
     size_t setIrqs = 0;
-    explicit CountingHost(vfio::HostInterface& h) : in(h) {}
-    Result<int> open(const std::string& p, int f) override { return in.open(p, f); }
-    void close(int fd) override { in.close(fd); }
+    using ForwardingHost::ForwardingHost;
     Result<int> ioctl(int fd, unsigned long req, uintptr_t arg) override {
         if (req == VFIO_DEVICE_SET_IRQS) ++setIrqs;
-        return in.ioctl(fd, req, arg);
+        return ForwardingHost::ioctl(fd, req, arg);
     }
-    Result<void*> mmap(void* a, size_t l, int p, int f, int fd, off_t o) override { return in.mmap(a, l, p, f, fd, o); }
-    void munmap(void* a, size_t l) override { in.munmap(a, l); }
-    Result<size_t> pread(int fd, void* b, size_t c, off_t o) override { return in.pread(fd, b, c, o); }
-    Result<size_t> pwrite(int fd, const void* b, size_t c, off_t o) override { return in.pwrite(fd, b, c, o); }
-    Result<int> eventfd(unsigned i, int f) override { return in.eventfd(i, f); }
-    Result<std::string> readFile(const std::filesystem::path& p) override { return in.readFile(p); }
-    Result<std::filesystem::path> readLink(const std::filesystem::path& p) override { return in.readLink(p); }
-    Result<std::vector<std::string>> listDirectory(const std::filesystem::path& p) override { return in.listDirectory(p); }
-    bool exists(const std::filesystem::path& p) override { return in.exists(p); }
 };
 
 }  // namespace
@@ -196,96 +112,66 @@ TEST(PciBarAllocator, NaturallyAlignedAndSkipsReserved) {
 
 // ------------------------------------------------------------------ passthrough device
 
-class PassthroughDevice : public ::testing::TestWithParam<vfio::BackendKind> {
+// The device and a peer in another IOMMU group (test::simHostWithPeer), behind a CountingHost.
+class PassthroughDevice : public test::PassthroughFixture {
 protected:
-    static constexpr const char* kBdf = "0000:01:00.0";
-    static constexpr const char* kPeer = "0000:02:00.0";
+    static constexpr const char* kBdf = test::kDeviceBdf;
+    static constexpr const char* kPeer = test::kPeerBdf;
     static constexpr const char* kSibling = "0000:01:00.1";  // on kBdf's bus, when `sibling` is set
 
     void open(hostsim::SimDeviceConfig cfg = {}) {
-        cfg.bdf = kBdf;
-        cfg.group = 7;
-        cfg.msiVectors = 4;
-        sim = std::make_unique<hostsim::SimHost>();
-        sim->addDevice(cfg);
-        hostsim::SimDeviceConfig peer;
-        peer.bdf = kPeer;
-        peer.group = 8;
-        sim->addDevice(peer);
+        sim = test::simHostWithPeer(cfg);
         if (sibling) {
             sibling->bdf = kSibling;
             sim->addDevice(*sibling);
         }
         baseFds = sim->openFdCount();
         host = std::make_unique<CountingHost>(*sim);
-        auto b = vfio::openBackend(*host, GetParam(), sim->paths());
-        ASSERT_TRUE(b.ok()) << b.error().describe();
-        backend = std::move(b).value();
-        auto d = backend->openDevice(kBdf);
-        ASSERT_TRUE(d.ok()) << d.error().describe();
+        ASSERT_NO_FATAL_FAILURE(openBackend(*host));
         auto p = backend->openDevice(kPeer);  // a second device in the address space for P2P
         ASSERT_TRUE(p.ok()) << p.error().describe();
         peerDev = std::move(p).value();
         baseMappings = sim->dmaMappingCount();
-        vfio_pci::VfioPciPlatform platform;
-        platform.mmio = &mmio;
-        platform.pio = &pio;
-        platform.mapper = &mapper;
-        platform.msi = &msi;
-        platform.intx = &intx;
-        platform.intxGsi = 17;
-        platform.dma = backend.get();
-        auto dev = VfioPciDevice::create(std::move(d).value(), platform, "00:01.0");
-        ASSERT_TRUE(dev.ok()) << dev.error().describe();
-        device = std::move(dev).value();
+        createDevice(kBdf);
     }
+    // kBdf without a function reset (with PCIe capabilities, so the guest can still ask for an FLR),
+    // and kSibling, another function on its bus, in IOMMU group `siblingGroup`.
+    void openWithoutFunctionReset(unsigned siblingGroup, bool siblingHasReset) {
+        hostsim::SimDeviceConfig c;
+        c.pcieCaps = true;
+        c.resetSupported = false;
+        sibling = hostsim::SimDeviceConfig{};
+        sibling->group = siblingGroup;
+        sibling->resetSupported = siblingHasReset;
+        open(c);
+    }
+    // A device with a function reset the guest can ask for (PCIe capabilities), in use: decoding,
+    // MSI-X on. What a guest FLR takes down.
+    void openInUseWithFlr() {
+        hostsim::SimDeviceConfig c;
+        c.pcieCaps = true;
+        open(c);
+        enableDecode();
+        cfgWrite(kMsix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE, 2);
+        ASSERT_EQ(device->irqMode(), IrqMode::Msix);
+    }
+    // The guest sets Initiate Function Level Reset in the PCIe capability (at 0x70).
+    void guestFlr() { cfgWrite(0x70 + PCI_EXP_DEVCTL, PCI_EXP_DEVCTL_BCR_FLR, 2); }
     void TearDown() override {
         device.reset();
         peerDev.reset();
-        backend.reset();
+        PassthroughFixture::TearDown();
         host.reset();
     }
 
-    uint32_t cfg(uint32_t off, size_t n = 4) {
-        uint32_t v = 0;
-        device->configRead(off, std::span<uint8_t>(reinterpret_cast<uint8_t*>(&v), n));
-        return v;
-    }
-    void setCfg(uint32_t off, uint32_t v, size_t n = 4) {
-        device->configWrite(off, std::span<const uint8_t>(reinterpret_cast<uint8_t*>(&v), n));
-    }
-    uint32_t mmioRead(uint64_t a, size_t n = 4) {
-        uint64_t v = 0;
-        EXPECT_TRUE(mmio.read(a, std::span<uint8_t>(reinterpret_cast<uint8_t*>(&v), n))) << std::hex << a;
-        return static_cast<uint32_t>(v);
-    }
-    void mmioWrite(uint64_t a, uint64_t v, size_t n = 4) {
-        EXPECT_TRUE(mmio.write(a, std::span<const uint8_t>(reinterpret_cast<uint8_t*>(&v), n))) << std::hex << a;
-    }
     std::vector<uint64_t> busBases() {
         std::vector<uint64_t> out;
         for (auto& e : mmio.entries()) out.push_back(e.base);
         return out;
     }
-    // Program BAR0 (registers) at 0xc0000000 and BAR2 (memory, MSI-X at the top) at `bar2`, decode on.
-    void enable(uint64_t bar2 = 0xc0100000) {
-        setCfg(PCI_BASE_ADDRESS_0, 0xc0000000);
-        setCfg(PCI_BASE_ADDRESS_2, static_cast<uint32_t>(bar2));
-        setCfg(PCI_BASE_ADDRESS_3, static_cast<uint32_t>(bar2 >> 32));
-        setCfg(PCI_COMMAND, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER, 2);
-    }
-    const uint32_t kMsix = 0x60, kMsi = 0x40;
-    uint64_t tableAddr(uint64_t bar2 = 0xc0100000) { return bar2 + 0xfe000; }
 
-    std::unique_ptr<hostsim::SimHost> sim;
     std::unique_ptr<CountingHost> host;
-    std::unique_ptr<vfio::VfioBackend> backend;
     std::unique_ptr<vfio::VfioDevice> peerDev;
-    Bus mmio{"mmio"}, pio{"pio"};
-    FakeMapper mapper;
-    FakeMsiRouter msi;
-    FakeIntxRouter intx;
-    std::shared_ptr<VfioPciDevice> device;
     size_t baseFds = 0, baseMappings = 0;
     std::optional<hostsim::SimDeviceConfig> sibling;  // another function on kBdf's bus (not opened)
 };
@@ -294,43 +180,43 @@ TEST_P(PassthroughDevice, ResetAtStartAndHeaderPassthrough) {
     open();
     EXPECT_EQ(sim->device(kBdf)->resetCount(), 2u) << "the kernel's at open, then Conduit's";
     EXPECT_EQ(device->stats().resets, 1u);
-    EXPECT_EQ(cfg(0), 0x11e81234u);
-    EXPECT_EQ(cfg(PCI_INTERRUPT_PIN, 1), 1u);
-    EXPECT_EQ(cfg(PCI_INTERRUPT_LINE, 1), 17u);
-    setCfg(PCI_INTERRUPT_LINE, 5, 1);  // emulated, writable
-    EXPECT_EQ(cfg(PCI_INTERRUPT_LINE, 1), 5u);
-    setCfg(PCI_INTERRUPT_PIN, 3, 1);   // read-only
-    EXPECT_EQ(cfg(PCI_INTERRUPT_PIN, 1), 1u);
+    EXPECT_EQ(cfgRead(0), 0x11e81234u);
+    EXPECT_EQ(cfgRead(PCI_INTERRUPT_PIN, 1), 1u);
+    EXPECT_EQ(cfgRead(PCI_INTERRUPT_LINE, 1), 17u);
+    cfgWrite(PCI_INTERRUPT_LINE, 5, 1);  // emulated, writable
+    EXPECT_EQ(cfgRead(PCI_INTERRUPT_LINE, 1), 5u);
+    cfgWrite(PCI_INTERRUPT_PIN, 3, 1);   // read-only
+    EXPECT_EQ(cfgRead(PCI_INTERRUPT_PIN, 1), 1u);
     // COMMAND reaches the device (bus mastering is what its DMA engine checks).
-    setCfg(PCI_COMMAND, PCI_COMMAND_MASTER, 2);
+    cfgWrite(PCI_COMMAND, PCI_COMMAND_MASTER, 2);
     EXPECT_EQ(sim->device(kBdf)->command() & PCI_COMMAND_MASTER, PCI_COMMAND_MASTER);
-    EXPECT_EQ(cfg(PCI_COMMAND, 2) & PCI_COMMAND_MASTER, PCI_COMMAND_MASTER);
+    EXPECT_EQ(cfgRead(PCI_COMMAND, 2) & PCI_COMMAND_MASTER, PCI_COMMAND_MASTER);
 }
 
 TEST_P(PassthroughDevice, BarSizing) {
     open();
-    setCfg(PCI_BASE_ADDRESS_0, 0xffffffff);
-    EXPECT_EQ(cfg(PCI_BASE_ADDRESS_0), 0xfff00000u);  // 1 MiB, 32-bit, not prefetchable
-    setCfg(PCI_BASE_ADDRESS_1, 0xffffffff);
-    EXPECT_EQ(cfg(PCI_BASE_ADDRESS_1), 0u);           // absent
-    setCfg(PCI_BASE_ADDRESS_2, 0xffffffff);
-    setCfg(PCI_BASE_ADDRESS_3, 0xffffffff);
-    EXPECT_EQ(cfg(PCI_BASE_ADDRESS_2), 0xfff0000cu);  // 1 MiB, 64-bit, prefetchable
-    EXPECT_EQ(cfg(PCI_BASE_ADDRESS_3), 0xffffffffu);
-    setCfg(PCI_ROM_ADDRESS, 0xffffffff);
-    EXPECT_EQ(cfg(PCI_ROM_ADDRESS), 0u);              // no ROM
+    cfgWrite(PCI_BASE_ADDRESS_0, 0xffffffff);
+    EXPECT_EQ(cfgRead(PCI_BASE_ADDRESS_0), 0xfff00000u);  // 1 MiB, 32-bit, not prefetchable
+    cfgWrite(PCI_BASE_ADDRESS_1, 0xffffffff);
+    EXPECT_EQ(cfgRead(PCI_BASE_ADDRESS_1), 0u);           // absent
+    cfgWrite(PCI_BASE_ADDRESS_2, 0xffffffff);
+    cfgWrite(PCI_BASE_ADDRESS_3, 0xffffffff);
+    EXPECT_EQ(cfgRead(PCI_BASE_ADDRESS_2), 0xfff0000cu);  // 1 MiB, 64-bit, prefetchable
+    EXPECT_EQ(cfgRead(PCI_BASE_ADDRESS_3), 0xffffffffu);
+    cfgWrite(PCI_ROM_ADDRESS, 0xffffffff);
+    EXPECT_EQ(cfgRead(PCI_ROM_ADDRESS), 0u);              // no ROM
     // Sizing with decode on never maps the sizing pattern.
-    setCfg(PCI_COMMAND, PCI_COMMAND_MEMORY, 2);
+    cfgWrite(PCI_COMMAND, PCI_COMMAND_MEMORY, 2);
     EXPECT_TRUE(mapper.live.empty());
     EXPECT_TRUE(mmio.entries().empty());
 }
 
 TEST_P(PassthroughDevice, BarEnableMapsAreasTrapsRestAndP2P) {
     open();
-    setCfg(PCI_BASE_ADDRESS_0, 0xc0000000);
-    setCfg(PCI_BASE_ADDRESS_2, 0xc0100000);
+    cfgWrite(PCI_BASE_ADDRESS_0, 0xc0000000);
+    cfgWrite(PCI_BASE_ADDRESS_2, 0xc0100000);
     EXPECT_TRUE(mapper.live.empty()) << "decode is off";
-    setCfg(PCI_COMMAND, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER, 2);
+    cfgWrite(PCI_COMMAND, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER, 2);
     // BAR2: everything but the MSI-X table/PBA pages is a guest mapping; the rest is trapped.
     ASSERT_EQ(mapper.live.size(), 1u);
     EXPECT_EQ(mapper.live.begin()->first, 0xc0100000u);
@@ -357,8 +243,8 @@ TEST_P(PassthroughDevice, BarEnableMapsAreasTrapsRestAndP2P) {
 
 TEST_P(PassthroughDevice, BarRelocationMovesSlotTrapAndDmaMapping) {
     open();
-    enable();
-    setCfg(PCI_BASE_ADDRESS_2, 0xc0400000);  // moved while decoding (Linux would disable first; both work)
+    enableDecode();
+    cfgWrite(PCI_BASE_ADDRESS_2, 0xc0400000);  // moved while decoding (Linux would disable first; both work)
     ASSERT_EQ(mapper.live.size(), 1u);
     EXPECT_EQ(mapper.live.begin()->first, 0xc0400000u);
     EXPECT_THAT(busBases(), ::testing::ElementsAre(0xc0000000u, 0xc04fe000u));
@@ -371,7 +257,7 @@ TEST_P(PassthroughDevice, BarRelocationMovesSlotTrapAndDmaMapping) {
     EXPECT_EQ(sim->dmaFaults().size(), 1u);
     EXPECT_EQ(device->stats().relocations, 1u);
     // Decode off: everything goes.
-    setCfg(PCI_COMMAND, 0, 2);
+    cfgWrite(PCI_COMMAND, 0, 2);
     EXPECT_TRUE(mapper.live.empty());
     EXPECT_TRUE(mmio.entries().empty());
     EXPECT_EQ(sim->dmaMappingCount(), baseMappings);
@@ -382,7 +268,7 @@ TEST_P(PassthroughDevice, SparseMmapWithoutMsixMappable) {
     c.msixMappable = false;
     c.bars[2].sparseAreas = {{0, 0xfe000}};
     open(c);
-    enable();
+    enableDecode();
     ASSERT_EQ(mapper.live.size(), 1u);
     EXPECT_EQ(mapper.live.begin()->second.size, 0xfe000u);
     EXPECT_THAT(busBases(), ::testing::ElementsAre(0xc0000000u, 0xc01fe000u));
@@ -392,11 +278,11 @@ TEST_P(PassthroughDevice, CapabilityChainFiltered) {
     hostsim::SimDeviceConfig c;
     c.pcieCaps = true;  // MSI 0x40 -> MSI-X 0x60 -> SSVID 0xb0 -> PCIe 0x70
     open(c);
-    EXPECT_TRUE(cfg(PCI_STATUS, 2) & PCI_STATUS_CAP_LIST);
+    EXPECT_TRUE(cfgRead(PCI_STATUS, 2) & PCI_STATUS_CAP_LIST);
     std::vector<uint32_t> chain, ids;
-    for (uint32_t at = cfg(PCI_CAPABILITY_LIST, 1); at; at = cfg(at + 1, 1)) {
+    for (uint32_t at = cfgRead(PCI_CAPABILITY_LIST, 1); at; at = cfgRead(at + 1, 1)) {
         chain.push_back(at);
-        ids.push_back(cfg(at, 1));
+        ids.push_back(cfgRead(at, 1));
         ASSERT_LT(chain.size(), 10u);
     }
     EXPECT_THAT(chain, ::testing::ElementsAre(0x40u, 0x60u, 0x70u));
@@ -410,29 +296,24 @@ TEST_P(PassthroughDevice, PcieEndpointIsARootComplexIntegratedEndpointWithoutALi
     c.pcieCaps = true;
     open(c);
     ASSERT_EQ(sim->device(kBdf)->configByte(0x82), 0x11) << "the simulated endpoint has a link";
-    EXPECT_EQ((cfg(0x70 + PCI_EXP_FLAGS, 2) & PCI_EXP_FLAGS_TYPE) >> 4, unsigned{PCI_EXP_TYPE_RC_END});
-    EXPECT_EQ(cfg(0x70 + PCI_EXP_FLAGS, 2) & PCI_EXP_FLAGS_VERS, 2u) << "the version stays the device's";
-    EXPECT_EQ(cfg(0x70 + PCI_EXP_LNKCAP), 0u);
-    EXPECT_EQ(cfg(0x70 + PCI_EXP_LNKSTA, 2), 0u);
-    EXPECT_EQ(cfg(0x70 + PCI_EXP_LNKCAP2), 0u);
-    setCfg(0x70 + PCI_EXP_LNKCTL, PCI_EXP_LNKCTL_ASPMC | PCI_EXP_LNKCTL_RL, 2);
-    EXPECT_EQ(cfg(0x70 + PCI_EXP_LNKCTL, 2), 0u);
+    EXPECT_EQ((cfgRead(0x70 + PCI_EXP_FLAGS, 2) & PCI_EXP_FLAGS_TYPE) >> 4, unsigned{PCI_EXP_TYPE_RC_END});
+    EXPECT_EQ(cfgRead(0x70 + PCI_EXP_FLAGS, 2) & PCI_EXP_FLAGS_VERS, 2u) << "the version stays the device's";
+    EXPECT_EQ(cfgRead(0x70 + PCI_EXP_LNKCAP), 0u);
+    EXPECT_EQ(cfgRead(0x70 + PCI_EXP_LNKSTA, 2), 0u);
+    EXPECT_EQ(cfgRead(0x70 + PCI_EXP_LNKCAP2), 0u);
+    cfgWrite(0x70 + PCI_EXP_LNKCTL, PCI_EXP_LNKCTL_ASPMC | PCI_EXP_LNKCTL_RL, 2);
+    EXPECT_EQ(cfgRead(0x70 + PCI_EXP_LNKCTL, 2), 0u);
     EXPECT_EQ(sim->device(kBdf)->configByte(0x80), 0) << "a link-control write reached the device";
-    EXPECT_EQ(cfg(0x70 + PCI_EXP_DEVCAP) & PCI_EXP_DEVCAP_FLR, unsigned{PCI_EXP_DEVCAP_FLR}) << "DEVCAP is the device's";
+    EXPECT_EQ(cfgRead(0x70 + PCI_EXP_DEVCAP) & PCI_EXP_DEVCAP_FLR, unsigned{PCI_EXP_DEVCAP_FLR}) << "DEVCAP is the device's";
 }
 
 TEST_P(PassthroughDevice, MsixMaskingEditsRoutesWithoutSetIrqs) {
     open();
-    enable();
+    enableDecode();
     EXPECT_EQ(device->irqMode(), IrqMode::Intx);
-    for (unsigned v = 0; v < 2; ++v) {
-        mmioWrite(tableAddr() + 16 * v, 0xfee00000);
-        mmioWrite(tableAddr() + 16 * v + 4, 0);
-        mmioWrite(tableAddr() + 16 * v + 8, 0x40 + v);
-        mmioWrite(tableAddr() + 16 * v + 12, 0);  // unmask
-    }
+    programMsixEntries(2);  // unmasked
     const size_t before = host->setIrqs;
-    setCfg(kMsix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE, 2);
+    cfgWrite(kMsix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE, 2);
     EXPECT_EQ(device->irqMode(), IrqMode::Msix);
     EXPECT_EQ(host->setIrqs, before + 2) << "INTx off, then MSI-X on with every vector at once";
     ASSERT_EQ(msi.live.size(), 8u);
@@ -445,23 +326,23 @@ TEST_P(PassthroughDevice, MsixMaskingEditsRoutesWithoutSetIrqs) {
     mmioWrite(tableAddr() + 12, 1);  // mask vector 0
     EXPECT_TRUE(msi.live[0]->masked());
     mmioWrite(0xc0000070, 0);        // the device fires vector 0 while masked
-    EXPECT_TRUE(readable(msi.live[0]->eventFd()));
+    EXPECT_TRUE(signalled(msi.live[0]->eventFd()));
     EXPECT_EQ(mmioRead(tableAddr() + 0x1000) & 1, 1u) << "PBA shows vector 0 pending";
     mmioWrite(tableAddr() + 12, 0);  // unmask: delivered
     EXPECT_FALSE(msi.live[0]->masked());
     EXPECT_EQ(msi.live[0]->delivered, 1u);
     EXPECT_EQ(mmioRead(tableAddr() + 0x1000) & 1, 0u);
     // Function mask masks every vector, again by route.
-    setCfg(kMsix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE | PCI_MSIX_FLAGS_MASKALL, 2);
+    cfgWrite(kMsix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE | PCI_MSIX_FLAGS_MASKALL, 2);
     EXPECT_TRUE(msi.live[1]->masked());
-    setCfg(kMsix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE, 2);
+    cfgWrite(kMsix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE, 2);
     EXPECT_FALSE(msi.live[1]->masked());
     EXPECT_EQ(host->setIrqs, armed) << "no VFIO_DEVICE_SET_IRQS for masking";
     // Re-targeting an entry updates its route.
     mmioWrite(tableAddr() + 16 + 8, 0x51);
     EXPECT_EQ(msi.live[1]->msg.data, 0x51u);
     // Disable: MSI-X off, INTx back.
-    setCfg(kMsix + PCI_MSIX_FLAGS, 0, 2);
+    cfgWrite(kMsix + PCI_MSIX_FLAGS, 0, 2);
     EXPECT_EQ(device->irqMode(), IrqMode::Intx);
     EXPECT_TRUE(msi.live.empty());
     EXPECT_EQ(sim->device(kBdf)->activeIrqIndex(), uint32_t(VFIO_PCI_INTX_IRQ_INDEX));
@@ -469,14 +350,14 @@ TEST_P(PassthroughDevice, MsixMaskingEditsRoutesWithoutSetIrqs) {
 
 TEST_P(PassthroughDevice, MsiMultipleVectorsPerVectorMask) {
     open();
-    enable();
-    EXPECT_EQ((cfg(kMsi + PCI_MSI_FLAGS, 2) & PCI_MSI_FLAGS_QMASK) >> 1, 2u) << "4 vectors capable";
-    setCfg(kMsi + PCI_MSI_ADDRESS_LO, 0xfee00000);
-    setCfg(kMsi + PCI_MSI_ADDRESS_HI, 0);
-    setCfg(kMsi + PCI_MSI_DATA_64, 0x60, 2);
-    setCfg(kMsi + PCI_MSI_MASK_64, 0x4);  // vector 2 masked
+    enableDecode();
+    EXPECT_EQ((cfgRead(kMsi + PCI_MSI_FLAGS, 2) & PCI_MSI_FLAGS_QMASK) >> 1, 2u) << "4 vectors capable";
+    cfgWrite(kMsi + PCI_MSI_ADDRESS_LO, 0xfee00000);
+    cfgWrite(kMsi + PCI_MSI_ADDRESS_HI, 0);
+    cfgWrite(kMsi + PCI_MSI_DATA_64, 0x60, 2);
+    cfgWrite(kMsi + PCI_MSI_MASK_64, 0x4);  // vector 2 masked
     const size_t before = host->setIrqs;
-    setCfg(kMsi + PCI_MSI_FLAGS, PCI_MSI_FLAGS_ENABLE | (2 << 4), 2);  // 4 vectors
+    cfgWrite(kMsi + PCI_MSI_FLAGS, PCI_MSI_FLAGS_ENABLE | (2 << 4), 2);  // 4 vectors
     EXPECT_EQ(device->irqMode(), IrqMode::Msi);
     EXPECT_EQ(host->setIrqs, before + 2);
     ASSERT_EQ(msi.live.size(), 4u);
@@ -485,76 +366,56 @@ TEST_P(PassthroughDevice, MsiMultipleVectorsPerVectorMask) {
     EXPECT_FALSE(msi.live[1]->masked());
     const size_t armed = host->setIrqs;
     mmioWrite(0xc0000070, 2);  // fire vector 2 (masked)
-    EXPECT_EQ(cfg(kMsi + PCI_MSI_MASK_64 + 4), 0x4u) << "pending bits";
-    setCfg(kMsi + PCI_MSI_MASK_64, 0x1);
+    EXPECT_EQ(cfgRead(kMsi + PCI_MSI_MASK_64 + 4), 0x4u) << "pending bits";
+    cfgWrite(kMsi + PCI_MSI_MASK_64, 0x1);
     EXPECT_FALSE(msi.live[2]->masked());
     EXPECT_TRUE(msi.live[0]->masked());
     EXPECT_EQ(msi.live[2]->delivered, 1u);
     EXPECT_EQ(host->setIrqs, armed);
     // Switching to MSI-X disables MSI first.
-    setCfg(kMsix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE, 2);
+    cfgWrite(kMsix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE, 2);
     EXPECT_EQ(device->irqMode(), IrqMode::Msix);
     EXPECT_EQ(sim->device(kBdf)->activeIrqIndex(), uint32_t(VFIO_PCI_MSIX_IRQ_INDEX));
 }
 
 TEST_P(PassthroughDevice, IntxResampleUnmasksDevice) {
     open();
-    enable();
+    enableDecode();
     ASSERT_EQ(device->irqMode(), IrqMode::Intx);
     ASSERT_NE(intx.last, nullptr);
     EXPECT_EQ(intx.last->gsi(), 17u);
     auto* sd = sim->device(kBdf);
     mmioWrite(0xc0000060, 1);  // edu: raise interrupt
-    EXPECT_TRUE(readable(intx.last->triggerFd()));
+    EXPECT_TRUE(signalled(intx.last->triggerFd()));
     EXPECT_TRUE(sd->intxMasked()) << "automasked";
     drain(intx.last->triggerFd());
     // EOI while still asserted: KVM signals the resample fd, VFIO unmasks, the line fires again.
     ASSERT_TRUE(EventFd(UniqueFd(::dup(intx.last->resampleFd()))).signal().ok());
     sim->pump();
-    EXPECT_TRUE(readable(intx.last->triggerFd()));
+    EXPECT_TRUE(signalled(intx.last->triggerFd()));
     drain(intx.last->triggerFd());
     // The guest acks the device, then EOIs: unmasked and quiet.
     mmioWrite(0xc0000064, 1);
     ASSERT_TRUE(EventFd(UniqueFd(::dup(intx.last->resampleFd()))).signal().ok());
     sim->pump();
     EXPECT_FALSE(sd->intxMasked());
-    EXPECT_FALSE(readable(intx.last->triggerFd()));
+    EXPECT_FALSE(signalled(intx.last->triggerFd()));
 }
 
 TEST_P(PassthroughDevice, GuestFlrResetsDevice) {
-    hostsim::SimDeviceConfig c;
-    c.pcieCaps = true;
-    open(c);
-    enable();
-    setCfg(kMsix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE, 2);
-    ASSERT_EQ(device->irqMode(), IrqMode::Msix);
+    ASSERT_NO_FATAL_FAILURE(openInUseWithFlr());
     const unsigned resets = sim->device(kBdf)->resetCount();
-    setCfg(0x70 + PCI_EXP_DEVCTL, PCI_EXP_DEVCTL_BCR_FLR, 2);
+    guestFlr();
     EXPECT_EQ(sim->device(kBdf)->resetCount(), resets + 1);
     EXPECT_EQ(device->irqMode(), IrqMode::Intx);
     EXPECT_TRUE(mapper.live.empty());
     EXPECT_TRUE(mmio.entries().empty());
-    EXPECT_EQ(cfg(PCI_COMMAND, 2) & (PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER), 0u);
-    EXPECT_EQ(cfg(PCI_BASE_ADDRESS_0), 0u);
-    EXPECT_EQ(cfg(0x70 + PCI_EXP_DEVCTL, 2) & PCI_EXP_DEVCTL_BCR_FLR, 0u);
+    EXPECT_EQ(cfgRead(PCI_COMMAND, 2) & (PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER), 0u);
+    EXPECT_EQ(cfgRead(PCI_BASE_ADDRESS_0), 0u);
+    EXPECT_EQ(cfgRead(0x70 + PCI_EXP_DEVCTL, 2) & PCI_EXP_DEVCTL_BCR_FLR, 0u);
 }
 
 // ------------------------------------------------------------------ reset (issue 14)
-
-// Captures what the "devices" logger says while alive.
-struct LogCapture {
-    std::shared_ptr<spdlog::sinks::ringbuffer_sink_mt> sink = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(256);
-    LogCapture() { log::get("devices").sinks().push_back(sink); }
-    ~LogCapture() {
-        auto& s = log::get("devices").sinks();
-        s.erase(std::remove(s.begin(), s.end(), sink), s.end());
-    }
-    std::string all() const {
-        std::string out;
-        for (auto& l : sink->last_formatted()) out += l;
-        return out;
-    }
-};
 
 // The kernel opens the device with memory decode on (pci_enable_device()); Conduit turns decode and
 // bus mastering off before anything else, so BARs placed by firmware stay dark until the guest sets
@@ -563,7 +424,7 @@ TEST_P(PassthroughDevice, DecodeIsOffUntilTheGuestTurnsItOn) {
     open();
     const uint16_t off = PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER;
     EXPECT_EQ(sim->device(kBdf)->command() & off, 0) << "the device decodes nothing";
-    EXPECT_EQ(cfg(PCI_COMMAND, 2) & off, 0u) << "the guest reads that";
+    EXPECT_EQ(cfgRead(PCI_COMMAND, 2) & off, 0u) << "the guest reads that";
     device->programBar(0, 0xc0000000);  // firmware's placement before the guest runs
     device->programBar(2, 0xc0100000);
     EXPECT_FALSE(device->activeBar(0));
@@ -571,7 +432,7 @@ TEST_P(PassthroughDevice, DecodeIsOffUntilTheGuestTurnsItOn) {
     EXPECT_TRUE(mapper.live.empty());
     EXPECT_TRUE(mmio.entries().empty());
     EXPECT_EQ(sim->dmaMappingCount(), baseMappings) << "no P2P mapping of a dark BAR";
-    setCfg(PCI_COMMAND, PCI_COMMAND_MEMORY, 2);
+    cfgWrite(PCI_COMMAND, PCI_COMMAND_MEMORY, 2);
     EXPECT_EQ(mapper.live.size(), 1u);
     EXPECT_EQ(sim->device(kBdf)->command() & off, PCI_COMMAND_MEMORY);
 }
@@ -579,28 +440,23 @@ TEST_P(PassthroughDevice, DecodeIsOffUntilTheGuestTurnsItOn) {
 // A guest FLR whose VFIO_DEVICE_RESET fails: the kernel left the device as it was, so Conduit
 // puts back what it had taken down (decode, BAR mappings, MSI-X) and says so with ioctl and errno.
 TEST_P(PassthroughDevice, FailedGuestFlrLeavesWhatTheGuestSeesAsItWas) {
-    hostsim::SimDeviceConfig c;
-    c.pcieCaps = true;
-    open(c);
-    enable();
-    setCfg(kMsix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE, 2);
-    ASSERT_EQ(device->irqMode(), IrqMode::Msix);
+    ASSERT_NO_FATAL_FAILURE(openInUseWithFlr());
     const auto slots = mapper.live.size();
     const auto ranges = busBases();
     const size_t dma = sim->dmaMappingCount();
     const unsigned resets = sim->device(kBdf)->resetCount();
     LogCapture logs;
     sim->failIoctl(VFIO_DEVICE_RESET, EIO);
-    setCfg(0x70 + PCI_EXP_DEVCTL, PCI_EXP_DEVCTL_BCR_FLR, 2);
+    guestFlr();
     EXPECT_EQ(sim->device(kBdf)->resetCount(), resets);
     EXPECT_EQ(device->irqMode(), IrqMode::Msix);
     EXPECT_EQ(sim->device(kBdf)->activeIrqIndex(), uint32_t(VFIO_PCI_MSIX_IRQ_INDEX));
     EXPECT_EQ(msi.live.size(), 8u);
-    EXPECT_TRUE(cfg(kMsix + PCI_MSIX_FLAGS, 2) & PCI_MSIX_FLAGS_ENABLE);
+    EXPECT_TRUE(cfgRead(kMsix + PCI_MSIX_FLAGS, 2) & PCI_MSIX_FLAGS_ENABLE);
     EXPECT_EQ(mapper.live.size(), slots);
     EXPECT_EQ(busBases(), ranges);
     EXPECT_EQ(sim->dmaMappingCount(), dma);
-    EXPECT_EQ(cfg(PCI_COMMAND, 2) & (PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER), unsigned(PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER));
+    EXPECT_EQ(cfgRead(PCI_COMMAND, 2) & (PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER), unsigned(PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER));
     EXPECT_EQ(sim->device(kBdf)->command() & (PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER), PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
     EXPECT_NE(logs.all().find("00:01.0: guest FLR: failed, the device and what the guest sees are as before: "
                               "VFIO_DEVICE_RESET 0000:01:00.0: Input/output error (EIO)"),
@@ -610,8 +466,8 @@ TEST_P(PassthroughDevice, FailedGuestFlrLeavesWhatTheGuestSeesAsItWas) {
     sim->clearInjectedFaults();
     mmioWrite(tableAddr() + 12, 0);
     mmioWrite(0xc0000070, 0);
-    EXPECT_EQ(msi.live[0]->delivered + (readable(msi.live[0]->eventFd()) ? 1 : 0), 1u);
-    setCfg(0x70 + PCI_EXP_DEVCTL, PCI_EXP_DEVCTL_BCR_FLR, 2);
+    EXPECT_EQ(msi.live[0]->delivered + (signalled(msi.live[0]->eventFd()) ? 1 : 0), 1u);
+    guestFlr();
     EXPECT_EQ(sim->device(kBdf)->resetCount(), resets + 1);
     EXPECT_EQ(device->irqMode(), IrqMode::Intx);
     EXPECT_TRUE(mapper.live.empty());
@@ -620,19 +476,14 @@ TEST_P(PassthroughDevice, FailedGuestFlrLeavesWhatTheGuestSeesAsItWas) {
 // No function reset, and a hot reset would reach a function in a group this VM does not hold:
 // the FLR is refused before anything is touched.
 TEST_P(PassthroughDevice, GuestFlrWithoutAnyResetIsRefusedWithNothingChanged) {
-    hostsim::SimDeviceConfig c;
-    c.pcieCaps = true;
-    c.resetSupported = false;
-    sibling = hostsim::SimDeviceConfig{};
-    sibling->group = 9;
     LogCapture logs;
-    open(c);
+    openWithoutFunctionReset(9, /*siblingHasReset=*/true);
     EXPECT_EQ(device->stats().resets, 0u);
-    enable();
-    setCfg(kMsix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE, 2);
+    enableDecode();
+    cfgWrite(kMsix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE, 2);
     const auto slots = mapper.live.size();
     const size_t setIrqs = host->setIrqs;
-    setCfg(0x70 + PCI_EXP_DEVCTL, PCI_EXP_DEVCTL_BCR_FLR, 2);
+    guestFlr();
     EXPECT_EQ(device->irqMode(), IrqMode::Msix);
     EXPECT_EQ(host->setIrqs, setIrqs) << "interrupts were not touched";
     EXPECT_EQ(mapper.live.size(), slots);
@@ -656,43 +507,31 @@ TEST_P(PassthroughDevice, GuestFlrWithoutAnyResetIsRefusedWithNothingChanged) {
 // No function reset (a GPU + audio pair): the hot reset takes its place at start and on the guest's
 // FLR, and resets the other function of the bus too (here in the same group, not driven by the VM).
 TEST_P(PassthroughDevice, NoFunctionResetMeansAHotResetAtStartAndOnGuestFlr) {
-    hostsim::SimDeviceConfig c;
-    c.pcieCaps = true;
-    c.resetSupported = false;
-    sibling = hostsim::SimDeviceConfig{};
-    sibling->group = 7;
-    sibling->resetSupported = false;
-    open(c);
+    openWithoutFunctionReset(7, /*siblingHasReset=*/false);
     EXPECT_EQ(device->stats().resets, 1u);
     EXPECT_EQ(sim->device(kBdf)->resetCount(), 1u);
     EXPECT_EQ(sim->device(kSibling)->resetCount(), 1u);
-    enable();
-    setCfg(kMsix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE, 2);
-    setCfg(0x70 + PCI_EXP_DEVCTL, PCI_EXP_DEVCTL_BCR_FLR, 2);
+    enableDecode();
+    cfgWrite(kMsix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE, 2);
+    guestFlr();
     EXPECT_EQ(device->stats().resets, 2u);
     EXPECT_EQ(sim->device(kBdf)->resetCount(), 2u);
     EXPECT_EQ(sim->device(kSibling)->resetCount(), 2u);
     EXPECT_EQ(device->irqMode(), IrqMode::Intx);
     EXPECT_TRUE(mapper.live.empty());
-    EXPECT_EQ(cfg(PCI_COMMAND, 2) & (PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER), 0u);
+    EXPECT_EQ(cfgRead(PCI_COMMAND, 2) & (PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER), 0u);
     EXPECT_EQ(sim->device(kBdf)->command() & (PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER), 0);
 }
 
 // The other function is driven by this VM: the guest's FLR of one must not reset the other.
 TEST_P(PassthroughDevice, GuestFlrDoesNotHotResetAFunctionTheVmDrives) {
-    hostsim::SimDeviceConfig c;
-    c.pcieCaps = true;
-    c.resetSupported = false;
-    sibling = hostsim::SimDeviceConfig{};
-    sibling->group = 7;
-    sibling->resetSupported = false;
-    open(c);
+    openWithoutFunctionReset(7, /*siblingHasReset=*/false);
     auto other = backend->openDevice(kSibling);
     ASSERT_TRUE(other.ok()) << other.error().describe();
-    enable();
+    enableDecode();
     const unsigned resets = sim->device(kSibling)->resetCount();
     LogCapture logs;
-    setCfg(0x70 + PCI_EXP_DEVCTL, PCI_EXP_DEVCTL_BCR_FLR, 2);
+    guestFlr();
     EXPECT_EQ(sim->device(kSibling)->resetCount(), resets);
     EXPECT_EQ(mapper.live.size(), 1u) << "nothing was changed";
     EXPECT_NE(logs.all().find("00:01.0: guest FLR: refused, nothing was changed: no function reset "
@@ -707,8 +546,8 @@ TEST_P(PassthroughDevice, GuestFlrDoesNotHotResetAFunctionTheVmDrives) {
 
 TEST_P(PassthroughDevice, TeardownLeavesNothing) {
     open();
-    enable();
-    setCfg(kMsix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE, 2);
+    enableDecode();
+    cfgWrite(kMsix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE, 2);
     ASSERT_GT(sim->mmapCount(), 0u);
     device.reset();
     EXPECT_TRUE(mapper.live.empty());
