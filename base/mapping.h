@@ -40,6 +40,12 @@ public:
     size_t size() const { return size_; }
     bool valid() const { return addr_ != nullptr; }
 
+    // Gives up ownership (something else now owns the range, or parts of it): returns the address.
+    void* release() {
+        size_ = 0;
+        return std::exchange(addr_, nullptr);
+    }
+
     void reset() {
         if (addr_) ::munmap(addr_, size_);
         addr_ = nullptr;

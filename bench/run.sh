@@ -11,6 +11,7 @@
 #   QEMU=path        (a) QEMU binary (default: qemu-system-x86_64 from PATH; QEMU= to skip)
 #   MSIX_N=300       (d) interrupts per path (eventfd and KVM_SIGNAL_MSI, interleaved)
 #   MSIX_BACKEND=iommufd  (d)/(e) VFIO backend of the passed-through edu (type1|iommufd)
+#   MSIX_TABLE_ROUNDS=15  (f) rounds per case (median)
 # Where this machine's /dev/kvm cannot run a guest, it all runs inside the nested-KVM bed.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
@@ -19,7 +20,7 @@ out=$build/bench
 
 need=("$build/conduit" "$out/bench_exec" "$out/bench_pio" "$out/bench_rss" "$out/hello16_conduit.bin"
       "$out/hello16_qemu.bin" "$build/tests/guest/hello.bin" "$build/tests/guest/uart_irq.bin"
-      "$out/bench_msix" "$build/tests/guest/bench_msix.bin")
+      "$out/bench_msix" "$build/tests/guest/bench_msix.bin" "$out/bench_msix_table")
 for f in "${need[@]}"; do
   [[ -e $f ]] || { echo "bench: missing $f (build with: make -C $build bench)" >&2; exit 2; }
 done
@@ -29,7 +30,7 @@ done
 if [[ -z ${CONDUIT_IN_BED:-} && $("$here/../tests/bed/bed.sh" where "$build") != host ]]; then
   echo "bench: no usable KVM here: running the bench inside the nested-KVM bed (every baseline is measured in the same L1 run)"
   knobs=()
-  for v in RUNS PIO_EXITS PIO_REPS PIO_CPU QEMU MSIX_N MSIX_BACKEND; do [[ -n ${!v+x} ]] && knobs+=("$v=${!v}"); done
+  for v in RUNS PIO_EXITS PIO_REPS PIO_CPU QEMU MSIX_N MSIX_BACKEND MSIX_TABLE_ROUNDS; do [[ -n ${!v+x} ]] && knobs+=("$v=${!v}"); done
   exec "$here/../tests/bed/bed.sh" run -- env "${knobs[@]}" "$0" "$build"
 fi
 
@@ -53,4 +54,6 @@ echo
 echo
 "$out/bench_msix" --payload "$build/tests/guest/bench_msix.bin" --samples "${MSIX_N:-300}" \
   --backend "${MSIX_BACKEND:-iommufd}" || status=1
+echo
+"$out/bench_msix_table" --rounds "${MSIX_TABLE_ROUNDS:-15}" || status=1
 exit $status

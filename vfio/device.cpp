@@ -9,6 +9,7 @@
 #include <fmt/ranges.h>
 
 #include "base/log.h"
+#include "base/mapping.h"
 #include "vfio/ioctl_util.h"
 
 namespace conduit::vfio {
@@ -314,8 +315,30 @@ Result<HostMapping> VfioDevice::mapRegion(uint32_t index, uint64_t offset, uint6
     // vfio_pci_core_mmap() allows up to PAGE_ALIGN(region size) (a sub-page BAR's whole page).
     const uint64_t limit = (region.size + kPageSize - 1) & ~(kPageSize - 1);
     if (size == 0 || offset > limit || size > limit - offset) return Error(what + ": outside the region", EINVAL);
-    void* p = TRY_CTX(host_->mmap(nullptr, size, prot, MAP_SHARED, fd(), static_cast<off_t>(region.offset + offset)),
+    // Huge pages: vfio-pci maps a BAR with PMD or PUD entries (vfio_pci_mmap_huge_fault(), Linux
+    // 6.12+) where the virtual address agrees with the BAR's physical address modulo that size,
+    // and KVM then maps the guest's view with huge pages too (Conduit places BARs size-aligned in
+    // guest memory). A BAR is naturally aligned in physical memory, so the address must be
+    // congruent to `offset` modulo the largest of 1 GiB and 2 MiB the mapping spans: reserve a
+    // window with room to slide, map over it there, and give back what is left on either side.
+    const uint64_t align = size >= (1ull << 30) ? (1ull << 30) : size >= (2ull << 20) ? (2ull << 20) : 0;
+    if (!align) {
+        void* p = TRY_CTX(host_->mmap(nullptr, size, prot, MAP_SHARED, fd(), static_cast<off_t>(region.offset + offset)),
+                          what);
+        return HostMapping(*host_, p, size);
+    }
+    auto window = TRY(Mapping::map(size + align, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0,
+                                   what + ": a window to align it in"));
+    const auto base = reinterpret_cast<uintptr_t>(window.data());
+    const uintptr_t at = base + ((offset % align) + align - base % align) % align;
+    void* p = TRY_CTX(host_->mmap(reinterpret_cast<void*>(at), size, prot, MAP_SHARED | MAP_FIXED, fd(),
+                                  static_cast<off_t>(region.offset + offset)),
                       what);
+    // The mapping replaced the middle of the window: only its head and tail are still ours.
+    const uintptr_t end = base + size + align;
+    (void)window.release();
+    if (at > base) ::munmap(reinterpret_cast<void*>(base), at - base);
+    if (at + size < end) ::munmap(reinterpret_cast<void*>(at + size), end - (at + size));
     return HostMapping(*host_, p, size);
 }
 

@@ -52,6 +52,11 @@ std::vector<kvm_irq_routing_entry> GsiRoutingTable::entries() const {
 }
 
 Result<void> GsiRoutingTable::commitLocked() {
+    if (deferrals_ > 0) {
+        dirty_ = true;
+        return success();
+    }
+    ++pushes_;
     auto entries = entriesLocked();
     auto buf = uapi::flexBuffer(static_cast<uint32_t>(entries.size()), entries.data(), entries.size());
     TRY(kvmIoctl(vmFd_, uapi::kSetGsiRouting, buf.data(), "KVM_SET_GSI_ROUTING", "vm",
@@ -116,6 +121,30 @@ std::optional<MsiMessage> GsiRoutingTable::msi(uint32_t gsi) const {
     auto it = msi_.find(gsi);
     if (it == msi_.end()) return std::nullopt;
     return it->second;
+}
+
+uint64_t GsiRoutingTable::pushes() const {
+    std::lock_guard lock(mutex_);
+    return pushes_;
+}
+
+GsiRoutingTable::Deferral::Deferral(GsiRoutingTable& table) : table_(&table) {
+    std::lock_guard lock(table.mutex_);
+    ++table.deferrals_;
+}
+
+GsiRoutingTable::Deferral::~Deferral() {
+    if (auto r = end(); !r) log::get("vmm").error("GSI routing: the deferred push: {}", r.error().describe());
+}
+
+Result<void> GsiRoutingTable::Deferral::end() {
+    GsiRoutingTable* t = std::exchange(table_, nullptr);
+    if (!t) return success();
+    std::lock_guard lock(t->mutex_);
+    if (--t->deferrals_ > 0 || !t->dirty_) return success();
+    t->dirty_ = false;
+    TRY_CTX(t->commitLocked(), fmt::format("the deferred push of {} MSI routes", t->msi_.size()));
+    return success();
 }
 
 size_t GsiRoutingTable::msiCount() const {

@@ -11,6 +11,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "base/result.h"
@@ -43,6 +44,26 @@ public:
     // Pushes the current table (KVM_SET_GSI_ROUTING); done implicitly by every change.
     Result<void> commit();
     size_t msiCount() const;
+    // KVM_SET_GSI_ROUTING calls made so far (tests and the MSI-X bench count them).
+    uint64_t pushes() const;
+
+    // Holds pushes back: changes made while one is alive update this table at once and reach KVM
+    // in one push, when the last one ends. KVM copies the whole table on every push, so a device
+    // enabling N vectors one by one would otherwise copy it N times (quadratic in N). A push that
+    // fails at the end leaves KVM with the table from before the batch; the next change pushes
+    // everything again.
+    class Deferral {
+    public:
+        explicit Deferral(GsiRoutingTable& table);
+        Deferral(Deferral&& o) noexcept : table_(std::exchange(o.table_, nullptr)) {}
+        Deferral& operator=(Deferral&&) = delete;
+        ~Deferral();  // end(), a failure logged
+        Result<void> end();
+
+    private:
+        GsiRoutingTable* table_;
+    };
+    Deferral defer() { return Deferral(*this); }
 
 private:
     std::vector<kvm_irq_routing_entry> entriesLocked() const;
@@ -52,6 +73,9 @@ private:
     uint32_t maxGsis_;
     mutable std::mutex mutex_;
     std::map<uint32_t, MsiMessage> msi_;
+    unsigned deferrals_ = 0;
+    bool dirty_ = false;  // changed while deferred, not pushed yet
+    uint64_t pushes_ = 0;
 };
 
 }  // namespace conduit::vmm

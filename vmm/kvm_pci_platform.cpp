@@ -75,6 +75,15 @@ private:
     bool masked_ = false;
 };
 
+class KvmRouteBatch final : public devices::pci::MsiRouteBatch {
+public:
+    explicit KvmRouteBatch(GsiRoutingTable& table) : deferral_(table.defer()) {}
+    Result<void> finish() override { return deferral_.end(); }
+
+private:
+    GsiRoutingTable::Deferral deferral_;
+};
+
 class KvmIntxRoute final : public devices::pci::IntxRoute {
 public:
     KvmIntxRoute(EventFd trigger, EventFd resample, IrqFd irqfd, uint32_t gsi)
@@ -105,6 +114,10 @@ Result<std::unique_ptr<devices::pci::MsiRoute>> KvmMsiRouter::createRoute(const 
     if (!masked) TRY_CTX(route->bind(), name);
     route->setMaskedFlag(masked);
     return std::unique_ptr<devices::pci::MsiRoute>(std::move(route));
+}
+
+std::unique_ptr<devices::pci::MsiRouteBatch> KvmMsiRouter::batch() {
+    return std::make_unique<KvmRouteBatch>(vm_.routing());
 }
 
 Result<std::unique_ptr<devices::pci::IntxRoute>> KvmIntxRouter::createRoute(uint32_t gsi, const std::string& name) {

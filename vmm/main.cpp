@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "base/fd_limit.h"
 #include "base/log.h"
 #include "base/printable.h"
 #include "base/result.h"
@@ -249,6 +250,8 @@ int main(int argc, char** argv) {
     }
 
     if (!log::setLevel(logLevel)) return fail("--log-level: unknown level " + logLevel);
+    if (auto l = raiseFdLimit(); !l) log::get("vmm").warn("open-file limit: {}", l.error().describe());
+    else if (l->now != l->before) log::get("vmm").debug("open-file limit raised from {} to {}", l->before, l->now);
 
     try {
         if (*runCmd) return runCommand(run);

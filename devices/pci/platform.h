@@ -46,10 +46,21 @@ public:
     virtual bool pending() const = 0;
 };
 
+// Route changes made while a batch lives reach the hypervisor together when it finishes: a device
+// that enables or re-targets many vectors at once asks for one. A router that pushes nothing per
+// change (a test fake) needs no batching, hence the plain default.
+class MsiRouteBatch {
+public:
+    virtual ~MsiRouteBatch() = default;
+    // Pushes what changed; the destructor does it too, logging a failure.
+    virtual Result<void> finish() { return success(); }
+};
+
 class MsiRouter {
 public:
     virtual ~MsiRouter() = default;
     virtual Result<std::unique_ptr<MsiRoute>> createRoute(const MsiMessage& message, bool masked, const std::string& name) = 0;
+    virtual std::unique_ptr<MsiRouteBatch> batch() { return std::make_unique<MsiRouteBatch>(); }
 };
 
 // A level-triggered line into an IOAPIC pin: trigger asserts it; the resample fd is signalled when

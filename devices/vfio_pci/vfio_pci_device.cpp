@@ -284,6 +284,10 @@ Result<void> VfioPciDevice::setupCapabilities(const std::vector<uint8_t>& raw) {
                     return Error(fmt::format("{}: MSI-X table (BAR{} +{:#x}) or PBA (BAR{} +{:#x}) for {} vectors lies outside its BAR",
                                              name_, x.tableBar, x.tableOffset, x.pbaBar, x.pbaOffset, x.vectors),
                                  EINVAL);
+                // NORESIZE clear: the host can add MSI-X vectors while MSI-X is on (Linux 6.5+
+                // with an MSI domain that supports it, vfio_pci_ioctl_get_irq_info()).
+                auto irq = device_->irqInfo(VFIO_PCI_MSIX_IRQ_INDEX);
+                x.dynamic = irq && !(irq->flags & VFIO_IRQ_INFO_NORESIZE);
                 x.table.assign(16ull * x.vectors, 0);
                 for (unsigned v = 0; v < x.vectors; ++v) x.table[16 * v + 12] = 1;  // masked at reset
                 config_.emulate(at, 12);
@@ -732,38 +736,88 @@ void VfioPciDevice::msixControlChanged() {
     const uint16_t ctl = config_.get16(msix_->cap + PCI_MSIX_FLAGS);
     const bool enable = ctl & PCI_MSIX_FLAGS_ENABLE;
     msix_->maskAll = ctl & PCI_MSIX_FLAGS_MASKALL;
+    auto batch = platform_.msi->batch();  // one routing-table push for every vector touched here
     if (enable && !msix_->enabled) {
         // The kernel refuses a second index while one is active: everything else off first.
         disableIntx();
         if (msi_ && msi_->enabled) disableMsi();
-        for (unsigned v = 0; v < msix_->vectors; ++v) {
-            auto route = platform_.msi->createRoute(msixMessage(v), msixVectorMasked(v), fmt::format("{} MSI-X {}", name_, v));
-            if (!route) {
-                logger().error("{}: MSI-X vector {}: {}", name_, v, route.error().describe());
-                msix_->routes.clear();
-                enableIntx();
-                return;
-            }
-            msix_->routes.push_back(std::move(route).value());
-        }
-        if (auto r = enableVectors(VFIO_PCI_MSIX_IRQ_INDEX, msix_->routes); !r) {
+        if (auto r = msix_->dynamic ? enableMsixInUse() : enableMsixAll(); !r) {
             logger().error("{}: enabling MSI-X: {}", name_, r.error().describe());
             msix_->routes.clear();
             enableIntx();
-            return;
+        } else {
+            msix_->enabled = true;
+            logger().debug("{}: MSI-X on, {} of {} vectors in use", name_, msixVectorsInUse(), msix_->vectors);
         }
-        msix_->enabled = true;
-        logger().debug("{}: MSI-X on, {} vectors", name_, msix_->routes.size());
     } else if (!enable && msix_->enabled) {
         disableMsix();
         enableIntx();
     } else if (msix_->enabled) {
         for (unsigned v = 0; v < msix_->vectors; ++v) msixEntryChanged(v);
     }
+    if (auto r = batch->finish(); !r) logger().error("{}: MSI-X routes: {}", name_, r.error().describe());
+}
+
+Result<void> VfioPciDevice::enableMsixAll() {
+    // A host without dynamic MSI-X (NORESIZE) cannot add vectors once MSI-X is on: every entry
+    // gets its host vector and route now.
+    for (unsigned v = 0; v < msix_->vectors; ++v)
+        msix_->routes.push_back(TRY_CTX(createMsixRoute(v), fmt::format("MSI-X vector {}", v)));
+    return enableVectors(VFIO_PCI_MSIX_IRQ_INDEX, msix_->routes);
+}
+
+Result<void> VfioPciDevice::enableMsixInUse() {
+    // Dynamic MSI-X (NORESIZE clear, vfio_msi_alloc_irq()): a host vector and a KVM route only for
+    // the entries the guest uses, i.e. has unmasked, now or later (msixEntryChanged()). A driver
+    // enables MSI-X with every entry masked and unmasks the vectors it requests, so a 2,048-entry
+    // table costs what its vectors in use cost. The kernel needs one vector to switch MSI-X on:
+    // vector 0, without an eventfd unless the guest uses it already. (An entry never unmasked has
+    // no route, so its pending bit is not shown: the device's message for it has nowhere to go.)
+    msix_->routes.resize(msix_->vectors);
+    int32_t fd0 = -1;
+    if (msixEntryInUse(0)) {
+        msix_->routes[0] = TRY_CTX(createMsixRoute(0), "MSI-X vector 0");
+        fd0 = msix_->routes[0]->eventFd();
+    }
+    ++stats_.setIrqsCalls;
+    TRY(device_->setIrqEventfds(VFIO_PCI_MSIX_IRQ_INDEX, 0, std::span<const int32_t>(&fd0, 1)));
+    for (unsigned v = 1; v < msix_->vectors; ++v)
+        if (msixEntryInUse(v)) useMsixVector(v);
+    return success();
+}
+
+Result<std::unique_ptr<pci::MsiRoute>> VfioPciDevice::createMsixRoute(unsigned v) {
+    return platform_.msi->createRoute(msixMessage(v), msixVectorMasked(v), fmt::format("{} MSI-X {}", name_, v));
+}
+
+void VfioPciDevice::useMsixVector(unsigned v) {
+    auto route = createMsixRoute(v);
+    if (!route) {
+        logger().error("{}: MSI-X vector {}: {}; it will not fire", name_, v, route.error().describe());
+        return;
+    }
+    const int32_t fd = (*route)->eventFd();
+    ++stats_.setIrqsCalls;
+    if (auto r = device_->setIrqEventfds(VFIO_PCI_MSIX_IRQ_INDEX, v, std::span<const int32_t>(&fd, 1)); !r) {
+        logger().error("{}: MSI-X vector {}: the host gave it no interrupt: {}; it will not fire", name_, v,
+                       r.error().describe());
+        return;
+    }
+    msix_->routes[v] = std::move(route).value();
+}
+
+bool VfioPciDevice::msixEntryInUse(unsigned v) const { return !(msix_->table[16 * v + 12] & 1); }
+
+unsigned VfioPciDevice::msixVectorsInUse() const {
+    return static_cast<unsigned>(std::count_if(msix_->routes.begin(), msix_->routes.end(), [](auto& r) { return r != nullptr; }));
 }
 
 void VfioPciDevice::msixEntryChanged(unsigned v) {
     if (!msix_->enabled || v >= msix_->routes.size()) return;
+    if (!msix_->routes[v]) {
+        if (msixEntryInUse(v)) useMsixVector(v);  // dynamic MSI-X: first unmask (message as it is now)
+        return;
+    }
     auto& route = *msix_->routes[v];
     const bool masked = msixVectorMasked(v);
     // Linux rewrites an entry only while it is masked; follow the message whenever it changes.
@@ -798,6 +852,13 @@ void VfioPciDevice::msiChanged() {
     const uint16_t ctl = config_.get16(msi_->cap + PCI_MSI_FLAGS);
     const bool enable = ctl & PCI_MSI_FLAGS_ENABLE;
     const uint32_t maskBits = msi_->perVectorMask ? config_.get32(msi_->maskOff()) : 0;
+    auto batch = platform_.msi->batch();
+    msiApply(enable, maskBits);
+    if (auto r = batch->finish(); !r) logger().error("{}: MSI routes: {}", name_, r.error().describe());
+}
+
+void VfioPciDevice::msiApply(bool enable, uint32_t maskBits) {
+    const uint16_t ctl = config_.get16(msi_->cap + PCI_MSI_FLAGS);
     if (enable && !msi_->enabled) {
         disableIntx();
         if (msix_ && msix_->enabled) disableMsix();
@@ -990,7 +1051,7 @@ VfioPciStats VfioPciDevice::stats() const {
     std::lock_guard lock(mutex_);
     VfioPciStats s = stats_;
     s.irqMode = irqMode();
-    s.vectors = msix_ && msix_->enabled ? static_cast<unsigned>(msix_->routes.size())
+    s.vectors = msix_ && msix_->enabled ? msixVectorsInUse()
                 : msi_ && msi_->enabled   ? static_cast<unsigned>(msi_->routes.size())
                                           : 0;
     for (auto& st : barState_) {

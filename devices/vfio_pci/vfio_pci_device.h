@@ -159,6 +159,9 @@ private:
         uint64_t tableOffset = 0, pbaOffset = 0;
         std::vector<uint8_t> table;  // 16 bytes per entry
         bool enabled = false, maskAll = false;
+        // The host adds vectors while MSI-X is on (NORESIZE clear): routes are made as the guest
+        // unmasks entries, one slot per entry, empty until used. Otherwise one per entry at enable.
+        bool dynamic = false;
         std::vector<std::unique_ptr<pci::MsiRoute>> routes;
     };
     struct Msi {
@@ -189,11 +192,18 @@ private:
     void disableIntx();
     Result<void> enableVectors(uint32_t index, std::vector<std::unique_ptr<pci::MsiRoute>>& routes);
     void msixControlChanged();
+    Result<void> enableMsixAll();
+    Result<void> enableMsixInUse();
+    Result<std::unique_ptr<pci::MsiRoute>> createMsixRoute(unsigned vector);
+    void useMsixVector(unsigned vector);
+    bool msixEntryInUse(unsigned vector) const;
+    unsigned msixVectorsInUse() const;
     void msixEntryChanged(unsigned vector);
     bool msixVectorMasked(unsigned vector) const;
     pci::MsiMessage msixMessage(unsigned vector) const;
     void disableMsix();
     void msiChanged();
+    void msiApply(bool enable, uint32_t maskBits);
     void disableMsi();
     pci::MsiMessage msiMessage(unsigned vector) const;
     void irqsOff();

@@ -54,9 +54,9 @@ struct ScriptedHost final : test::ForwardingHost {
 // mapped as its whole host page or not at all (item 1).
 class KernelBehaviour : public test::PassthroughFixture {
 protected:
-    void open(hostsim::SimDeviceConfig cfg = {}) {
+    void open(hostsim::SimDeviceConfig cfg = {}, hostsim::SimHostConfig host = {}) {
         cfg.bdf = kBdf;
-        sim = std::make_unique<hostsim::SimHost>();
+        sim = std::make_unique<hostsim::SimHost>(host);
         sim->addDevice(cfg);
         scripted = std::make_unique<ScriptedHost>(*sim);
         ASSERT_NO_FATAL_FAILURE(openBackend(*scripted));
@@ -154,11 +154,18 @@ TEST_P(KernelBehaviour, SubPageBarWhosePageIsSharedIsTrapped) {
 
 // ------------------------------------------------------------------ item 2: fewer host vectors
 
+// A host without dynamic MSI-X (NORESIZE set) gets every vector at enable, so a shortage shows there.
+static hostsim::SimHostConfig noDynamicMsix() {
+    hostsim::SimHostConfig h;
+    h.dynamicMsix = false;
+    return h;
+}
+
 TEST_P(KernelBehaviour, MsixWithFewerHostVectorsRunsWithWhatTheHostOffers) {
     test::LogCapture logs;
     hostsim::SimDeviceConfig c;
     c.hostIrqVectors = 4;  // the device has 8
-    open(c);
+    open(c, noDynamicMsix());
     enableDecode();
     programMsixEntries(8);
     cfgWrite(kMsix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE, 2);
@@ -217,13 +224,53 @@ TEST_P(KernelBehaviour, MsiWithFewerHostVectorsRunsWithWhatTheHostOffers) {
 }
 
 // When the retry fails too, the error names the ioctl and both counts and INTx is back on.
+// Dynamic MSI-X (the simulated host's default, NORESIZE clear): the host is asked for a vector as
+// the guest unmasks its entry, so a shortage costs only the vectors beyond it, each said in the log.
+TEST_P(KernelBehaviour, DynamicMsixAsksTheHostForEachVectorAsTheGuestUnmasksIt) {
+    test::LogCapture logs;
+    hostsim::SimDeviceConfig c;
+    c.hostIrqVectors = 4;  // the device has 8
+    open(c);
+    enableDecode();
+    const auto calls = device->stats().setIrqsCalls;
+    cfgWrite(kMsix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE | PCI_MSIX_FLAGS_MASKALL, 2);  // as Linux enables it
+    EXPECT_EQ(device->irqMode(), IrqMode::Msix);
+    EXPECT_EQ(simDev().activeIrqIndex(), uint32_t(VFIO_PCI_MSIX_IRQ_INDEX));
+    EXPECT_EQ(simDev().allocatedVectors(), 1u) << "MSI-X on at the host with vector 0 only, no eventfd";
+    EXPECT_TRUE(msi.live.empty()) << "no route for an entry the guest has not unmasked";
+    EXPECT_EQ(device->stats().setIrqsCalls, calls + 2) << "INTx off, MSI-X on";
+    programMsixEntries(5);  // unmasks 0..4 one by one, function still masked
+    EXPECT_EQ(simDev().allocatedVectors(), 4u);
+    ASSERT_EQ(msi.live.size(), 4u) << "vector 4 got no host interrupt";
+    EXPECT_TRUE(msi.live[3]->masked()) << "the function mask still holds";
+    EXPECT_EQ(device->stats().setIrqsCalls, calls + 2 + 5) << "one SET_IRQS per vector unmasked";
+    EXPECT_EQ(device->stats().vectors, 4u);
+    EXPECT_NE(logs.all().find("00:01.0: MSI-X vector 4: the host gave it no interrupt: VFIO_DEVICE_SET_IRQS 0000:01:00.0"),
+              std::string::npos)
+        << logs.all();
+    cfgWrite(kMsix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE, 2);
+    EXPECT_FALSE(msi.live[3]->masked());
+    mmioWrite(0xc0000070, 3);
+    EXPECT_TRUE(test::signalled(msi.live[3]->eventFd()));
+    // Masking and unmasking a vector in use again asks the host nothing.
+    const auto armed = device->stats().setIrqsCalls;
+    mmioWrite(tableAddr() + 16 * 2 + 12, 1);
+    mmioWrite(tableAddr() + 16 * 2 + 12, 0);
+    EXPECT_EQ(device->stats().setIrqsCalls, armed);
+    // Off: every vector back to the host, INTx on.
+    cfgWrite(kMsix + PCI_MSIX_FLAGS, 0, 2);
+    EXPECT_EQ(simDev().allocatedVectors(), 0u);
+    EXPECT_TRUE(msi.live.empty());
+    EXPECT_EQ(device->irqMode(), IrqMode::Intx);
+}
+
 TEST_P(KernelBehaviour, MsixRetryThatFailsIsAnErrorAndIntxIsBackOn) {
     hostsim::SimDeviceConfig c;
     c.hostIrqVectors = 4;
     {
         // The host offers 4 of 8, then the retry with 4 is refused outright.
         test::LogCapture logs;
-        open(c);
+        open(c, noDynamicMsix());
         enableDecode();
         sim->failIoctl(VFIO_DEVICE_SET_IRQS, EBUSY, 3);  // INTx off, MSI-X with 8, the retry
         cfgWrite(kMsix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE, 2);
@@ -240,7 +287,7 @@ TEST_P(KernelBehaviour, MsixRetryThatFailsIsAnErrorAndIntxIsBackOn) {
     {
         // The host offers 4 of 8, then 2 of those 4.
         test::LogCapture logs;
-        open(c);
+        open(c, noDynamicMsix());
         enableDecode();
         scripted->nth = 2;
         scripted->answer = 2;
@@ -257,7 +304,7 @@ TEST_P(KernelBehaviour, MsixRetryThatFailsIsAnErrorAndIntxIsBackOn) {
         // No vector at all: ENOSPC from the first call.
         test::LogCapture logs;
         c.hostIrqVectors = 0;
-        open(c);
+        open(c, noDynamicMsix());
         enableDecode();
         cfgWrite(kMsix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE, 2);
         EXPECT_EQ(device->irqMode(), IrqMode::Intx);

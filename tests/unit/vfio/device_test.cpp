@@ -253,6 +253,35 @@ TEST(DeviceSparse, MsixTableExcludedWhenNotMappable) {
     EXPECT_FALSE(up.device->mapRegion(2, 0xfe000, 0x1000, PROT_READ).ok());
 }
 
+// A BAR mapping of 2 MiB or more starts where vfio-pci can use huge pages for it: its address is
+// congruent to its offset in the BAR modulo 2 MiB (1 GiB from 1 GiB up), and the mapping works.
+TEST(DeviceMmap, LargeBarMappingsAreAlignedForHugePages) {
+    SimHost host;
+    SimDeviceConfig cfg;
+    cfg.bars[2].size = 8u << 20;
+    cfg.msixTableOffset = 0x7fe000;
+    cfg.msixPbaOffset = 0x7ff000;
+    host.addDevice(cfg);
+    BringUp up;
+    ASSERT_TRUE(bringUp(host, BackendKind::Iommufd, host.paths(), kBdf, up).ok());
+    const size_t before = host.openFdCount();
+    for (uint64_t offset : {0ull, 0x1000ull, 0x200000ull}) {
+        for (int i = 0; i < 4; ++i) {  // more than one, so a lucky first address proves nothing
+            auto m = up.device->mapRegion(2, offset, 4u << 20, PROT_READ | PROT_WRITE);
+            ASSERT_TRUE(m.ok()) << m.error().describe();
+            EXPECT_EQ((reinterpret_cast<uintptr_t>(m->data()) - offset) % (2u << 20), 0u) << std::hex << offset;
+            m->data()[0] = 0x5a;
+            m->data()[(4u << 20) - 1] = 0xa5;
+            auto again = up.device->mapRegion(2, offset, 0x1000, PROT_READ);
+            ASSERT_TRUE(again.ok());
+            EXPECT_EQ(again->data()[0], 0x5a) << "both mappings show the same BAR bytes";
+        }
+    }
+    auto small = up.device->mapRegion(2, 0x1000, 0x10000, PROT_READ);
+    ASSERT_TRUE(small.ok()) << "a mapping under 2 MiB is placed wherever mmap puts it";
+    EXPECT_EQ(host.openFdCount(), before);
+}
+
 TEST(DeviceP2P, DmaBufMappedWithMapFileLetsOneDeviceWriteAnothersBar) {
     SimHost host;
     host.addDevice({});

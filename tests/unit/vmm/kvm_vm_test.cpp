@@ -185,6 +185,39 @@ TEST(GsiRouting, KeepsIrqchipEntriesAndManagesMsiRoutes) {
     EXPECT_TRUE(vm->irqLine(4, false).ok());
 }
 
+// A device enabling many vectors at once pushes the table once (KVM copies all of it per push).
+TEST(GsiRouting, DeferralPushesOnceWhenTheLastOneEnds) {
+    REQUIRE_KVM();
+    auto kvm = Kvm::open().value();
+    auto vm = Vm::create(kvm).value();
+    ASSERT_TRUE(vm->createIrqchip().ok());
+    auto& table = vm->routing();
+    const uint64_t start = table.pushes();
+    ASSERT_TRUE(table.addMsi({0xfee00000, 0x30}).ok());
+    EXPECT_EQ(table.pushes(), start + 1) << "without a deferral every change is pushed";
+    {
+        auto outer = table.defer();
+        {
+            auto inner = table.defer();
+            for (uint32_t v = 0; v < 64; ++v) ASSERT_TRUE(table.addMsi({0xfee00000, 0x40 + v}).ok());
+            ASSERT_TRUE(table.updateMsi(25, {0xfee00000, 0x99}).ok());
+            ASSERT_TRUE(table.removeMsi(26).ok());
+            EXPECT_TRUE(inner.end().ok());
+        }
+        EXPECT_EQ(table.pushes(), start + 1) << "nothing pushed while a deferral is alive";
+        EXPECT_EQ(table.msiCount(), 64u) << "the table itself changed at once";
+        EXPECT_EQ(table.msi(25)->data, 0x99u);
+        EXPECT_TRUE(outer.end().ok());
+        EXPECT_EQ(table.pushes(), start + 2) << "one push for all 66 changes";
+        EXPECT_TRUE(outer.end().ok()) << "ending twice is harmless";
+    }
+    EXPECT_EQ(table.pushes(), start + 2);
+    { auto idle = table.defer(); }
+    EXPECT_EQ(table.pushes(), start + 2) << "a deferral without changes pushes nothing";
+    EXPECT_TRUE(vm->irqLine(4, true).ok()) << "the irqchip routes survived the deferred push";
+    EXPECT_TRUE(vm->irqLine(4, false).ok());
+}
+
 TEST(GsiRouting, AllocationIsBounded) {
     REQUIRE_KVM();
     auto kvm = Kvm::open().value();
