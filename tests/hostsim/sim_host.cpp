@@ -1,5 +1,6 @@
 // The kernel side of the simulated host: VFIO container/group/device and iommufd semantics.
-// Comments name the kernel function whose behaviour each rule follows (Linux 6.x).
+// Comments name the kernel function whose behaviour each rule follows (Linux 6.x; dma-buf revocation
+// as in Linux 7.3).
 #include "tests/hostsim/sim_host.h"
 
 #include <fcntl.h>
@@ -40,12 +41,29 @@ bool userRangeMapped(uint64_t p, uint64_t len) {
     return ::msync(reinterpret_cast<void*>(start), end - start, MS_ASYNC) == 0;
 }
 
+// A VFIO BAR dma-buf (struct vfio_pci_dma_buf). Its fd handle and every IOAS area mapping it hold
+// it: the dma-buf lives while iommufd holds a reference (iopt_alloc_dmabuf_pages()), whatever
+// became of the fd.
+struct DmaBuf {
+    SimDevice* dev = nullptr;  // null once vfio_pci_dma_buf_cleanup() detached it at the device's close
+    unsigned bar = 0;
+    uint64_t offset = 0, length = 0;
+    // vfio_pci_dma_buf::revoked: set while the device's memory decode is off (at export too:
+    // vfio_pci_core_feature_dma_buf()), and for good once the device is closed.
+    bool revoked = false;
+};
+
 struct Mapping {
     uint64_t iova = 0, size = 0;
     uint8_t* host = nullptr;
     bool read = true, write = true;
     void* fileMap = nullptr;  // MAP_FILE of a memfd: our own mmap of it
     size_t fileMapLen = 0;
+    // MAP_FILE of a dma-buf: the buf, and whether this area's pages were revoked (iopt_pages
+    // dmabuf.phys.len == 0, iopt_dmabuf_revoked()). A revoked area is unmapped from every domain
+    // but stays in the IOAS; nothing maps it again (iopt_revoke_notify() returns early for it).
+    std::shared_ptr<DmaBuf> dmaBuf;
+    bool revoked = false;
     ~Mapping() {
         if (fileMap) ::munmap(fileMap, fileMapLen);
     }
@@ -59,6 +77,8 @@ struct Mapping {
         std::swap(write, o.write);
         std::swap(fileMap, o.fileMap);
         std::swap(fileMapLen, o.fileMapLen);
+        std::swap(dmaBuf, o.dmaBuf);
+        std::swap(revoked, o.revoked);
         return *this;
     }
 };
@@ -139,8 +159,7 @@ struct SimHost::Impl {
         bool cdev = false;
         Ctx* ctx = nullptr;        // KIommufd; KDevice: bound ctx
         uint32_t devObj = 0;       // KDevice bound id
-        unsigned bar = 0;          // KDmaBuf
-        uint64_t dbOffset = 0, dbLength = 0;
+        std::shared_ptr<DmaBuf> dmaBuf;  // KDmaBuf
     };
 
     SimHost& host;
@@ -148,8 +167,62 @@ struct SimHost::Impl {
     std::list<Ctx> ctxs;
     std::map<unsigned, Group> groups;
     std::map<int, Handle> handles;
+    // Every device's dma-bufs (vfio_pci_core_device::dmabufs); a buf whose fd and mappings are all
+    // gone is gone (vfio_pci_dma_buf_release()).
+    std::vector<std::weak_ptr<DmaBuf>> dmaBufs;
 
     explicit Impl(SimHost& h) : host(h) {}
+
+    // ---------------------------------------------------------------- dma-buf revocation
+    // __vfio_pci_memory_enabled(): the user's COMMAND.MEMORY (vconfig) and a power state above
+    // D3hot. The simulated device has no PM capability and never leaves D0, so only COMMAND counts.
+    static bool memoryEnabled(const SimDevice& d) { return d.command() & 0x0002; }
+
+    std::vector<std::shared_ptr<DmaBuf>> dmaBufsOf(const SimDevice& d) {
+        std::erase_if(dmaBufs, [](auto& w) { return w.expired(); });
+        std::vector<std::shared_ptr<DmaBuf>> out;
+        for (auto& w : dmaBufs)
+            if (auto b = w.lock(); b && b->dev == &d) out.push_back(b);
+        return out;
+    }
+
+    // vfio_pci_dma_buf_move(): every dma-buf of the device whose state differs is revoked or
+    // un-revoked, and dma_buf_invalidate_mappings() tells each importer either way. iommufd's
+    // importer (iopt_revoke_notify()) unmaps the area from every domain and marks its pages revoked,
+    // returning early for pages already revoked: an un-revoke restores nothing, only a new
+    // IOAS_MAP_FILE does.
+    void moveDmaBufs(const SimDevice& d, bool revoked) {
+        for (auto& b : dmaBufsOf(d)) {
+            if (b->revoked == revoked) continue;
+            if (revoked) b->revoked = true;
+            revokeNotify(*b);
+            b->revoked = revoked;
+        }
+    }
+    void revokeNotify(const DmaBuf& b) {
+        for (auto& ctx : ctxs)
+            for (auto& [id, o] : ctx.objs)
+                if (o.as)
+                    for (auto& [iova, m] : o.as->maps)
+                        if (m.dmaBuf.get() == &b) m.revoked = true;
+    }
+
+    // vfio_pci_dma_buf_cleanup() at the device's close (vfio_pci_core_close_device()): every buf is
+    // revoked and detached from the device, so nothing un-revokes it again.
+    void cleanupDmaBufs(const SimDevice& d) {
+        moveDmaBufs(d, true);
+        for (auto& b : dmaBufsOf(d)) b->dev = nullptr;
+    }
+
+    // A config write the kernel handles in vfio_basic_config_write(): a write that starts at
+    // PCI_COMMAND revokes the dma-bufs before it when it clears MEMORY, and un-revokes them after it
+    // when memory is then enabled. (A write starting at COMMAND's high byte does neither.)
+    void configWrite(SimDevice& d, uint64_t offset, uint32_t value, unsigned size) {
+        const bool command = offset == 0x04;
+        if (command && !(value & 0x0002)) moveDmaBufs(d, true);
+        d.cfgWrite(offset, value, size);
+        if (command && memoryEnabled(d)) moveDmaBufs(d, false);
+    }
 
     Result<int> newHandle(Handle h, bool asEventfd = false) {
         int fd = asEventfd ? ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK) : ::open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -469,8 +542,11 @@ struct SimHost::Impl {
             case VFIO_DEVICE_RESET:
                 // vfio_pci_ioctl_reset(): EINVAL when the device has no reset method;
                 // pci_try_reset_function() restores the config state it saved before.
+                // The dma-bufs are revoked around it and un-revoked only if memory is enabled after.
                 if (!d.config_.resetSupported) return fail(EINVAL);
+                moveDmaBufs(d, true);
                 d.resetRestoringConfig();
+                if (memoryEnabled(d)) moveDmaBufs(d, false);
                 return 0;
             case VFIO_DEVICE_GET_PCI_HOT_RESET_INFO: return hotResetInfo(h, arg);
             case VFIO_DEVICE_PCI_HOT_RESET: return hotReset(h, arg);
@@ -584,16 +660,40 @@ struct SimHost::Impl {
         // iommufd or in a group that is. Otherwise EINVAL, and nothing is reset.
         for (auto& m : members)
             if (!m.vfio) return fail(EINVAL);
-        for (auto& m : members) {
+        // vfio_pci_dev_set_hot_reset() walks the dev_set in its list order (the order the functions
+        // registered: the sim's devices as added, then its vfio-pci group peers), revoking each
+        // owned function's dma-bufs before checking the next one. An unowned one ends the walk with
+        // EINVAL and the functions already walked get their dma-bufs back if they are open with
+        // memory enabled, but an IOAS area of one of them stays revoked (iopt_revoke_notify()).
+        std::vector<const BusMember*> devSet;
+        for (auto& m : members) devSet.push_back(&m);
+        auto registered = [&](const BusMember* m) {
+            for (size_t i = 0; i < host.devices_.size(); ++i)
+                if (host.devices_[i].get() == m->dev && m->dev) return i;
+            return host.devices_.size();
+        };
+        std::stable_sort(devSet.begin(), devSet.end(), [&](auto* a, auto* b) { return registered(a) < registered(b); });
+        auto undo = [&](size_t walked) {
+            for (size_t i = 0; i < walked; ++i)
+                if (SimDevice* d = devSet[i]->dev; d && d->openCount_ && memoryEnabled(*d)) moveDmaBufs(*d, false);
+        };
+        for (size_t i = 0; i < devSet.size(); ++i) {
+            const BusMember& m = *devSet[i];
             const bool owned = hdr.count ? groupsGiven.count(m.group) != 0 : [&] {
                 const int id = devIdIn(*h.ctx, m);
                 return id > 0 || id == -ENOENT;
             }();
-            if (!owned) return fail(EINVAL);
+            if (!owned) {
+                undo(i);
+                return fail(EINVAL);
+            }
+            if (m.dev) moveDmaBufs(*m.dev, true);
         }
-        // pci_reset_bus(): every function saved, the bus reset, every function restored.
+        // pci_reset_bus(): every function saved, the bus reset, every function restored; then each
+        // open function with memory enabled gets its dma-bufs back.
         for (auto& m : members)
             if (m.dev) m.dev->resetRestoringConfig();
+        undo(devSet.size());
         return 0;
     }
 
@@ -892,12 +992,15 @@ struct SimHost::Impl {
         uint64_t size = d.config_.bars[db.region_index].size;
         if (!r.length || (r.offset | r.length) & (kPage - 1) || r.offset > size || r.length > size - r.offset)
             return fail(EINVAL);
+        // Created revoked when memory decode is off (priv->revoked = !__vfio_pci_memory_enabled());
+        // the export itself succeeds.
+        auto buf = std::make_shared<DmaBuf>(DmaBuf{&d, db.region_index, r.offset, r.length, !memoryEnabled(d)});
         Handle bh{KDmaBuf};
         bh.dev = &d;
-        bh.bar = db.region_index;
-        bh.dbOffset = r.offset;
-        bh.dbLength = r.length;
-        return newHandle(bh);
+        bh.dmaBuf = buf;
+        auto fd = newHandle(bh);
+        if (fd) dmaBufs.push_back(buf);
+        return fd;
     }
 
     // ---------------------------------------------------------------- cdev bind / attach
@@ -1109,6 +1212,7 @@ struct SimHost::Impl {
             case IOMMU_IOAS_MAP: {
                 COPY_IN(iommu_ioas_map, iova);
                 return ioasMap(ctx, arg, cmd.flags, cmd.__reserved, cmd.ioas_id, cmd.length, cmd.iova,
+                               [] { return 0; },
                                [&](Mapping& m) -> int {
                                    if (!userRangeMapped(cmd.user_va, cmd.length)) return EFAULT;  // iopt_pages pin
                                    // Every kernel: pin_user_pages() refuses a VM_PFNMAP vma (a VFIO
@@ -1125,8 +1229,17 @@ struct SimHost::Impl {
             case IOMMU_IOAS_MAP_FILE: {
                 if (host.config_.kernel == HostKernel::Linux6_12) return fail(ENOTTY);  // added in 6.13
                 COPY_IN(iommu_ioas_map_file, iova);
+                std::shared_ptr<DmaBuf> buf;
                 return ioasMap(ctx, arg, cmd.flags, 0, cmd.ioas_id, cmd.length, cmd.iova,
-                               [&](Mapping& m) -> int { return mapFileBacking(m, cmd.fd, cmd.start, cmd.length, cmd.flags); },
+                               [&]() -> int { return resolveDmaBuf(cmd.fd, cmd.start, cmd.length, buf); },
+                               [&](Mapping& m) -> int {
+                                   if (buf) {
+                                       m.host = buf->dev->barMem_[buf->bar].ptr + buf->offset + cmd.start;
+                                       m.dmaBuf = buf;
+                                       return 0;
+                                   }
+                                   return mapFileBacking(m, cmd.fd, cmd.start, cmd.length, cmd.flags);
+                               },
                                [&](uint64_t iova) {
                                    cmd.iova = iova;
                                    copyOut(arg, cmd);
@@ -1298,15 +1411,18 @@ struct SimHost::Impl {
         return fail(ENOTTY);  // IOAS_COPY, ALLOW_IOVAS, OPTION, VFIO_IOAS, dirty tracking: not simulated
     }
 
-    template <class Fill, class Out>
+    // `resolve` runs before the IOVA is allocated or checked (MAP_FILE's dma-buf: iopt_map_file_pages()
+    // makes its pages before iopt_map_common()), `fill` after.
+    template <class Resolve, class Fill, class Out>
     Result<int> ioasMap(Ctx& ctx, uintptr_t, uint32_t flags, uint32_t reserved, uint32_t ioasId, uint64_t length,
-                        uint64_t iova, Fill&& fill, Out&& out) {
+                        uint64_t iova, Resolve&& resolve, Fill&& fill, Out&& out) {
         // iommufd_ioas_map() -> iopt_map_user_pages() / iopt_alloc_iova() / iopt_check_iova()
         const uint32_t known = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_READABLE;
         if ((flags & ~known) || reserved) return fail(EOPNOTSUPP);
         if (!length) return fail(EINVAL);
         Obj* io = obj(ctx, ioasId, Obj::Ioas);
         if (!io) return fail(ENOENT);
+        if (int e = resolve()) return fail(e);
         const uint64_t align = ioasHasDevice(ctx, ioasId) ? kPage : 1;
         auto reservedRanges = ioasReserved(ctx, ioasId);
         if (!(flags & IOMMU_IOAS_MAP_FIXED_IOVA)) {
@@ -1351,15 +1467,23 @@ struct SimHost::Impl {
         return 0;
     }
 
-    int mapFileBacking(Mapping& m, int fd, uint64_t start, uint64_t length, uint32_t flags) {
+    // IOMMU_IOAS_MAP_FILE of a VFIO dma-buf: iopt_alloc_dmabuf_pages() checks the range against
+    // the buf's size (EINVAL), then iopt_map_dmabuf() attaches, which a revoked buf refuses with
+    // ENODEV (vfio_pci_dma_buf_attach(), vfio_pci_dma_buf_iommufd_map()). The same fd maps again
+    // once it is un-revoked: each MAP_FILE is a new attachment. Not a dma-buf: `buf` stays null.
+    int resolveDmaBuf(int fd, uint64_t start, uint64_t length, std::shared_ptr<DmaBuf>& buf) {
         auto it = handles.find(fd);
-        if (it != handles.end()) {
-            if (it->second.kind != KDmaBuf) return EINVAL;
-            auto& h = it->second;
-            if (start > h.dbLength || length > h.dbLength - start) return EINVAL;
-            m.host = h.dev->barMem_[h.bar].ptr + h.dbOffset + start;
-            return 0;
-        }
+        if (it == handles.end() || it->second.kind != KDmaBuf) return 0;
+        const auto& b = it->second.dmaBuf;
+        if (start > b->length || length > b->length - start) return EINVAL;
+        if (b->revoked) return ENODEV;
+        buf = b;
+        return 0;
+    }
+
+    int mapFileBacking(Mapping& m, int fd, uint64_t start, uint64_t length, uint32_t flags) {
+        // Another simulated handle (a device or iommufd fd) is no file iommufd can map.
+        if (handles.count(fd)) return EINVAL;
         // A memfd (iopt_map_file_pages() accepts memfds and hugetlbfs files).
         struct stat st;
         if (::fstat(fd, &st) != 0) return EBADF;
@@ -1439,8 +1563,10 @@ struct SimHost::Impl {
                 const bool opened = !h.cdev || h.ctx;  // a cdev never bound was never opened
                 if (h.cdev) unbind(h);
                 if (opened && --d.openCount_ == 0) {
-                    // vfio_pci_core_close_device() -> vfio_pci_core_disable(), then the bus reset
-                    // the kernel may still owe the bus.
+                    // vfio_pci_core_close_device(): vfio_pci_dma_buf_cleanup() revokes the dma-bufs
+                    // for good, then vfio_pci_core_disable(), then the bus reset the kernel may
+                    // still owe the bus.
+                    cleanupDmaBufs(d);
                     d.disable();
                     tryBusResetAfterClose(d);
                 }
@@ -1598,7 +1724,8 @@ size_t SimHost::dmaMappingCount() const {
 std::vector<SimHost::DmaMappingView> SimHost::dmaMappings() const {
     std::vector<DmaMappingView> out;
     auto add = [&](const AddressSpace& as) {
-        for (auto& [iova, m] : as.maps) out.push_back({m.iova, m.size, m.host, m.read, m.write});
+        for (auto& [iova, m] : as.maps)
+            if (!m.revoked) out.push_back({m.iova, m.size, m.host, m.read, m.write});
     };
     for (auto& c : impl_->containers) add(c.as);
     for (auto& ctx : impl_->ctxs)
@@ -1888,9 +2015,9 @@ Result<size_t> SimHost::pwrite(int fd, const void* buf, size_t count, off_t offs
         if ((count == 2 || count == 4) && off % count == 0) {
             uint32_t v = 0;
             std::memcpy(&v, in, count);
-            d.cfgWrite(off, v, unsigned(count));
+            impl_->configWrite(d, off, v, unsigned(count));
         } else {
-            for (size_t i = 0; i < count; ++i) d.cfgWrite(off + i, in[i], 1);
+            for (size_t i = 0; i < count; ++i) impl_->configWrite(d, off + i, in[i], 1);
         }
         return count;
     }
@@ -1957,10 +2084,16 @@ bool SimHost::dmaTransfer(SimDevice& dev, uint64_t iova, uint8_t* buf, size_t si
     for (uint64_t done = 0; done < size;) {
         const uint64_t at = iova + done;
         const Mapping* m = as->find(at);
-        if (!m || !(write ? m->write : m->read)) {
-            DmaFaultKind kind = !m ? DmaFaultKind::NotPresent
-                                   : write ? DmaFaultKind::WriteToReadOnly : DmaFaultKind::ReadFromWriteOnly;
-            const char* why = !m ? "unmapped IOVA" : write ? "read-only mapping" : "not readable";
+        // A revoked dma-buf area is still allocated in the IOAS but unmapped from the domain
+        // (iopt_revoke_notify()): the IOMMU finds no PTE, as for any unmapped IOVA.
+        const bool absent = !m || m->revoked;
+        if (absent || !(write ? m->write : m->read)) {
+            DmaFaultKind kind = absent ? DmaFaultKind::NotPresent
+                                       : write ? DmaFaultKind::WriteToReadOnly : DmaFaultKind::ReadFromWriteOnly;
+            const char* why = !m ? "unmapped IOVA"
+                              : absent ? "unmapped IOVA (area of a revoked dma-buf)"
+                              : write  ? "read-only mapping"
+                                       : "not readable";
             dmaFaults_.push_back({dev.bdf(), at, size - done, write, why, kind, uint8_t(write ? 5 : 6)});
             return false;
         }

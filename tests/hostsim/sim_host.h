@@ -23,6 +23,13 @@
 // Register processing is synchronous on the write (factorial, DMA), so "busy" is never observed.
 // INTx resample eventfds are polled at the start of every HostInterface call and by pump().
 //
+// VFIO dma-bufs are revoked as the kernel does (vfio_pci_dma_buf_move()): created revoked when
+// memory decode is off, revoked when a COMMAND write clears MEMORY and un-revoked when one sets it,
+// revoked around VFIO_DEVICE_RESET and a hot reset (each function of the bus; un-revoked after when
+// memory is enabled), and for good at the device's last close. IOMMU_IOAS_MAP_FILE of a revoked
+// buf is ENODEV; a mapped area whose buf is revoked faults like an unmapped IOVA but stays in the
+// IOAS (EEXIST over it, IOAS_UNMAP frees it), and an un-revoke does not bring it back.
+//
 // Single-threaded: a test or the VMM's vCPU thread calls it; it has no locking.
 #pragma once
 
@@ -219,7 +226,8 @@ public:
     const std::vector<DmaFault>& dmaFaults() const { return dmaFaults_; }
     void clearDmaFaults() { dmaFaults_.clear(); }
 
-    // Every IOMMU mapping now present (type1 containers and iommufd IOAS), for isolation checks.
+    // Every IOMMU mapping now present (type1 containers and iommufd IOAS), for isolation checks. The
+    // area of a revoked dma-buf is left out: it is still in its IOAS but no longer in the domain.
     struct DmaMappingView {
         uint64_t iova = 0, size = 0;
         const uint8_t* host = nullptr;
