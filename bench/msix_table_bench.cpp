@@ -78,13 +78,9 @@ Cost round(vmm::Kvm& kvm, const Case& c) {
     vmm::KvmGuestMapper mapper(*vm);
     vmm::KvmMsiRouter msi(*vm);
     vmm::KvmIntxRouter intx(*vm);
-    devices::vfio_pci::VfioPciPlatform platform;
-    platform.mmio = &mmio;
-    platform.pio = &pio;
-    platform.mapper = &mapper;
-    platform.msi = &msi;
-    platform.intx = &intx;
-    platform.intxGsi = 17;
+    // No P2P (dma): the bench is about interrupts.
+    const devices::vfio_pci::VfioPciPlatform platform{
+        .mmio = &mmio, .pio = &pio, .mapper = &mapper, .msi = &msi, .intx = &intx, .intxGsi = 17};
     auto device = must(devices::vfio_pci::VfioPciDevice::create(must(backend->openDevice(kBdf), kBdf), platform, "bench"),
                        "device");
     auto cfgWrite = [&](uint32_t off, uint32_t v, size_t n) {

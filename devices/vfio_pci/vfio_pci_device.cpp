@@ -287,6 +287,9 @@ Result<void> VfioPciDevice::setupCapabilities(const std::vector<uint8_t>& raw) {
                 // NORESIZE clear: the host can add MSI-X vectors while MSI-X is on (Linux 6.5+
                 // with an MSI domain that supports it, vfio_pci_ioctl_get_irq_info()).
                 auto irq = device_->irqInfo(VFIO_PCI_MSIX_IRQ_INDEX);
+                if (!irq)
+                    logger().warn("{}: MSI-X: {}; every vector will be allocated when the guest enables MSI-X", name_,
+                                  irq.error().describe());
                 x.dynamic = irq && !(irq->flags & VFIO_IRQ_INFO_NORESIZE);
                 x.table.assign(16ull * x.vectors, 0);
                 for (unsigned v = 0; v < x.vectors; ++v) x.table[16 * v + 12] = 1;  // masked at reset

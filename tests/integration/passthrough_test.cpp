@@ -140,10 +140,11 @@ TEST_P(PassthroughTest, EduPayloadPassesEveryStepWithTheExpectedExits) {
     EXPECT_EQ(devB->value("vectors", 0u), 4u);
     // Masking went through the routes, not through VFIO_DEVICE_SET_IRQS: A masked and unmasked
     // (the function mask at enable, vector 1 in msix-mask) and issued no more SET_IRQS than B,
-    // which never masked anything; SET_IRQS is only for switching interrupt modes.
+    // which never masked anything, beyond one per MSI-X vector it put in use after vector 0 (the
+    // simulated host has dynamic MSI-X: a host vector as the guest first unmasks an entry).
     EXPECT_GE(jsonCount(*devA, {"route_mask_changes"}), 2u);
     EXPECT_EQ(jsonCount(*devB, {"route_mask_changes"}), 0u);
-    EXPECT_EQ(jsonCount(*devA, {"set_irqs_calls"}), jsonCount(*devB, {"set_irqs_calls"}));
+    EXPECT_EQ(jsonCount(*devA, {"set_irqs_calls"}), jsonCount(*devB, {"set_irqs_calls"}) + 8u - 1u);
     // The MSI-X table is trapped and emulated: 4 dword writes per vector, plus mask and unmask.
     EXPECT_EQ(jsonCount(*devA, {"msix_table_writes"}), 4u * 8u + 2u);
     // The device signalled every interrupt the guest counted (the guest saw no extra ones).
