@@ -41,7 +41,7 @@
 #include <thread>
 
 #include <CLI/CLI.hpp>
-#include <spdlog/spdlog.h>
+#include "base/log.h"
 
 #include "bench/bench_util.h"
 #include "devices/bus.h"
@@ -165,7 +165,7 @@ int main(int argc, char** argv) {
                                    "idle guest) or spin (at CPL3 with IF=1, vCPU thread always running)")
         ->check(CLI::IsMember({"hlt", "spin"}));
     CLI11_PARSE(app, argc, argv);
-    spdlog::set_level(spdlog::level::warn);
+    log::setLevel("warn");
 
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     if (vcpuCpu == -1) vcpuCpu = int(ncpu - 1);

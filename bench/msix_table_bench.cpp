@@ -20,7 +20,7 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
-#include <spdlog/spdlog.h>
+#include "base/log.h"
 
 #include "base/fd_limit.h"
 #include "base/log.h"

@@ -326,7 +326,7 @@ int main(int argc, char** argv) {
     app.add_option("--reps", reps, "interleaved segments of each path")->check(CLI::Range(1, 10000));
     app.add_option("--cpu", cpu, "pin to this CPU (default: the last one; -2: no pinning)");
     CLI11_PARSE(app, argc, argv);
-    log::get("vmm").set_level(spdlog::level::warn);
+    log::setLevel("warn");
 
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     if (cpu == -1) cpu = int(ncpu - 1);

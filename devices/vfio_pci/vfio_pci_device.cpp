@@ -21,7 +21,7 @@ namespace {
 
 constexpr uint64_t kPage = 4096;
 
-spdlog::logger& logger() { return log::get("devices"); }
+log::Logger& logger() { return log::get("devices"); }
 
 // Standard capabilities Conduit passes to the guest; everything else is unlinked.
 bool keepCapability(uint8_t id) {

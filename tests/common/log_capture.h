@@ -2,10 +2,8 @@
 // log line.
 #pragma once
 
-#include <spdlog/sinks/ringbuffer_sink.h>
-
-#include <algorithm>
-#include <memory>
+#include <deque>
+#include <mutex>
 #include <string>
 
 #include "base/log.h"
@@ -14,23 +12,28 @@ namespace conduit::test {
 
 class LogCapture {
 public:
-    LogCapture() { log::get("devices").sinks().push_back(sink_); }
-    ~LogCapture() {
-        auto& s = log::get("devices").sinks();
-        s.erase(std::remove(s.begin(), s.end(), sink_), s.end());
-    }
+    LogCapture()
+        : id_(log::addListener("devices", [this](const log::Line& l) {
+              std::lock_guard lock(mutex_);
+              lines_.push_back("[" + l.room + "] " + l.text + "\n");
+              if (lines_.size() > 256) lines_.pop_front();
+          })) {}
+    ~LogCapture() { log::removeListener(id_); }
     LogCapture(const LogCapture&) = delete;
     LogCapture& operator=(const LogCapture&) = delete;
 
-    // Every line so far (the newest 256), formatted.
+    // Every line so far (the newest 256).
     std::string all() const {
+        std::lock_guard lock(mutex_);
         std::string out;
-        for (auto& l : sink_->last_formatted()) out += l;
+        for (auto& l : lines_) out += l;
         return out;
     }
 
 private:
-    std::shared_ptr<spdlog::sinks::ringbuffer_sink_mt> sink_ = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(256);
+    mutable std::mutex mutex_;
+    std::deque<std::string> lines_;
+    int id_;
 };
 
 }  // namespace conduit::test
