@@ -301,6 +301,9 @@ Result<void> VfioPciDevice::setupCapabilities(const std::vector<uint8_t>& raw) {
                 msix_ = std::move(x);
                 break;
             }
+            case PCI_CAP_ID_PM:
+                pmCap_ = at;  // passed through as it is; see powerStateWritten()
+                break;
             case PCI_CAP_ID_EXP: {
                 pcieCap_ = at;
                 // "Initiate FLR" reads 0 and is acted on here (VFIO_DEVICE_RESET), not forwarded.
@@ -412,6 +415,9 @@ void VfioPciDevice::configWrite(uint32_t offset, std::span<const uint8_t> data) 
     if (msi_ && touches(msi_->cap, msi_->size())) msiChanged();
     if (msix_ && touches(msix_->cap + PCI_MSIX_FLAGS, 2)) msixControlChanged();
     if (touches(PCI_COMMAND, 2) || touches(PCI_BASE_ADDRESS_0, 24) || touches(PCI_ROM_ADDRESS, 4)) updateBars();
+    // vfio-pci acts on a write that starts at PMCSR (vfio_pm_config_write(): offset == PCI_PM_CTRL).
+    if (pmCap_ && offset == *pmCap_ + PCI_PM_CTRL && config_.forwarded(offset))
+        powerStateWritten(out[0] & PCI_PM_CTRL_STATE_MASK);
     if (flr) {
         logger().info("{}: guest initiated a function level reset", name_);
         if (auto r = resetLocked(); !r) logger().error("{}: guest FLR: {}", name_, r.error().describe());
@@ -604,6 +610,13 @@ Result<void> VfioPciDevice::deactivateBar(unsigned index, uint64_t) {
 
 void VfioPciDevice::p2pMap(unsigned index, Area& a, uint64_t gpa) {
     if (!platform_.dma) return;
+    if (pmD3hot_) {
+        // In D3hot vfio-pci exports the dma-buf revoked (MAP_FILE: ENODEV): powerStateWritten()
+        // maps the area when the guest brings the device back to D0.
+        logger().debug("{}: BAR{} [{:#x}, +{:#x}) at {:#x}: the device is in D3hot, DMA-mapped at D0", name_, index,
+                       a.range.offset, a.span, gpa);
+        return;
+    }
     // iommufd: a dma-buf of exactly this mmapped area, mapped with IOAS_MAP_FILE (the kernel
     // exports it only while the device decodes memory, which the guest's COMMAND write, forwarded
     // before the BARs are updated, has switched on). It is made afresh at every activation: a
@@ -643,6 +656,35 @@ void VfioPciDevice::p2pUnmap(Area& a) {
         logger().warn("{}: P2P unmap: {}", name_, r.error().describe());
     a.dmaMapped = false;
     a.dmaBuf.reset();
+}
+
+// A guest write of PMCSR's power state, forwarded. vfio-pci sets that state
+// (vfio_lock_and_set_power_state()): for D3hot it first revokes every dma-buf of the device
+// (vfio_pci_dma_buf_move(vdev, true)), and iommufd unmaps a revoked buf's IOAS area from the IOMMU
+// for good (iopt_revoke_notify()): going back to D0 un-revokes the buf but not the area, which
+// stays in the IOAS (a map over it is EEXIST) until unmapped. So the P2P mappings of the active
+// BARs are unmapped at D3hot and made afresh at D0, at the BARs' current guest addresses. (Type1's
+// mappings of the mmap, which D3hot leaves in the IOMMU, go the same way: a BAR in D3hot answers no
+// DMA anyway.)
+void VfioPciDevice::powerStateWritten(unsigned state) {
+    const bool d3hot = state == 3;  // PCI_D3hot; D1/D2 keep memory decode
+    if (d3hot == pmD3hot_) return;
+    pmD3hot_ = d3hot;
+    for (unsigned i = 0; i < 6; ++i) {
+        const auto gpa = bars_->active(i);
+        if (!gpa) continue;
+        for (auto& a : barState_[i].areas) {
+            if (!a.slot) continue;  // not mapped (a trapped sub-page BAR): no P2P mapping either
+            if (d3hot && a.dmaMapped) {
+                logger().debug("{}: BAR{} [{:#x}, +{:#x}) P2P-unmapped at D3hot: vfio-pci revoked its dma-buf, so "
+                               "its IOMMU mapping is gone for good",
+                               name_, i, a.range.offset, a.span);
+                p2pUnmap(a);
+            } else if (!d3hot && !a.dmaMapped) {
+                p2pMap(i, a, *gpa + a.range.offset);
+            }
+        }
+    }
 }
 
 bool VfioPciDevice::inMsixTable(unsigned index, uint64_t offset, size_t size) const {
@@ -1005,6 +1047,9 @@ Result<void> VfioPciDevice::resetLocked() {
     // What a function sees after FLR: interrupts off, BARs unprogrammed, decoding and bus mastering off.
     irqsOff();
     bars_->deactivateAll([this](unsigned i, uint64_t gpa) { return deactivateBar(i, gpa); });
+    // vfio-pci puts the function in D0 before any reset (vfio_pci_ioctl_reset(),
+    // vfio_pci_dev_set_hot_reset()), failed or not.
+    pmD3hot_ = false;
     if (auto r = doReset(plan); !r) {
         restoreAfterFailedReset(cmd);
         return std::move(r).error().withContext("failed, the device and what the guest sees are as before");

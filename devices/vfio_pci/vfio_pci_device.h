@@ -186,6 +186,7 @@ private:
     Result<void> deactivateBar(unsigned index, uint64_t gpa);
     void p2pMap(unsigned index, Area& area, uint64_t gpa);
     void p2pUnmap(Area& area);
+    void powerStateWritten(unsigned state);
 
     // Interrupts (called with mutex_ held).
     void enableIntx();
@@ -236,6 +237,9 @@ private:
     std::optional<Msix> msix_;
     std::optional<Msi> msi_;
     std::optional<uint8_t> pcieCap_;
+    std::optional<uint8_t> pmCap_;  // the PM capability (its PMCSR writes are forwarded)
+    // The guest last wrote D3hot to PMCSR: the BARs' P2P mappings are down until it writes D0.
+    bool pmD3hot_ = false;
     std::vector<uint8_t> keptCaps_;
     std::vector<uint16_t> keptExtCaps_;
     uint8_t intxPin_ = 0;

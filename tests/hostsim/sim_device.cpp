@@ -16,6 +16,7 @@ namespace conduit::hostsim {
 namespace {
 constexpr uint8_t kMsiCap = 0x40;
 constexpr uint8_t kMsixCap = 0x60;
+constexpr uint8_t kPmCap = 0xc0;  // optional (SimDeviceConfig::pmCap)
 constexpr uint64_t kEduBuf = 0x40000;
 constexpr uint64_t kEduBufSize = 4096;
 
@@ -121,6 +122,15 @@ void SimDevice::buildConfigSpace() {
         put16(&cfg_[0x82], 0x1011);             // LNKSTA: 2.5 GT/s, x1, slot clock
         put32(&cfg_[0x9c], 0x00000002);         // LNKCAP2: 2.5 GT/s supported
     }
+    if (config_.pmCap) {
+        // First in the list, so no existing capability moves. PMC: version 3, D1/D2 unsupported,
+        // no PME. PMCSR: power state (bits 1:0) writable; No_Soft_Reset (bit 3) clear.
+        cfg_[kPmCap] = 0x01;  // PCI_CAP_ID_PM
+        cfg_[kPmCap + 1] = cfg_[0x34];
+        cfg_[0x34] = kPmCap;
+        put16(&cfg_[kPmCap + 2], 0x0003);
+        cfgWritable_[kPmCap + 4] = 0x03;
+    }
     // Extended capabilities from 0x100: header (ID, version, next) then the body, read-only.
     for (size_t i = 0; i < config_.extCaps.size(); ++i) {
         const auto& c = config_.extCaps[i];
@@ -144,6 +154,12 @@ uint16_t SimDevice::command() const {
     uint16_t v;
     std::memcpy(&v, &cfg_[0x04], 2);
     return v;
+}
+
+unsigned SimDevice::powerState() const { return config_.pmCap ? cfg_[kPmCap + 4] & 0x3 : 0; }
+
+void SimDevice::setD0() {
+    if (config_.pmCap) cfg_[kPmCap + 4] &= ~0x3;
 }
 
 uint32_t SimDevice::cfgRead(uint64_t offset, unsigned size) {
@@ -253,6 +269,7 @@ void SimDevice::enable() {
     // for the kinds of BAR the device has; every simulated BAR is a memory BAR), INTx-disable
     // cleared for a PCI 2.3 device, pci_try_reset_function() when the device has a reset method,
     // then pci_save_state(): the state vfio_pci_core_disable() restores at the last close.
+    setD0();  // vfio_pci_core_enable(): vfio_pci_set_power_state(vdev, PCI_D0)
     uint16_t cmd = static_cast<uint16_t>(command() & ~(0x0004 | 0x0400));
     for (auto& b : config_.bars)
         if (b.kind != BarKind::None && b.size) cmd |= 0x0002;
@@ -269,6 +286,7 @@ void SimDevice::disable() {
     // mastering off; decode stays as restored). Without a reset the device still needs one, which
     // the bus reset at close may give it (SimHost::Impl::tryBusResetAfterClose()).
     disableIrqs();
+    setD0();  // vfio_pci_core_disable(): vfio_pci_set_power_state(vdev, PCI_D0)
     put16(&cfg_[0x04], 0x0400);
     if (config_.resetSupported) resetState();
     cfg_ = savedAtOpen_;
@@ -281,6 +299,9 @@ void SimDevice::resetRestoringConfig() {
     // pci_reset_bus() for a hot reset) saves the config state before and restores it after
     // (pci_dev_save_and_disable() / pci_dev_restore()): COMMAND, BARs and MSI state read as before,
     // only the device's own registers are back at their reset values.
+    // The function is put in D0 first (vfio_pci_set_power_state(vdev, PCI_D0) in
+    // vfio_pci_ioctl_reset() and vfio_pci_dev_set_hot_reset()), so the state saved is a D0 one.
+    setD0();
     const auto saved = cfg_;
     resetState();
     cfg_ = saved;

@@ -176,7 +176,8 @@ struct SimHost::Impl {
     // ---------------------------------------------------------------- dma-buf revocation
     // __vfio_pci_memory_enabled(): the user's COMMAND.MEMORY (vconfig) and a power state above
     // D3hot. The simulated device has no PM capability and never leaves D0, so only COMMAND counts.
-    static bool memoryEnabled(const SimDevice& d) { return d.command() & 0x0002; }
+    // __vfio_pci_memory_enabled(): COMMAND has MEMORY and the function is not in D3hot or below.
+    static bool memoryEnabled(const SimDevice& d) { return (d.command() & 0x0002) && d.powerState() < 3; }
 
     std::vector<std::shared_ptr<DmaBuf>> dmaBufsOf(const SimDevice& d) {
         std::erase_if(dmaBufs, [](auto& w) { return w.expired(); });
@@ -217,11 +218,18 @@ struct SimHost::Impl {
     // A config write the kernel handles in vfio_basic_config_write(): a write that starts at
     // PCI_COMMAND revokes the dma-bufs before it when it clears MEMORY, and un-revokes them after it
     // when memory is then enabled. (A write starting at COMMAND's high byte does neither.)
+    //
+    // A write that starts at the PM capability's PMCSR (vfio_pm_config_write(), offset ==
+    // PCI_PM_CTRL) sets the power state it holds (vfio_lock_and_set_power_state()): to D3hot the
+    // dma-bufs are revoked first; after, they are un-revoked if memory is enabled, which needs
+    // D0..D2 (__vfio_pci_memory_enabled()). D1/D2 are simply stored.
     void configWrite(SimDevice& d, uint64_t offset, uint32_t value, unsigned size) {
         const bool command = offset == 0x04;
+        const bool pmcsr = d.config_.pmCap && offset == 0xc4;
         if (command && !(value & 0x0002)) moveDmaBufs(d, true);
+        if (pmcsr && (value & 0x3) == 3) moveDmaBufs(d, true);
         d.cfgWrite(offset, value, size);
-        if (command && memoryEnabled(d)) moveDmaBufs(d, false);
+        if ((command || pmcsr) && memoryEnabled(d)) moveDmaBufs(d, false);
     }
 
     Result<int> newHandle(Handle h, bool asEventfd = false) {

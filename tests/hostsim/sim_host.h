@@ -126,6 +126,12 @@ struct SimDeviceConfig {
     // returns this count (vfio_msi_enable() passes the smaller count back to userspace); 0 makes
     // the ioctl fail with ENOSPC.
     std::optional<unsigned> hostIrqVectors;
+    // A PCI power-management capability (PCI_CAP_ID_PM, at 0xc0, first in the capability list;
+    // D0 and D3hot only, No_Soft_Reset clear). Its PMCSR power-state field is writable, and a write
+    // to it does what vfio-pci's vfio_pm_config_write() -> vfio_lock_and_set_power_state() does:
+    // D3hot revokes the device's dma-bufs, and memory decode is off while in D3hot
+    // (__vfio_pci_memory_enabled()); D0 un-revokes them when COMMAND has MEMORY. Off by default.
+    bool pmCap = false;
 };
 
 // Which host kernel's VFIO/iommufd the simulation follows.
@@ -334,6 +340,8 @@ public:
     unsigned allocatedVectors() const { return static_cast<unsigned>(allocated_.size()); }
     uint32_t configSize() const { return config_.extCaps.empty() ? 256 : 4096; }
     uint16_t command() const;
+    // PMCSR's power-state field (0 = D0 ... 3 = D3hot); 0 without the PM capability.
+    unsigned powerState() const;
 
     // Register-level access to the trapped BAR (what pread/pwrite on the device fd reach).
     uint64_t regRead(uint64_t offset, unsigned size);
@@ -369,6 +377,9 @@ private:
     // A reset as the kernel does it for a user: the config state saved before, restored after.
     void resetRestoringConfig();
     void resetState();
+    // vfio_pci_set_power_state(vdev, PCI_D0), which the kernel does at open, at close and before
+    // every reset it offers a user.
+    void setD0();
     void runDma();
     uint32_t irqCount(uint32_t index) const;
     // pci_get_rom_size(): the bytes of the ROM's images (0 when the first header is invalid).

@@ -165,6 +165,20 @@ protected:
         host.reset();
     }
 
+    // The guest writes PMCSR's power state (3: D3hot) in the sim's PM capability (SimDeviceConfig::pmCap).
+    void setPowerState(uint32_t state) {
+        constexpr uint32_t kPm = 0xc0;
+        cfgWrite(kPm + PCI_PM_CTRL, state, 2);
+        EXPECT_EQ(cfgRead(kPm + PCI_PM_CTRL, 2) & PCI_PM_CTRL_STATE_MASK, state);
+    }
+    // The peer's DMA to BAR2 (at kBar2Address) + `offset` lands there, without a fault.
+    void expectPeerDmaLands(uint32_t offset, uint32_t word) {
+        sim->clearDmaFaults();
+        EXPECT_TRUE(sim->dmaWrite(*sim->device(kPeer), kBar2Address + offset, &word, 4));
+        EXPECT_EQ(std::memcmp(sim->device(kBdf)->barMemory(2) + offset, &word, 4), 0);
+        EXPECT_TRUE(sim->dmaFaults().empty());
+    }
+
     std::vector<uint64_t> busBases() {
         std::vector<uint64_t> out;
         for (auto& e : mmio.entries()) out.push_back(e.base);
@@ -262,6 +276,40 @@ TEST_P(PassthroughDevice, BarRelocationMovesSlotTrapAndDmaMapping) {
     EXPECT_TRUE(mapper.live.empty());
     EXPECT_TRUE(mmio.entries().empty());
     EXPECT_EQ(sim->dmaMappingCount(), baseMappings);
+}
+
+// The guest puts the device in D3hot and back in D0 through the PM capability (the sim's, at 0xc0).
+// vfio-pci revokes the device's dma-bufs at D3hot (vfio_pm_config_write() ->
+// vfio_lock_and_set_power_state()) and iommufd's mapping of a revoked buf stays dead after D0
+// (iopt_revoke_notify()): P2P must be mapped afresh at D0 for the peer's DMA to land.
+TEST_P(PassthroughDevice, P2PSurvivesD3hotAndBackToD0) {
+    hostsim::SimDeviceConfig c;
+    c.pmCap = true;
+    open(c);
+    enableDecode();
+    ASSERT_EQ(cfgRead(PCI_CAPABILITY_LIST, 1), 0xc0u) << "the PM capability is passed through";
+    ASSERT_EQ(device->stats().p2pMappings, 1u);
+    setPowerState(3);  // D3hot
+    EXPECT_EQ(device->stats().p2pMappings, 0u) << "the P2P mapping is down while in D3hot";
+    setPowerState(0);  // D0
+    EXPECT_EQ(device->stats().p2pMappings, 1u);
+    EXPECT_EQ(sim->dmaMappingCount(), baseMappings + 1);
+    expectPeerDmaLands(0x300, 0x0dd0beef);
+}
+
+// A BAR the guest enables while the device is in D3hot (whose dma-buf vfio-pci would export
+// revoked: MAP_FILE ENODEV) is DMA-mapped when the device is back in D0.
+TEST_P(PassthroughDevice, P2PForABarEnabledInD3hotIsMappedAtD0) {
+    hostsim::SimDeviceConfig c;
+    c.pmCap = true;
+    open(c);
+    setPowerState(3);  // D3hot
+    enableDecode();
+    EXPECT_EQ(mapper.live.size(), 1u) << "the BAR is a guest mapping";
+    EXPECT_EQ(device->stats().p2pMappings, 0u);
+    setPowerState(0);  // D0
+    EXPECT_EQ(device->stats().p2pMappings, 1u);
+    expectPeerDmaLands(0x400, 0x5eed5eed);
 }
 
 TEST_P(PassthroughDevice, SparseMmapWithoutMsixMappable) {

@@ -26,10 +26,11 @@ constexpr uint64_t kBufLen = 0x10000;
 constexpr uint64_t kP2p = 0xc0000000;   // where B's BAR2 slice is mapped
 constexpr uint64_t kOther = 0xd0000000;  // a second, free IOVA
 constexpr uint16_t kMemory = 0x0002;     // PCI_COMMAND_MEMORY
+constexpr uint64_t kPmcsr = 0xc4;        // PCI_PM_CTRL of the sim's PM capability (SimDeviceConfig::pmCap)
 
 class DmaBufRevoke : public ::testing::Test {
 protected:
-    DmaBufRevoke() {
+    explicit DmaBufRevoke(bool pmCap = false) {
         SimDeviceConfig a;
         a.bdf = kA;
         a.group = 10;
@@ -37,6 +38,7 @@ protected:
         SimDeviceConfig b;
         b.bdf = kB;
         b.group = 11;
+        b.pmCap = pmCap;
         host.addDevice(b);
         auto be = vfio::openBackend(host, vfio::BackendKind::Iommufd, host.paths());
         EXPECT_TRUE(be.ok()) << be.error().describe();
@@ -97,6 +99,11 @@ protected:
         EXPECT_EQ(host.dmaFaults()[0].kind, DmaFaultKind::NotPresent);
         EXPECT_EQ(host.dmaFaults()[0].iova, iova + offset);
         EXPECT_EQ(host.dmaFaults()[0].vtdReason, 5) << "as any unmapped IOVA";
+    }
+
+    void setPowerState(VfioDevice& d, uint16_t state) {
+        ASSERT_TRUE(d.writeConfigObj<uint16_t>(kPmcsr, state).ok());
+        EXPECT_EQ(d.readConfigObj<uint16_t>(kPmcsr).value() & 0x3, state);
     }
 
     SimHost host;
@@ -243,6 +250,48 @@ TEST_F(DmaBufRevoke, TheLastCloseRevokesTheBufsForGood) {
     expectMapError(kP2p, buf, ENODEV);
     HostFd fresh = exportAndMap(*devB, kP2p);
     EXPECT_TRUE(lands(kP2p, kB, 0x10, 0x600dd00d));
+}
+
+// B with a PCI PM capability.
+class DmaBufRevokePm : public DmaBufRevoke {
+protected:
+    DmaBufRevokePm() : DmaBufRevoke(true) {}
+};
+
+// vfio_pm_config_write() -> vfio_lock_and_set_power_state(): PMCSR to D3hot revokes the bufs
+// (memory is not enabled in D3hot: __vfio_pci_memory_enabled()), back to D0 with decode on
+// un-revokes them, but the mapped area stays dead (iopt_revoke_notify()) until unmapped.
+TEST_F(DmaBufRevokePm, D3hotKillsTheMappingForGoodAndD0DoesNotBringItBack) {
+    ASSERT_EQ(host.device(kB)->configByte(0x34), kPmcsr - 4) << "the PM capability heads the list";
+    ASSERT_EQ(host.device(kB)->configByte(kPmcsr - 4), 0x01);  // PCI_CAP_ID_PM
+    HostFd buf = exportAndMap(*devB, kP2p);
+    EXPECT_TRUE(lands(kP2p, kB, 0x10, 0x12345678));
+
+    setPowerState(*devB, 3);  // D3hot
+    ASSERT_TRUE(devB->readConfigObj<uint16_t>(0x04).value() & kMemory) << "COMMAND keeps MEMORY";
+    expectFault(kP2p, kB, 0x20);
+    // A buf exported in D3hot is born revoked: the export works, MAP_FILE is ENODEV.
+    HostFd fresh = exportBar2(*devB);
+    expectMapError(kOther, fresh, ENODEV);
+
+    setPowerState(*devB, 0);  // D0
+    expectFault(kP2p, kB, 0x20);  // the un-revoke restores nothing
+    expectMapError(kP2p, fresh, EEXIST);  // the dead area still holds its IOVA
+    unmap(kP2p);
+    HostFd again = exportAndMap(*devB, kP2p);
+    EXPECT_TRUE(lands(kP2p, kB, 0x30, 0x0d0e0a0d));
+}
+
+// Back to D0 with decode off leaves the bufs revoked; decode on then un-revokes them.
+TEST_F(DmaBufRevokePm, D0WithDecodeOffLeavesTheBufsRevoked) {
+    HostFd buf = exportBar2(*devB);
+    setPowerState(*devB, 3);
+    setMemory(*devB, false);
+    setPowerState(*devB, 0);
+    expectMapError(kP2p, buf, ENODEV);
+    setMemory(*devB, true);
+    ASSERT_TRUE(map(kP2p, buf).ok());
+    EXPECT_TRUE(lands(kP2p, kB, 0x40, 0x600dcafe));
 }
 
 }  // namespace
