@@ -894,16 +894,15 @@ pci::MsiMessage VfioPciDevice::msiMessage(unsigned v) const {
 }
 
 void VfioPciDevice::msiChanged() {
-    const uint16_t ctl = config_.get16(msi_->cap + PCI_MSI_FLAGS);
-    const bool enable = ctl & PCI_MSI_FLAGS_ENABLE;
-    const uint32_t maskBits = msi_->perVectorMask ? config_.get32(msi_->maskOff()) : 0;
-    auto batch = platform_.msi->batch();
-    msiApply(enable, maskBits);
+    auto batch = platform_.msi->batch();  // one routing-table push for every vector touched here
+    msiApply();
     if (auto r = batch->finish(); !r) logger().error("{}: MSI routes: {}", name_, r.error().describe());
 }
 
-void VfioPciDevice::msiApply(bool enable, uint32_t maskBits) {
+void VfioPciDevice::msiApply() {
     const uint16_t ctl = config_.get16(msi_->cap + PCI_MSI_FLAGS);
+    const bool enable = ctl & PCI_MSI_FLAGS_ENABLE;
+    const uint32_t maskBits = msi_->perVectorMask ? config_.get32(msi_->maskOff()) : 0;
     if (enable && !msi_->enabled) {
         disableIntx();
         if (msix_ && msix_->enabled) disableMsix();

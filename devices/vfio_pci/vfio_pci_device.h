@@ -204,7 +204,7 @@ private:
     pci::MsiMessage msixMessage(unsigned vector) const;
     void disableMsix();
     void msiChanged();
-    void msiApply(bool enable, uint32_t maskBits);
+    void msiApply();  // msiChanged() inside its route batch
     void disableMsi();
     pci::MsiMessage msiMessage(unsigned vector) const;
     void irqsOff();

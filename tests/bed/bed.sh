@@ -306,8 +306,7 @@ cmd_fixture() {
                     mkdir -p "$dir/retried"
                     {
                         echo "[bed] ${ordinal[$tries]} attempt: $why, while this test ran; it ran again in a fresh L1."
-                        echo "[bed] The last 30 lines of that L1's console (${log_of[$l]}):"
-                        console_tail 30 "${log_of[$l]}"
+                        console_story "${log_of[$l]}"
                         echo "[bed] ---- the ${ordinal[$((tries + 1))]} attempt:"
                     } >> "$dir/retried/$n"
                     rmdir "$dir/results/claims/$n"
@@ -392,13 +391,13 @@ watch_lane() {
     set +e +o pipefail
     local log=$1 pid=$2 jobs=$3 cur="" since=0 last n limit size lastsize=-1 heard
     heard=$(date +%s)
+    stop_l1() { echo "$1" > "$log.stalled"; kill -TERM -- "-$pid" 2> /dev/null; sleep 2; kill -KILL -- "-$pid" 2> /dev/null; }
     while kill -0 "$pid" 2> /dev/null; do
         sleep 5
         size=$(stat -c %s "$log.raw" 2> /dev/null)
         [ "$size" = "$lastsize" ] || { lastsize=$size; heard=$(date +%s); }
         if [ $(( $(date +%s) - heard )) -gt "${BED_SILENCE:-90}" ] && grep -q '^BED: ready' "$log.raw"; then
-            echo "$cur silent" > "$log.stalled"
-            kill -TERM -- "-$pid" 2> /dev/null; sleep 2; kill -KILL -- "-$pid" 2> /dev/null
+            stop_l1 "$cur silent"
             return 0
         fi
         last=$(tr -d '\r' < "$log.raw" 2> /dev/null | grep -E '^BED: (start|end) ' | tail -1)
@@ -408,8 +407,7 @@ watch_lane() {
                 [ "$n" = "$cur" ] || { cur=$n; since=$(date +%s); }
                 limit=$(awk -v n="$n" '$1=="job" {if (++i == n) {print $2; exit}}' "$jobs")
                 if [ $(( $(date +%s) - since )) -gt $(( ${limit:-600} + ${BED_STALL_MARGIN:-120} )) ]; then
-                    echo "$n" > "$log.stalled"
-                    kill -TERM -- "-$pid" 2> /dev/null; sleep 2; kill -KILL -- "-$pid" 2> /dev/null
+                    stop_l1 "$n"
                     return 0
                 fi ;;
             *) cur="" ;;
@@ -419,6 +417,11 @@ watch_lane() {
 # console_tail N LOG: LOG's last N lines, L1's heartbeats left out.
 console_tail() {
     grep -v '^BED: beat ' "$2" | tail -"$1"
+}
+# console_story LOG: what a test's output shows of the L1 that ended under it.
+console_story() {
+    echo "[bed] The last 30 lines of that L1's console ($1):"
+    console_tail 30 "$1"
 }
 # job_key DIR N: the key kvm-test.sh files job N's result under: the sha1 of the test's command
 # (its arguments after BUILD_DIR and PLACE).
@@ -434,8 +437,7 @@ file_failed() {
     key=$(job_key "$dir" "$n")
     {
         echo "[bed] $why, while this test ran."
-        echo "[bed] The last 30 lines of that L1's console ($log):"
-        console_tail 30 "$log"
+        console_story "$log"
     } > "$dir/results/$key.out"
     echo 1 > "$dir/results/$key.rc"
 }
