@@ -22,7 +22,7 @@
 #include "base/printable.h"
 #include "base/unique_fd.h"
 #include "vmm/config_positions.h"
-#include "vmm/x86/payload_abi.h"
+#include "vmm/arch/x86_64/payload_abi.h"
 #include "vfio/sysfs.h"
 
 namespace conduit::vmm {

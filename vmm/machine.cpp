@@ -13,8 +13,8 @@
 #include "devices/exit_device.h"
 #include "devices/uart16550.h"
 #include "vmm/kvm_interrupt_line.h"
-#include "vmm/x86/boot.h"
-#include "vmm/x86/payload_abi.h"
+#include "vmm/arch/x86_64/boot.h"
+#include "vmm/arch/x86_64/payload_abi.h"
 
 namespace conduit::vmm {
 

@@ -6,7 +6,7 @@
 
 #include "base/log.h"
 #include "tests/hostsim/sim_host.h"
-#include "vmm/x86/pci_irq.h"
+#include "vmm/arch/x86_64/pci_irq.h"
 
 namespace conduit::vmm {
 

@@ -1,8 +1,8 @@
 #include <gtest/gtest.h>
 
-#include "vmm/x86/boot.h"
-#include "vmm/x86/cpu_state.h"
-#include "vmm/x86/payload_abi.h"
+#include "vmm/arch/x86_64/boot.h"
+#include "vmm/arch/x86_64/cpu_state.h"
+#include "vmm/arch/x86_64/payload_abi.h"
 #include "x86_test_util.h"
 
 namespace conduit::vmm::x86 {

@@ -16,17 +16,17 @@
 #include <fmt/format.h>
 
 #include "base/log.h"
-#include "vmm/x86/boot.h"
-#include "vmm/x86/bzimage.h"
-#include "vmm/x86/kernel_unpack.h"
-#include "vmm/x86/cpu_state.h"
-#include "vmm/x86/e820.h"
-#include "vmm/x86/image_file.h"
-#include "vmm/x86/linux_boot_params.h"
-#include "vmm/x86/linux_layout.h"
-#include "vmm/x86/acpi.h"
-#include "vmm/x86/mptable.h"
-#include "vmm/x86/page_tables.h"
+#include "vmm/arch/x86_64/boot.h"
+#include "vmm/arch/x86_64/bzimage.h"
+#include "vmm/arch/x86_64/kernel_unpack.h"
+#include "vmm/arch/x86_64/cpu_state.h"
+#include "vmm/arch/x86_64/e820.h"
+#include "vmm/arch/x86_64/image_file.h"
+#include "vmm/arch/x86_64/linux_boot_params.h"
+#include "vmm/arch/x86_64/linux_layout.h"
+#include "vmm/arch/x86_64/acpi.h"
+#include "vmm/arch/x86_64/mptable.h"
+#include "vmm/arch/x86_64/page_tables.h"
 
 namespace conduit::vmm::x86 {
 

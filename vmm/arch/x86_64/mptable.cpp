@@ -1,4 +1,4 @@
-#include "vmm/x86/mptable.h"
+#include "vmm/arch/x86_64/mptable.h"
 
 #include <cstring>
 #include <numeric>

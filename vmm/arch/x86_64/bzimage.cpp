@@ -1,4 +1,4 @@
-#include "vmm/x86/bzimage.h"
+#include "vmm/arch/x86_64/bzimage.h"
 
 #include <algorithm>
 #include <cstring>

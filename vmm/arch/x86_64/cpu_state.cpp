@@ -1,4 +1,4 @@
-#include "vmm/x86/cpu_state.h"
+#include "vmm/arch/x86_64/cpu_state.h"
 
 namespace conduit::vmm::x86 {
 

@@ -5,11 +5,11 @@
 
 #include <fmt/format.h>
 
-#include "vmm/x86/boot.h"
-#include "vmm/x86/cpu_state.h"
-#include "vmm/x86/image_file.h"
-#include "vmm/x86/page_tables.h"
-#include "vmm/x86/payload_abi.h"
+#include "vmm/arch/x86_64/boot.h"
+#include "vmm/arch/x86_64/cpu_state.h"
+#include "vmm/arch/x86_64/image_file.h"
+#include "vmm/arch/x86_64/page_tables.h"
+#include "vmm/arch/x86_64/payload_abi.h"
 
 namespace conduit::vmm::x86 {
 

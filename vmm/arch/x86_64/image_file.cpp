@@ -1,4 +1,4 @@
-#include "vmm/x86/image_file.h"
+#include "vmm/arch/x86_64/image_file.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>

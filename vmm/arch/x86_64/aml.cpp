@@ -1,4 +1,4 @@
-#include "vmm/x86/aml.h"
+#include "vmm/arch/x86_64/aml.h"
 
 #include <stdexcept>
 

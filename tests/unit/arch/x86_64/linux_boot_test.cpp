@@ -3,11 +3,11 @@
 #include <algorithm>
 
 #include "fake_kernels.h"
-#include "vmm/x86/boot.h"
-#include "vmm/x86/e820.h"
-#include "vmm/x86/linux_boot_params.h"
-#include "vmm/x86/linux_layout.h"
-#include "vmm/x86/mptable.h"
+#include "vmm/arch/x86_64/boot.h"
+#include "vmm/arch/x86_64/e820.h"
+#include "vmm/arch/x86_64/linux_boot_params.h"
+#include "vmm/arch/x86_64/linux_layout.h"
+#include "vmm/arch/x86_64/mptable.h"
 #include "x86_test_util.h"
 
 namespace conduit::vmm::x86 {

@@ -5,7 +5,7 @@
 //         register, no SMI command (ACPI mode from the start), no RTC, no VGA, no 8042
 //   DSDT  \_SB.PCI0: a PCIe host bridge (PNP0A08) with _CRS windows = the address layout's bus
 //         range, PCI I/O window and both MMIO windows, _PRT for every slot and pin
-//         (vmm/x86/pci_irq.h), _OSC granting every PCIe control asked for; \_SB.COM1 (the
+//         (vmm/arch/x86_64/pci_irq.h), _OSC granting every PCIe control asked for; \_SB.COM1 (the
 //         16550 at 0x3f8, IRQ 4); \_S5 for power-off
 //   MADT  one local APIC per vCPU (APIC id = vCPU index), the IOAPIC (id = vCPU count, GSI base 0),
 //         the SCI as level/active-high (ISA IRQs identity-mapped), LINT1 = NMI on every CPU

@@ -1,4 +1,4 @@
-#include "vmm/x86/page_tables.h"
+#include "vmm/arch/x86_64/page_tables.h"
 
 #include <algorithm>
 #include <vector>

@@ -1,4 +1,4 @@
-#include "vmm/x86/e820.h"
+#include "vmm/arch/x86_64/e820.h"
 
 #include <algorithm>
 

@@ -1,4 +1,4 @@
-#include "vmm/x86/kernel_unpack.h"
+#include "vmm/arch/x86_64/kernel_unpack.h"
 
 #include <lz4.h>
 #include <lzma.h>

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "base/result.h"
-#include "vmm/x86/linux_boot_params.h"
+#include "vmm/arch/x86_64/linux_boot_params.h"
 
 namespace conduit::vmm::x86 {
 

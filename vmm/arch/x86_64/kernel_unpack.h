@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "base/result.h"
-#include "vmm/x86/bzimage.h"
+#include "vmm/arch/x86_64/bzimage.h"
 
 namespace conduit::vmm::x86 {
 

@@ -1,7 +1,7 @@
 // The ACPI tables: AML encodings checked against the bytes the spec gives (golden), the table
 // graph and checksums walked as a guest's ACPICA would, and every table disassembled by Debian's
 // iasl (acpica-tools), an independent parser, whose output must name what Conduit put in.
-#include "vmm/x86/acpi.h"
+#include "vmm/arch/x86_64/acpi.h"
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
@@ -15,7 +15,7 @@
 #include <sstream>
 
 #include "devices/acpi_pm.h"
-#include "vmm/x86/aml.h"
+#include "vmm/arch/x86_64/aml.h"
 #include "x86_test_util.h"
 
 namespace conduit::vmm::x86 {

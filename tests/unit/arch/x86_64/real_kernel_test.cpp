@@ -8,11 +8,11 @@
 #include <cstdlib>
 #include <string>
 
-#include "vmm/x86/boot.h"
-#include "vmm/x86/bzimage.h"
-#include "vmm/x86/image_file.h"
-#include "vmm/x86/linux_boot_params.h"
-#include "vmm/x86/linux_layout.h"
+#include "vmm/arch/x86_64/boot.h"
+#include "vmm/arch/x86_64/bzimage.h"
+#include "vmm/arch/x86_64/image_file.h"
+#include "vmm/arch/x86_64/linux_boot_params.h"
+#include "vmm/arch/x86_64/linux_layout.h"
 #include "x86_test_util.h"
 
 namespace conduit::vmm::x86 {

@@ -16,7 +16,7 @@
 // the PV features.
 #include <algorithm>
 
-#include "vmm/x86/boot.h"
+#include "vmm/arch/x86_64/boot.h"
 
 namespace conduit::vmm::x86 {
 

@@ -1,4 +1,4 @@
-#include "vmm/x86/acpi.h"
+#include "vmm/arch/x86_64/acpi.h"
 
 #include <fmt/format.h>
 
@@ -7,9 +7,9 @@
 
 #include "devices/acpi_pm.h"
 #include "devices/pci/pci_root.h"
-#include "vmm/x86/aml.h"
-#include "vmm/x86/payload_abi.h"
-#include "vmm/x86/pci_irq.h"
+#include "vmm/arch/x86_64/aml.h"
+#include "vmm/arch/x86_64/payload_abi.h"
+#include "vmm/arch/x86_64/pci_irq.h"
 
 namespace conduit::vmm::x86 {
 

@@ -8,7 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "vmm/x86/e820.h"
+#include "vmm/arch/x86_64/e820.h"
 
 namespace conduit::vmm::x86::linux_boot {
 

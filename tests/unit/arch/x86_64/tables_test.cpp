@@ -4,9 +4,9 @@
 #include <algorithm>
 
 #include "fake_kernels.h"
-#include "vmm/x86/boot.h"
-#include "vmm/x86/bzimage.h"
-#include "vmm/x86/e820.h"
+#include "vmm/arch/x86_64/boot.h"
+#include "vmm/arch/x86_64/bzimage.h"
+#include "vmm/arch/x86_64/e820.h"
 #include "x86_test_util.h"
 
 namespace conduit::vmm::x86 {
