@@ -56,7 +56,7 @@ struct SerialConfig {
 };
 
 struct ExitDeviceConfig {
-    bool enabled = true;  // port CONDUIT_EXIT_PORT (vmm/arch/x86_64/payload_abi.h)
+    bool enabled = true;  // where it sits is the platform's payload ABI (vmm/arch/<arch>/)
 };
 
 // A "vfio-pci" device: a host PCI function assigned to the guest (docs/config.md).

@@ -165,14 +165,14 @@ Bytes dsdt(const memory::AddressLayout& layout) {
 
 Bytes madt(unsigned vcpus) {
     Bytes b = header("APIC", 5);
-    appendLe<uint32_t>(b, static_cast<uint32_t>(memory::AddressLayout::kLapicBase));
+    appendLe<uint32_t>(b, static_cast<uint32_t>(x86::kLapicBase));
     appendLe<uint32_t>(b, 1);  // PCAT_COMPAT: there are 8259 PICs (KVM's in-kernel irqchip has them)
     for (unsigned i = 0; i < vcpus; ++i) {  // Processor Local APIC
         b.insert(b.end(), {0, 8, static_cast<uint8_t>(i), static_cast<uint8_t>(i)});
         appendLe<uint32_t>(b, 1);  // enabled
     }
     b.insert(b.end(), {1, 12, static_cast<uint8_t>(vcpus), 0});  // I/O APIC
-    appendLe<uint32_t>(b, static_cast<uint32_t>(memory::AddressLayout::kIoApicBase));
+    appendLe<uint32_t>(b, static_cast<uint32_t>(x86::kIoApicBase));
     appendLe<uint32_t>(b, 0);  // GSI base
     // ISA IRQs are identity-mapped to IOAPIC pins (vmm/irq_routing.cpp routes GSI n to pin n, the
     // PIT's IRQ 0 included), so the only override says the SCI is level-triggered, active high

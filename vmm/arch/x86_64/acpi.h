@@ -21,6 +21,7 @@
 
 #include "base/result.h"
 #include "memory/address_layout.h"
+#include "vmm/arch/x86_64/layout.h"
 #include "memory/guest_memory.h"
 
 namespace conduit::vmm::x86 {

@@ -23,6 +23,7 @@
 #include "vmm/arch/x86_64/e820.h"
 #include "vmm/arch/x86_64/image_file.h"
 #include "vmm/arch/x86_64/linux_boot_params.h"
+#include "vmm/arch/x86_64/layout.h"
 #include "vmm/arch/x86_64/linux_layout.h"
 #include "vmm/arch/x86_64/acpi.h"
 #include "vmm/arch/x86_64/mptable.h"
@@ -327,8 +328,8 @@ Result<BootPlan> loadLinux(const memory::GuestMemory& mem, const memory::Address
     tss[0x66] = 0x68;  // I/O map base beyond the limit: no bitmap
     TRY_CTX(mem.writeObj(kLinuxTssAddr, tss), "writing the boot TSS");
     TRY(writeIdentityPageTables(mem, layout, kLinuxPml4Addr, kLinuxIdentityMapEnd));
-    TRY(writeMpTable(mem, kMpTableAddr, vcpus, memory::AddressLayout::kIoApicBase,
-                     memory::AddressLayout::kLapicBase));
+    TRY(writeMpTable(mem, kMpTableAddr, vcpus, x86::kIoApicBase,
+                     x86::kLapicBase));
 
     BootPlan plan;
     for (unsigned i = 0; i < vcpus; ++i) {

@@ -75,7 +75,7 @@ struct Tables {
 };
 
 Tables build(uint64_t ram, unsigned vcpus) {
-    auto layout = memory::AddressLayout::x86_64(ram);
+    auto layout = x86::addressLayout(ram);
     EXPECT_TRUE(layout.ok());
     auto t = buildAcpiTables(*layout, vcpus);
     EXPECT_TRUE(t.ok()) << t.error().describe();
@@ -127,7 +127,7 @@ TEST(Acpi, TheTableGraphIsWhatAGuestWalks) {
         if (type == 1) {
             ++ioapics;
             EXPECT_EQ(madt[at + 2], vcpus);
-            EXPECT_EQ(le<uint32_t>(madt, at + 4), memory::AddressLayout::kIoApicBase);
+            EXPECT_EQ(le<uint32_t>(madt, at + 4), x86::kIoApicBase);
         }
         at += len;
     }
@@ -135,12 +135,12 @@ TEST(Acpi, TheTableGraphIsWhatAGuestWalks) {
     EXPECT_EQ(apicIds, (std::vector<unsigned>{0, 1, 2}));
     EXPECT_EQ(ioapics, 1u);
     const Bytes& mcfg = t["MCFG"];
-    EXPECT_EQ(le<uint64_t>(mcfg, 44), memory::AddressLayout::kEcamBase);
+    EXPECT_EQ(le<uint64_t>(mcfg, 44), x86::kEcamBase);
     EXPECT_EQ(mcfg[55], 255);
 }
 
 TEST(Acpi, RefusesVcpuCountsTheMadtCannotHold) {
-    auto layout = memory::AddressLayout::x86_64(512 * memory::MiB);
+    auto layout = x86::addressLayout(512 * memory::MiB);
     ASSERT_TRUE(layout.ok());
     EXPECT_FALSE(buildAcpiTables(*layout, 0).ok());
     auto r = buildAcpiTables(*layout, 255);

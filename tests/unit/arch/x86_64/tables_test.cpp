@@ -16,7 +16,7 @@ using memory::GiB;
 using memory::MiB;
 
 TEST(E820, SmallGuest) {
-    auto layout = memory::AddressLayout::x86_64(64 * MiB);
+    auto layout = x86::addressLayout(64 * MiB);
     ASSERT_TRUE(layout.ok());
     auto map = buildE820(*layout);
     struct Want { uint64_t addr, size; uint32_t type; };
@@ -39,7 +39,7 @@ TEST(E820, SmallGuest) {
 }
 
 TEST(E820, HighRamSortedAndDisjoint) {
-    auto layout = memory::AddressLayout::x86_64(6 * GiB);
+    auto layout = x86::addressLayout(6 * GiB);
     ASSERT_TRUE(layout.ok());
     auto map = buildE820(*layout);
     uint64_t ram = 0;

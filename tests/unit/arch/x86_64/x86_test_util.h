@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "memory/address_layout.h"
+#include "vmm/arch/x86_64/layout.h"
 #include "memory/guest_memory.h"
 
 namespace conduit::vmm::x86::test {
@@ -27,7 +28,7 @@ struct Guest {
 };
 
 inline Guest makeGuest(uint64_t ramBytes) {
-    auto layout = memory::AddressLayout::x86_64(ramBytes);
+    auto layout = x86::addressLayout(ramBytes);
     EXPECT_TRUE(layout.ok());
     auto mem = memory::GuestMemory::create(layout->ramRanges(), {});
     EXPECT_TRUE(mem.ok()) << (mem.ok() ? "" : mem.error().describe());
