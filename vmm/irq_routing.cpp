@@ -11,6 +11,32 @@
 
 namespace conduit::vmm {
 
+kvm_irq_routing_entry msiRoutingEntry(uint32_t gsi, const MsiMessage& msi, bool deviceIds) {
+    kvm_irq_routing_entry e{};
+    e.gsi = gsi;
+    e.type = KVM_IRQ_ROUTING_MSI;
+    e.u.msi.address_lo = static_cast<uint32_t>(msi.address);
+    e.u.msi.address_hi = static_cast<uint32_t>(msi.address >> 32);
+    e.u.msi.data = msi.data;
+    if (deviceIds && msi.deviceId) {
+        e.flags = KVM_MSI_VALID_DEVID;
+        e.u.msi.devid = *msi.deviceId;
+    }
+    return e;
+}
+
+kvm_msi kvmMsi(const MsiMessage& msi, bool deviceIds) {
+    kvm_msi m{};
+    m.address_lo = static_cast<uint32_t>(msi.address);
+    m.address_hi = static_cast<uint32_t>(msi.address >> 32);
+    m.data = msi.data;
+    if (deviceIds && msi.deviceId) {
+        m.flags = KVM_MSI_VALID_DEVID;
+        m.devid = *msi.deviceId;
+    }
+    return m;
+}
+
 GsiRoutingTable::GsiRoutingTable(int vmFd, uint32_t maxGsis, IrqchipRoutes irqchip)
     : vmFd_(vmFd), maxGsis_(maxGsis), irqchip_(std::move(irqchip)) {}
 
@@ -22,15 +48,7 @@ bool GsiRoutingTable::isIrqchipGsi(uint32_t gsi) const {
 
 std::vector<kvm_irq_routing_entry> GsiRoutingTable::entriesLocked() const {
     std::vector<kvm_irq_routing_entry> out = irqchip_.entries;
-    for (auto& [gsi, m] : msi_) {
-        kvm_irq_routing_entry e{};
-        e.gsi = gsi;
-        e.type = KVM_IRQ_ROUTING_MSI;
-        e.u.msi.address_lo = static_cast<uint32_t>(m.address);
-        e.u.msi.address_hi = static_cast<uint32_t>(m.address >> 32);
-        e.u.msi.data = m.data;
-        out.push_back(e);
-    }
+    for (auto& [gsi, m] : msi_) out.push_back(msiRoutingEntry(gsi, m, deviceIds_.value_or(false)));
     return out;
 }
 
@@ -57,8 +75,34 @@ Result<void> GsiRoutingTable::commit() {
     return commitLocked();
 }
 
+void GsiRoutingTable::setDeviceIds(bool on) {
+    std::lock_guard lock(mutex_);
+    deviceIds_ = on;
+}
+
+bool GsiRoutingTable::deviceIds() const {
+    std::lock_guard lock(mutex_);
+    return deviceIds_.value_or(false);
+}
+
+Result<void> GsiRoutingTable::checkDeviceIdLocked(const MsiMessage& msi) {
+    if (!deviceIds_) {
+        auto cap = kvmIoctl(vmFd_, KVM_CHECK_EXTENSION, KVM_CAP_MSI_DEVID, "KVM_CHECK_EXTENSION", "vm", "KVM_CAP_MSI_DEVID");
+        if (!cap) log::get("vmm").warn("GSI routing: MSIs without device ids: {}", cap.error().describe());
+        deviceIds_ = cap && *cap > 0;
+        log::get("vmm").debug("GSI routing: MSI routes {} device ids", *deviceIds_ ? "carry" : "do not carry");
+    }
+    if (*deviceIds_ && !msi.deviceId)
+        return Error(fmt::format("GSI routing: MSI address {:#x} data {:#x} has no device id, which this VM's interrupt "
+                                 "controller needs (KVM_CAP_MSI_DEVID)",
+                                 msi.address, msi.data),
+                     EINVAL);
+    return success();
+}
+
 Result<uint32_t> GsiRoutingTable::addMsi(const MsiMessage& msi) {
     std::lock_guard lock(mutex_);
+    TRY(checkDeviceIdLocked(msi));
     uint32_t gsi = irqchip_.firstMsiGsi;
     for (auto& [used, m] : msi_) {
         if (used != gsi) break;
@@ -72,7 +116,8 @@ Result<uint32_t> GsiRoutingTable::addMsi(const MsiMessage& msi) {
         return std::move(pushed).error().withContext(
             fmt::format("adding MSI route GSI {} (address {:#x} data {:#x})", gsi, msi.address, msi.data));
     }
-    log::get("vmm").debug("GSI {} -> MSI address {:#x} data {:#x}", gsi, msi.address, msi.data);
+    log::get("vmm").debug("GSI {} -> MSI address {:#x} data {:#x}{}", gsi, msi.address, msi.data,
+                          msi.deviceId ? fmt::format(" device {:#x}", *msi.deviceId) : "");
     return gsi;
 }
 
@@ -81,6 +126,7 @@ Result<void> GsiRoutingTable::updateMsi(uint32_t gsi, const MsiMessage& msi) {
     auto it = msi_.find(gsi);
     if (it == msi_.end()) return Error(fmt::format("GSI routing: GSI {} is not an allocated MSI route", gsi), ENOENT);
     if (it->second == msi) return success();
+    TRY_CTX(checkDeviceIdLocked(msi), fmt::format("updating MSI route GSI {}", gsi));
     MsiMessage old = std::exchange(it->second, msi);
     auto pushed = commitLocked();
     if (!pushed) {

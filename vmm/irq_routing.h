@@ -15,14 +15,17 @@
 #include <vector>
 
 #include "base/result.h"
+#include "devices/msi_message.h"
 
 namespace conduit::vmm {
 
-struct MsiMessage {
-    uint64_t address = 0;
-    uint32_t data = 0;
-    bool operator==(const MsiMessage&) const = default;
-};
+using devices::MsiMessage;
+
+// KVM's forms of an MSI. The device id goes in (flags KVM_MSI_VALID_DEVID, devid) when the VM uses
+// device ids (`deviceIds`: KVM_CAP_MSI_DEVID, arm64 with an ITS) and the message has one; x86 KVM
+// never gets it.
+kvm_irq_routing_entry msiRoutingEntry(uint32_t gsi, const MsiMessage& msi, bool deviceIds);
+kvm_msi kvmMsi(const MsiMessage& msi, bool deviceIds);
 
 // The irqchip's part of the table, from the platform (vmm/arch/platform.h): KVM_IRQ_ROUTING_IRQCHIP
 // entries (a GSI may have several, e.g. PIC and IOAPIC), and the first GSI MSI routes may use.
@@ -48,6 +51,12 @@ public:
     Result<void> removeMsi(uint32_t gsi);
 
     std::optional<MsiMessage> msi(uint32_t gsi) const;
+    // Whether MSI routes carry device ids to KVM. Unless set, the table asks KVM
+    // (KVM_CAP_MSI_DEVID on the VM fd) when the first MSI route is added: arm64 KVM says yes only
+    // once the VM has an ITS, which it may get after this table exists. With device ids on, a
+    // message without one is refused here (KVM would refuse it with a bare EINVAL).
+    void setDeviceIds(bool on);
+    bool deviceIds() const;  // false until set or learned
     // The full table as it is (or will be) pushed: irqchip entries then MSI entries by GSI.
     std::vector<kvm_irq_routing_entry> entries() const;
     // Pushes the current table (KVM_SET_GSI_ROUTING); done implicitly by every change.
@@ -76,6 +85,7 @@ public:
 
 private:
     std::vector<kvm_irq_routing_entry> entriesLocked() const;
+    Result<void> checkDeviceIdLocked(const MsiMessage& msi);
     Result<void> commitLocked();
 
     int vmFd_;
@@ -83,6 +93,7 @@ private:
     const IrqchipRoutes irqchip_;
     mutable std::mutex mutex_;
     std::map<uint32_t, MsiMessage> msi_;
+    std::optional<bool> deviceIds_;  // unset: ask KVM at the first MSI route
     unsigned deferrals_ = 0;
     bool dirty_ = false;  // changed while deferred, not pushed yet
     uint64_t pushes_ = 0;

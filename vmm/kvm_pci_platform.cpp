@@ -28,8 +28,7 @@ public:
     }
 
     int eventFd() const override { return event_.fd(); }
-    Result<void> setMessage(const devices::pci::MsiMessage& m) override {
-        MsiMessage msg{m.address, m.data};
+    Result<void> setMessage(const MsiMessage& msg) override {
         if (vm_.routing().msi(gsi_) == msg) return success();
         return vm_.routing().updateMsi(gsi_, msg);
     }
@@ -106,10 +105,10 @@ Result<std::unique_ptr<devices::pci::GuestMapping>> KvmGuestMapper::map(uint64_t
     return std::unique_ptr<devices::pci::GuestMapping>(std::make_unique<SlotMapping>(std::move(slot)));
 }
 
-Result<std::unique_ptr<devices::pci::MsiRoute>> KvmMsiRouter::createRoute(const devices::pci::MsiMessage& message, bool masked,
+Result<std::unique_ptr<devices::pci::MsiRoute>> KvmMsiRouter::createRoute(const MsiMessage& message, bool masked,
                                                                           const std::string& name) {
     auto event = TRY(EventFd::create());
-    const uint32_t gsi = TRY_CTX(vm_.routing().addMsi({message.address, message.data}), name);
+    const uint32_t gsi = TRY_CTX(vm_.routing().addMsi(message), name);
     auto route = std::make_unique<KvmMsiRoute>(vm_, std::move(event), gsi, name);
     if (!masked) TRY_CTX(route->bind(), name);
     route->setMaskedFlag(masked);

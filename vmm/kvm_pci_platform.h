@@ -28,7 +28,7 @@ private:
 class KvmMsiRouter final : public devices::pci::MsiRouter {
 public:
     explicit KvmMsiRouter(Vm& vm) : vm_(vm) {}
-    Result<std::unique_ptr<devices::pci::MsiRoute>> createRoute(const devices::pci::MsiMessage& message, bool masked,
+    Result<std::unique_ptr<devices::pci::MsiRoute>> createRoute(const MsiMessage& message, bool masked,
                                                                 const std::string& name) override;
     // One KVM_SET_GSI_ROUTING for everything changed while it lives (GsiRoutingTable::Deferral).
     std::unique_ptr<devices::pci::MsiRouteBatch> batch() override;

@@ -26,6 +26,12 @@ public:
     // vCPU threads concurrently: the device serialises itself.
     virtual void configRead(uint32_t offset, std::span<uint8_t> data) = 0;
     virtual void configWrite(uint32_t offset, std::span<const uint8_t> data) = 0;
+    // The root put the function at bus:devfn (before the guest can reach it): its requester id,
+    // which its MSIs carry as their device id (devices/msi_message.h).
+    virtual void placed(uint8_t bus, uint8_t devfn) {
+        (void)bus;
+        (void)devfn;
+    }
 };
 
 enum class BarType { None, Io, Mem32, Mem64 };

@@ -119,6 +119,7 @@ Result<uint8_t> PciRoot::addDevice(std::shared_ptr<PciDevice> device, std::optio
     uint8_t devfn = static_cast<uint8_t>(*slot << 3);
     if (devices_[devfn])
         return Error(fmt::format("PCI slot 00:{:02x}.0 for {} is taken by {}", *slot, device->name(), devices_[devfn]->name()), EBUSY);
+    device->placed(0, devfn);
     devices_[devfn] = std::move(device);
     return devfn;
 }

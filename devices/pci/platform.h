@@ -11,6 +11,7 @@
 #include <string>
 
 #include "base/result.h"
+#include "devices/msi_message.h"
 
 namespace conduit::devices::pci {
 
@@ -27,11 +28,7 @@ public:
     virtual Result<std::unique_ptr<GuestMapping>> map(uint64_t gpa, uint64_t size, void* host, const std::string& name) = 0;
 };
 
-struct MsiMessage {
-    uint64_t address = 0;
-    uint32_t data = 0;
-    bool operator==(const MsiMessage&) const = default;
-};
+using devices::MsiMessage;
 
 // One MSI/MSI-X vector: an eventfd that raises `message` in the guest while unmasked. While
 // masked, signals are held (pending) and delivered at unmask.

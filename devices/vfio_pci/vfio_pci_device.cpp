@@ -272,17 +272,12 @@ Result<void> VfioPciDevice::setupCapabilities(const std::vector<uint8_t>& raw) {
                 Msix x;
                 x.cap = at;
                 const uint16_t flags = rd16(raw, at + PCI_MSIX_FLAGS);
-                x.vectors = static_cast<uint16_t>((flags & PCI_MSIX_FLAGS_QSIZE) + 1);
-                const uint32_t table = rd32(raw, at + PCI_MSIX_TABLE), pba = rd32(raw, at + PCI_MSIX_PBA);
-                x.tableBar = table & PCI_MSIX_TABLE_BIR;
-                x.tableOffset = table & PCI_MSIX_TABLE_OFFSET;
-                x.pbaBar = pba & PCI_MSIX_PBA_BIR;
-                x.pbaOffset = pba & PCI_MSIX_PBA_OFFSET;
-                if (x.tableBar > 5 || x.pbaBar > 5 || !bars_->info(x.tableBar).isMemory() || !bars_->info(x.pbaBar).isMemory() ||
-                    x.tableOffset + 16ull * x.vectors > bars_->info(x.tableBar).size ||
-                    x.pbaOffset + (x.vectors + 63) / 64 * 8 > bars_->info(x.pbaBar).size)
+                const auto l = pci::MsixLayout::fromCapability(flags, rd32(raw, at + PCI_MSIX_TABLE), rd32(raw, at + PCI_MSIX_PBA));
+                if (l.tableBar > 5 || l.pbaBar > 5 || !bars_->info(l.tableBar).isMemory() || !bars_->info(l.pbaBar).isMemory() ||
+                    l.tableOffset + l.tableSize() > bars_->info(l.tableBar).size ||
+                    l.pbaOffset + l.pbaSize() > bars_->info(l.pbaBar).size)
                     return Error(fmt::format("{}: MSI-X table (BAR{} +{:#x}) or PBA (BAR{} +{:#x}) for {} vectors lies outside its BAR",
-                                             name_, x.tableBar, x.tableOffset, x.pbaBar, x.pbaOffset, x.vectors),
+                                             name_, l.tableBar, l.tableOffset, l.pbaBar, l.pbaOffset, l.vectors),
                                  EINVAL);
                 // NORESIZE clear: the host can add MSI-X vectors while MSI-X is on (Linux 6.5+
                 // with an MSI domain that supports it, vfio_pci_ioctl_get_irq_info()).
@@ -291,8 +286,7 @@ Result<void> VfioPciDevice::setupCapabilities(const std::vector<uint8_t>& raw) {
                     logger().warn("{}: MSI-X: {}; every vector will be allocated when the guest enables MSI-X", name_,
                                   irq.error().describe());
                 x.dynamic = irq && !(irq->flags & VFIO_IRQ_INFO_NORESIZE);
-                x.table.assign(16ull * x.vectors, 0);
-                for (unsigned v = 0; v < x.vectors; ++v) x.table[16 * v + 12] = 1;  // masked at reset
+                x.table = std::make_unique<pci::MsixTable>(l, static_cast<pci::MsixVectors&>(*this));
                 config_.emulate(at, 12);
                 config_.forward(at, 12, false);
                 for (uint32_t o = 2; o < 12; ++o) config_.set8(at + o, raw[at + o]);
@@ -424,6 +418,12 @@ void VfioPciDevice::configWrite(uint32_t offset, std::span<const uint8_t> data) 
     }
 }
 
+void VfioPciDevice::placed(uint8_t bus, uint8_t devfn) {
+    std::lock_guard lock(mutex_);
+    requesterId_ = devices::pciRequesterId(bus, devfn);
+    if (msix_) msix_->table->setDeviceId(*requesterId_);
+}
+
 // ---------------------------------------------------------------- BARs
 
 void VfioPciDevice::programBar(unsigned index, uint64_t address) {
@@ -463,7 +463,8 @@ void VfioPciDevice::updateBars() {
         const uint64_t size = i == pci::kRomBar ? bars_->romSize() : bars_->info(i).size;
         if (!size || !st.areas.empty() || !st.traps.empty()) continue;
         std::vector<BarArea> mapped;
-        const bool msixHere = msix_ && (msix_->tableBar == i || msix_->pbaBar == i);
+        const pci::MsixLayout* msix = msix_ ? &msix_->table->layout() : nullptr;
+        const bool msixHere = msix && (msix->tableBar == i || msix->pbaBar == i);
         if (i < 6 && bars_->info(i).isMemory() && st.region.mmappable() && size < kPage && !msixHere) {
             // vfio-pci offers a sub-page BAR's mmap only when the host BAR starts a page whose rest
             // it reserved (vfio_pci_probe_mmaps()), and the mmap is that whole page. (With the
@@ -488,13 +489,13 @@ void VfioPciDevice::updateBars() {
                 logger().warn("{}: BAR{} mmap areas: {}; the BAR is trapped", name_, i, areas.error().describe());
             } else {
                 std::vector<BarArea> holes;
-                if (msix_ && msix_->tableBar == i) {
-                    uint64_t b = memory::alignDown(msix_->tableOffset, kPage);
-                    holes.push_back({b, memory::alignUp(msix_->tableOffset + msix_->table.size(), kPage) - b});
+                if (msix && msix->tableBar == i) {
+                    uint64_t b = memory::alignDown(msix->tableOffset, kPage);
+                    holes.push_back({b, memory::alignUp(msix->tableOffset + msix->tableSize(), kPage) - b});
                 }
-                if (msix_ && msix_->pbaBar == i) {
-                    uint64_t b = memory::alignDown(msix_->pbaOffset, kPage);
-                    holes.push_back({b, memory::alignUp(msix_->pbaOffset + (msix_->vectors + 63) / 64 * 8, kPage) - b});
+                if (msix && msix->pbaBar == i) {
+                    uint64_t b = memory::alignDown(msix->pbaOffset, kPage);
+                    holes.push_back({b, memory::alignUp(msix->pbaOffset + msix->pbaSize(), kPage) - b});
                 }
                 for (auto& a : *areas)
                     for (auto& piece : subtract({a.offset, a.size}, holes)) mapped.push_back(piece);
@@ -687,41 +688,11 @@ void VfioPciDevice::powerStateWritten(unsigned state) {
     }
 }
 
-bool VfioPciDevice::inMsixTable(unsigned index, uint64_t offset, size_t size) const {
-    return msix_ && msix_->tableBar == index && offset >= msix_->tableOffset &&
-           offset + size <= msix_->tableOffset + msix_->table.size();
-}
-
-bool VfioPciDevice::inMsixPba(unsigned index, uint64_t offset, size_t size) const {
-    return msix_ && msix_->pbaBar == index && offset >= msix_->pbaOffset &&
-           offset + size <= msix_->pbaOffset + (msix_->vectors + 63) / 64 * 8;
-}
-
 void VfioPciDevice::barAccess(unsigned index, uint64_t offset, std::span<uint8_t> data, bool write) {
     std::lock_guard lock(mutex_);
     (write ? stats_.trappedWrites : stats_.trappedReads)[index]++;
-    if (inMsixTable(index, offset, data.size())) {
-        const uint64_t at = offset - msix_->tableOffset;
-        if (!write) {
-            ++stats_.msixTableReads;
-            std::memcpy(data.data(), &msix_->table[at], data.size());
-            return;
-        }
-        ++stats_.msixTableWrites;
-        std::memcpy(&msix_->table[at], data.data(), data.size());
-        const unsigned first = static_cast<unsigned>(at / 16), last = static_cast<unsigned>((at + data.size() - 1) / 16);
-        for (unsigned v = first; v <= last; ++v) msixEntryChanged(v);
-        return;
-    }
-    if (inMsixPba(index, offset, data.size())) {
-        if (write) return;  // read-only
-        ++stats_.pbaReads;
-        std::vector<uint8_t> pba((msix_->vectors + 63) / 64 * 8, 0);
-        for (unsigned v = 0; v < msix_->routes.size(); ++v)
-            if (msix_->routes[v] && msix_->routes[v]->pending()) pba[v / 8] |= static_cast<uint8_t>(1u << (v % 8));
-        std::memcpy(data.data(), &pba[offset - msix_->pbaOffset], data.size());
-        return;
-    }
+    // The MSI-X table and PBA (its callbacks come back to msixVectorChanged() / msixPending()).
+    if (msix_ && msix_->table->access(index, offset, data, write)) return;
     const uint32_t region = index == pci::kRomBar ? uint32_t(VFIO_PCI_ROM_REGION_INDEX) : uint32_t(VFIO_PCI_BAR0_REGION_INDEX) + index;
     if (write) {
         if (index == pci::kRomBar) return;
@@ -767,58 +738,45 @@ void VfioPciDevice::disableIntx() {
     intxOn_ = false;
 }
 
-pci::MsiMessage VfioPciDevice::msixMessage(unsigned v) const {
-    uint32_t lo, hi, data;
-    std::memcpy(&lo, &msix_->table[16 * v], 4);
-    std::memcpy(&hi, &msix_->table[16 * v + 4], 4);
-    std::memcpy(&data, &msix_->table[16 * v + 8], 4);
-    return {(uint64_t(hi) << 32) | lo, data};
+void VfioPciDevice::msixControlChanged() {
+    auto batch = platform_.msi->batch();  // one routing-table push for every vector touched here
+    const bool wasOn = msix_->table->enabled();
+    if (auto r = msix_->table->writeControl(config_.get16(msix_->cap + PCI_MSIX_FLAGS)); !r)
+        logger().error("{}: enabling MSI-X: {}", name_, r.error().describe());
+    else if (!wasOn && msix_->table->enabled())
+        logger().debug("{}: MSI-X on, {} of {} vectors in use", name_, msixVectorsInUse(), msix_->vectors());
+    if (wasOn && !msix_->table->enabled()) enableIntx();  // the guest turned MSI-X off
+    if (auto r = batch->finish(); !r) logger().error("{}: MSI-X routes: {}", name_, r.error().describe());
 }
 
-bool VfioPciDevice::msixVectorMasked(unsigned v) const { return msix_->maskAll || (msix_->table[16 * v + 12] & 1); }
-
-void VfioPciDevice::msixControlChanged() {
-    const uint16_t ctl = config_.get16(msix_->cap + PCI_MSIX_FLAGS);
-    const bool enable = ctl & PCI_MSIX_FLAGS_ENABLE;
-    msix_->maskAll = ctl & PCI_MSIX_FLAGS_MASKALL;
-    auto batch = platform_.msi->batch();  // one routing-table push for every vector touched here
-    if (enable && !msix_->enabled) {
-        // The kernel refuses a second index while one is active: everything else off first.
-        disableIntx();
-        if (msi_ && msi_->enabled) disableMsi();
-        if (auto r = msix_->dynamic ? enableMsixInUse() : enableMsixAll(); !r) {
-            logger().error("{}: enabling MSI-X: {}", name_, r.error().describe());
-            msix_->routes.clear();
-            enableIntx();
-        } else {
-            msix_->enabled = true;
-            logger().debug("{}: MSI-X on, {} of {} vectors in use", name_, msixVectorsInUse(), msix_->vectors);
-        }
-    } else if (!enable && msix_->enabled) {
-        disableMsix();
+Result<void> VfioPciDevice::msixEnable() {
+    // The kernel refuses a second index while one is active: everything else off first.
+    disableIntx();
+    if (msi_ && msi_->enabled) disableMsi();
+    if (auto r = msix_->dynamic ? enableMsixInUse() : enableMsixAll(); !r) {
+        msix_->routes.clear();
         enableIntx();
-    } else if (msix_->enabled) {
-        for (unsigned v = 0; v < msix_->vectors; ++v) msixEntryChanged(v);
+        return r;
     }
-    if (auto r = batch->finish(); !r) logger().error("{}: MSI-X routes: {}", name_, r.error().describe());
+    return success();
 }
 
 Result<void> VfioPciDevice::enableMsixAll() {
     // A host without dynamic MSI-X (NORESIZE) cannot add vectors once MSI-X is on: every entry
     // gets its host vector and route now.
-    for (unsigned v = 0; v < msix_->vectors; ++v)
+    for (unsigned v = 0; v < msix_->vectors(); ++v)
         msix_->routes.push_back(TRY_CTX(createMsixRoute(v), fmt::format("MSI-X vector {}", v)));
     return enableVectors(VFIO_PCI_MSIX_IRQ_INDEX, msix_->routes);
 }
 
 Result<void> VfioPciDevice::enableMsixInUse() {
     // Dynamic MSI-X (NORESIZE clear, vfio_msi_alloc_irq()): a host vector and a KVM route only for
-    // the entries the guest uses, i.e. has unmasked, now or later (msixEntryChanged()). A driver
+    // the entries the guest uses, i.e. has unmasked, now or later (msixVectorChanged()). A driver
     // enables MSI-X with every entry masked and unmasks the vectors it requests, so a 2,048-entry
     // table costs what its vectors in use cost. The kernel needs one vector to switch MSI-X on:
     // vector 0, without an eventfd unless the guest uses it already. (An entry never unmasked has
     // no route, so its pending bit is not shown: the device's message for it has nowhere to go.)
-    msix_->routes.resize(msix_->vectors);
+    msix_->routes.resize(msix_->vectors());
     int32_t fd0 = -1;
     if (msixEntryInUse(0)) {
         msix_->routes[0] = TRY_CTX(createMsixRoute(0), "MSI-X vector 0");
@@ -826,13 +784,13 @@ Result<void> VfioPciDevice::enableMsixInUse() {
     }
     ++stats_.setIrqsCalls;
     TRY(device_->setIrqEventfds(VFIO_PCI_MSIX_IRQ_INDEX, 0, std::span<const int32_t>(&fd0, 1)));
-    for (unsigned v = 1; v < msix_->vectors; ++v)
+    for (unsigned v = 1; v < msix_->vectors(); ++v)
         if (msixEntryInUse(v)) useMsixVector(v);
     return success();
 }
 
 Result<std::unique_ptr<pci::MsiRoute>> VfioPciDevice::createMsixRoute(unsigned v) {
-    return platform_.msi->createRoute(msixMessage(v), msixVectorMasked(v), fmt::format("{} MSI-X {}", name_, v));
+    return platform_.msi->createRoute(msix_->table->message(v), msix_->table->masked(v), fmt::format("{} MSI-X {}", name_, v));
 }
 
 void VfioPciDevice::useMsixVector(unsigned v) {
@@ -851,22 +809,20 @@ void VfioPciDevice::useMsixVector(unsigned v) {
     msix_->routes[v] = std::move(route).value();
 }
 
-bool VfioPciDevice::msixEntryInUse(unsigned v) const { return !(msix_->table[16 * v + 12] & 1); }
+bool VfioPciDevice::msixEntryInUse(unsigned v) const { return !msix_->table->entryMasked(v); }
 
 unsigned VfioPciDevice::msixVectorsInUse() const {
     return static_cast<unsigned>(std::count_if(msix_->routes.begin(), msix_->routes.end(), [](auto& r) { return r != nullptr; }));
 }
 
-void VfioPciDevice::msixEntryChanged(unsigned v) {
-    if (!msix_->enabled || v >= msix_->routes.size()) return;
+void VfioPciDevice::msixVectorChanged(unsigned v, const pci::MsiMessage& msg, bool masked) {
+    if (v >= msix_->routes.size()) return;  // beyond what the host gave (enableVectors())
     if (!msix_->routes[v]) {
         if (msixEntryInUse(v)) useMsixVector(v);  // dynamic MSI-X: first unmask (message as it is now)
         return;
     }
     auto& route = *msix_->routes[v];
-    const bool masked = msixVectorMasked(v);
     // Linux rewrites an entry only while it is masked; follow the message whenever it changes.
-    auto msg = msixMessage(v);
     if (auto r = route.setMessage(msg); !r) logger().error("{}: MSI-X {}: {}", name_, v, r.error().describe());
     else ++stats_.routeMessageUpdates;
     if (route.masked() != masked) {
@@ -875,11 +831,14 @@ void VfioPciDevice::msixEntryChanged(unsigned v) {
     }
 }
 
-void VfioPciDevice::disableMsix() {
+void VfioPciDevice::msixDisable() {
     ++stats_.setIrqsCalls;
     if (auto r = device_->disableIrq(VFIO_PCI_MSIX_IRQ_INDEX); !r) logger().warn("{}: disabling MSI-X: {}", name_, r.error().describe());
     msix_->routes.clear();
-    msix_->enabled = false;
+}
+
+bool VfioPciDevice::msixPending(unsigned v) const {
+    return v < msix_->routes.size() && msix_->routes[v] && msix_->routes[v]->pending();
 }
 
 pci::MsiMessage VfioPciDevice::msiMessage(unsigned v) const {
@@ -890,7 +849,7 @@ pci::MsiMessage VfioPciDevice::msiMessage(unsigned v) const {
     const unsigned n = std::bit_ceil(static_cast<unsigned>(msi_->routes.size()));
     uint32_t data = config_.get16(msi_->dataOff());
     if (n > 1) data = (data & ~(n - 1)) | v;
-    return {addr, data};
+    return {addr, data, requesterId_};
 }
 
 void VfioPciDevice::msiChanged() {
@@ -905,7 +864,7 @@ void VfioPciDevice::msiApply() {
     const uint32_t maskBits = msi_->perVectorMask ? config_.get32(msi_->maskOff()) : 0;
     if (enable && !msi_->enabled) {
         disableIntx();
-        if (msix_ && msix_->enabled) disableMsix();
+        if (msix_) msix_->table->disable();
         const unsigned n = std::min(1u << ((ctl & PCI_MSI_FLAGS_QSIZE) >> 4), msi_->maxVectors);
         msi_->routes.resize(n);  // sized first: msiMessage() derives the vector bits from it
         for (unsigned v = 0; v < n; ++v) {
@@ -993,13 +952,13 @@ void VfioPciDevice::refreshMsiPending() {
 }
 
 void VfioPciDevice::irqsOff() {
-    if (msix_ && msix_->enabled) disableMsix();
+    if (msix_) msix_->table->disable();
     if (msi_ && msi_->enabled) disableMsi();
     disableIntx();
 }
 
 IrqMode VfioPciDevice::irqMode() const {
-    if (msix_ && msix_->enabled) return IrqMode::Msix;
+    if (msix_ && msix_->table->enabled()) return IrqMode::Msix;
     if (msi_ && msi_->enabled) return IrqMode::Msi;
     if (intxOn_) return IrqMode::Intx;
     return IrqMode::None;
@@ -1063,10 +1022,8 @@ Result<void> VfioPciDevice::resetLocked() {
         for (uint32_t o = PCI_MSI_ADDRESS_LO; o < msi_->size(); ++o) config_.set8(msi_->cap + o, 0);
     }
     if (msix_) {
-        config_.set16(msix_->cap + PCI_MSIX_FLAGS, msix_->vectors - 1);
-        msix_->maskAll = false;
-        std::fill(msix_->table.begin(), msix_->table.end(), 0);
-        for (unsigned v = 0; v < msix_->vectors; ++v) msix_->table[16 * v + 12] = 1;
+        config_.set16(msix_->cap + PCI_MSIX_FLAGS, msix_->vectors() - 1);
+        msix_->table->reset();
     }
     enableIntx();
     return success();
@@ -1088,7 +1045,7 @@ void VfioPciDevice::restoreAfterFailedReset(uint16_t cmd) {
     if (msix_) msixControlChanged();
     if (msi_) msiChanged();
     if (irqMode() == IrqMode::None) enableIntx();
-    if (msix_ && !msix_->enabled)
+    if (msix_ && !msix_->table->enabled())
         config_.set16(msix_->cap + PCI_MSIX_FLAGS, config_.get16(msix_->cap + PCI_MSIX_FLAGS) & ~PCI_MSIX_FLAGS_ENABLE);
     if (msi_ && !msi_->enabled)
         config_.set16(msi_->cap + PCI_MSI_FLAGS, config_.get16(msi_->cap + PCI_MSI_FLAGS) & ~PCI_MSI_FLAGS_ENABLE);
@@ -1098,7 +1055,13 @@ VfioPciStats VfioPciDevice::stats() const {
     std::lock_guard lock(mutex_);
     VfioPciStats s = stats_;
     s.irqMode = irqMode();
-    s.vectors = msix_ && msix_->enabled ? msixVectorsInUse()
+    if (msix_) {
+        const auto t = msix_->table->stats();
+        s.msixTableReads = t.tableReads;
+        s.msixTableWrites = t.tableWrites;
+        s.pbaReads = t.pbaReads;
+    }
+    s.vectors = msix_ && msix_->table->enabled() ? msixVectorsInUse()
                 : msi_ && msi_->enabled   ? static_cast<unsigned>(msi_->routes.size())
                                           : 0;
     for (auto& st : barState_) {

@@ -29,7 +29,10 @@
 // refuses two at once), creates one MsiRoute per vector and hands every route's eventfd to VFIO
 // in one SET_IRQS. Vector masking (MSI-X entry mask, function mask, MSI mask bits) only edits the
 // routes: no SET_IRQS per mask; a vector that fires while masked shows in the emulated PBA /
-// pending bits and is delivered at unmask. A host short of interrupt vectors enables none and
+// pending bits and is delivered at unmask. The MSI-X table, PBA and Enable / Function Mask state
+// are a pci::MsixTable (devices/pci/msix_table.h); this device is its MsixVectors, owning the
+// routes and host vectors. MSI and MSI-X messages carry the requester id the root placed the
+// function at (PciDevice::placed()) as their device id. A host short of interrupt vectors enables none and
 // says how many it has (VFIO_DEVICE_SET_IRQS returns the count): the device then runs with that
 // many (a warning names both counts; the vectors beyond never fire), or, if that fails too, the
 // error is logged and INTx is back on.
@@ -50,6 +53,7 @@
 #include "base/result.h"
 #include "devices/bus.h"
 #include "devices/pci/config_space.h"
+#include "devices/pci/msix_table.h"
 #include "devices/pci/pci_device.h"
 #include "devices/pci/platform.h"
 #include "vfio/device.h"
@@ -89,7 +93,9 @@ struct VfioPciStats {
     unsigned vectors = 0;
 };
 
-class VfioPciDevice final : public pci::PciDevice, public std::enable_shared_from_this<VfioPciDevice> {
+class VfioPciDevice final : public pci::PciDevice,
+                            public std::enable_shared_from_this<VfioPciDevice>,
+                            private pci::MsixVectors {
 public:
     // `name` is the guest location and host device, e.g. "00:01.0 (0000:01:00.0)".
     static Result<std::shared_ptr<VfioPciDevice>> create(std::unique_ptr<vfio::VfioDevice> device,
@@ -102,6 +108,7 @@ public:
     uint32_t configSize() const override { return config_.size(); }
     void configRead(uint32_t offset, std::span<uint8_t> data) override;
     void configWrite(uint32_t offset, std::span<const uint8_t> data) override;
+    void placed(uint8_t bus, uint8_t devfn) override;
 
     const pci::BarInfo& bar(unsigned index) const { return bars_->info(index); }
     uint64_t romSize() const { return bars_->romSize(); }
@@ -152,17 +159,16 @@ private:
         bool subPage = false;
         Trap pageRest;
     };
+    // The table, PBA and Enable / Function Mask state are the MsixTable's; the routes and the
+    // host vectors behind them are this device's (the MsixVectors callbacks below).
     struct Msix {
         uint8_t cap = 0;
-        uint16_t vectors = 0;
-        unsigned tableBar = 0, pbaBar = 0;
-        uint64_t tableOffset = 0, pbaOffset = 0;
-        std::vector<uint8_t> table;  // 16 bytes per entry
-        bool enabled = false, maskAll = false;
+        std::unique_ptr<pci::MsixTable> table;
         // The host adds vectors while MSI-X is on (NORESIZE clear): routes are made as the guest
         // unmasks entries, one slot per entry, empty until used. Otherwise one per entry at enable.
         bool dynamic = false;
         std::vector<std::unique_ptr<pci::MsiRoute>> routes;
+        uint16_t vectors() const { return table->layout().vectors; }
     };
     struct Msi {
         uint8_t cap = 0;
@@ -193,16 +199,17 @@ private:
     void disableIntx();
     Result<void> enableVectors(uint32_t index, std::vector<std::unique_ptr<pci::MsiRoute>>& routes);
     void msixControlChanged();
+    // pci::MsixVectors: what the guest's MSI-X table and Message Control ask of the host vectors.
+    Result<void> msixEnable() override;
+    void msixDisable() override;
+    void msixVectorChanged(unsigned vector, const pci::MsiMessage& message, bool masked) override;
+    bool msixPending(unsigned vector) const override;
     Result<void> enableMsixAll();
     Result<void> enableMsixInUse();
     Result<std::unique_ptr<pci::MsiRoute>> createMsixRoute(unsigned vector);
     void useMsixVector(unsigned vector);
     bool msixEntryInUse(unsigned vector) const;
     unsigned msixVectorsInUse() const;
-    void msixEntryChanged(unsigned vector);
-    bool msixVectorMasked(unsigned vector) const;
-    pci::MsiMessage msixMessage(unsigned vector) const;
-    void disableMsix();
     void msiChanged();
     void msiApply();  // msiChanged() inside its route batch
     void disableMsi();
@@ -224,9 +231,6 @@ private:
     Result<void> resetLocked();
     void restoreAfterFailedReset(uint16_t cmd);
 
-    bool inMsixTable(unsigned index, uint64_t offset, size_t size) const;
-    bool inMsixPba(unsigned index, uint64_t offset, size_t size) const;
-
     mutable std::mutex mutex_;
     std::unique_ptr<vfio::VfioDevice> device_;
     VfioPciPlatform platform_;
@@ -242,6 +246,7 @@ private:
     bool pmD3hot_ = false;
     std::vector<uint8_t> keptCaps_;
     std::vector<uint16_t> keptExtCaps_;
+    std::optional<uint32_t> requesterId_;  // bus << 8 | devfn once the root placed the function
     uint8_t intxPin_ = 0;
     std::unique_ptr<pci::IntxRoute> intx_;
     bool intxOn_ = false;

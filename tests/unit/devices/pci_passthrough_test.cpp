@@ -397,6 +397,30 @@ TEST_P(PassthroughDevice, MsixMaskingEditsRoutesWithoutSetIrqs) {
     EXPECT_EQ(sim->device(kBdf)->activeIrqIndex(), uint32_t(VFIO_PCI_INTX_IRQ_INDEX));
 }
 
+// On the root bus the function's messages carry its requester id (bus << 8 | devfn) as their
+// device id (what a GICv3 ITS needs); off it they carry none (the tests above).
+TEST_P(PassthroughDevice, MessagesCarryTheRequesterIdOnceTheRootPlacedTheFunction) {
+    open();
+    enableDecode();
+    PciRoot root;
+    auto devfn = root.addDevice(device, 3);
+    ASSERT_TRUE(devfn.ok()) << devfn.error().describe();
+    ASSERT_EQ(*devfn, 0x18);
+    programMsixEntries(2);
+    cfgWrite(kMsix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE, 2);
+    ASSERT_EQ(msi.live.size(), 2u);
+    EXPECT_EQ(msi.live[1]->msg, (MsiMessage{0xfee00000, 0x41, 0x18}));
+    mmioWrite(tableAddr() + 8, 0x50);  // re-targeted: still from 00:03.0
+    EXPECT_EQ(msi.live[0]->msg, (MsiMessage{0xfee00000, 0x50, 0x18}));
+    cfgWrite(kMsix + PCI_MSIX_FLAGS, 0, 2);
+    cfgWrite(kMsi + PCI_MSI_ADDRESS_LO, 0xfee00000);
+    cfgWrite(kMsi + PCI_MSI_DATA_64, 0x60, 2);
+    cfgWrite(kMsi + PCI_MSI_FLAGS, PCI_MSI_FLAGS_ENABLE, 2);
+    ASSERT_EQ(msi.live.size(), 1u);
+    EXPECT_EQ(msi.live[0]->msg, (MsiMessage{0xfee00000, 0x60, 0x18})) << "MSI too";
+    root.removeDevice(*devfn);
+}
+
 TEST_P(PassthroughDevice, MsiMultipleVectorsPerVectorMask) {
     open();
     enableDecode();
