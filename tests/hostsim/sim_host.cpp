@@ -269,7 +269,11 @@ struct SimHost::Impl {
     AddressSpace* ioasOfHwpt(Ctx& ctx, uint32_t hwpt) {
         auto it = ctx.objs.find(hwpt);
         if (it == ctx.objs.end()) return nullptr;
-        if (it->second.nested) return ioasOfHwpt(ctx, it->second.parent);  // stage 1 treated as identity
+        // A vIOMMU's nested HWPT whose vSTE aborts (Config abort, or V clear) blocks all DMA
+        // (arm_smmu_make_abort_ste()); bypass is stage 2 alone. A translating vSTE is treated as a
+        // stage-1 identity over stage 2 here: issue 13's stage-1 walk starts from Obj::ste.
+        if (it->second.viommu && smmu::steConfig(it->second.ste) == smmu::kCfgAbort) return nullptr;
+        if (it->second.nested) return ioasOfHwpt(ctx, it->second.parent);
         auto io = ctx.objs.find(it->second.ioas);
         return io == ctx.objs.end() ? nullptr : io->second.as.get();
     }
