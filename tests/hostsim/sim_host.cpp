@@ -1800,7 +1800,9 @@ struct SimHost::Impl {
             case smmu::kOpTlbiNhAsid:
                 d[0] = (d[0] & ~smmu::kTlbi0Vmid) | smmu::prep(smmu::kTlbi0Vmid, vmid);
                 break;
-            default: {  // ATC_INV, CFGI_CD(_ALL): the vSID becomes the physical StreamID
+            case smmu::kOpAtcInv:
+            case smmu::kOpCfgiCd:
+            case smmu::kOpCfgiCdAll: {  // the vSID becomes the physical StreamID
                 const uint64_t vsid = smmu::field(d[0], smmu::kCfgi0Sid);
                 std::optional<uint32_t> sid;
                 for (auto& [id, o] : ctx.objs)
@@ -1810,6 +1812,8 @@ struct SimHost::Impl {
                 d[0] = (d[0] & ~smmu::kCfgi0Sid) | smmu::prep(smmu::kCfgi0Sid, *sid);
                 break;
             }
+            default:
+                return EIO;
         }
         return 0;
     }
