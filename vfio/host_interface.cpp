@@ -40,6 +40,12 @@ Result<size_t> RealHost::pread(int fd, void* buf, size_t count, off_t offset) {
     return static_cast<size_t>(n);
 }
 
+Result<size_t> RealHost::read(int fd, void* buf, size_t count) {
+    ssize_t n = ::read(fd, buf, count);
+    if (n < 0) return Error::fromErrno("read");
+    return static_cast<size_t>(n);
+}
+
 Result<size_t> RealHost::pwrite(int fd, const void* buf, size_t count, off_t offset) {
     ssize_t n = ::pwrite(fd, buf, count, offset);
     if (n < 0) return Error::fromErrno("pwrite");

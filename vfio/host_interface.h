@@ -32,6 +32,13 @@ public:
     virtual void munmap(void* addr, size_t length) = 0;
     virtual Result<size_t> pread(int fd, void* buf, size_t count, off_t offset) = 0;
     virtual Result<size_t> pwrite(int fd, const void* buf, size_t count, off_t offset) = 0;
+    // read(2) of a stream fd: an iommufd vEVENTQ is an anon-inode file, which has no pread
+    // (no FMODE_PREAD: ESPIPE). A host that hands out no such fds may keep this default.
+    virtual Result<size_t> read(int fd, void* buf, size_t count) {
+        (void)buf;
+        (void)count;
+        return Error("read fd " + std::to_string(fd) + ": this host has no stream reads", ENOSYS);
+    }
     virtual Result<int> eventfd(unsigned initval, int flags) = 0;
 
     // sysfs (and /dev) inspection.
@@ -51,6 +58,7 @@ public:
     void munmap(void* addr, size_t length) override;
     Result<size_t> pread(int fd, void* buf, size_t count, off_t offset) override;
     Result<size_t> pwrite(int fd, const void* buf, size_t count, off_t offset) override;
+    Result<size_t> read(int fd, void* buf, size_t count) override;
     Result<int> eventfd(unsigned initval, int flags) override;
     Result<std::string> readFile(const std::filesystem::path& path) override;
     Result<std::filesystem::path> readLink(const std::filesystem::path& path) override;

@@ -2,21 +2,15 @@
 
 #include <fcntl.h>
 
+#include <algorithm>
+#include <cstring>
+
 #include <fmt/format.h>
 
 #include "base/log.h"
 #include "vfio/ioctl_util.h"
 
 namespace conduit::vfio {
-
-void IommufdObject::reset() {
-    if (owner_) {
-        auto r = owner_->destroy(id_, what_);
-        if (!r) log::get("vfio").warn("{}", r.error().describe());
-    }
-    owner_ = nullptr;
-    id_ = 0;
-}
 
 Result<std::unique_ptr<IommufdBackend>> IommufdBackend::open(HostInterface& host, const HostPaths& paths) {
     const std::string path = (paths.dev / "iommu").string();
@@ -31,9 +25,9 @@ Result<std::unique_ptr<IommufdBackend>> IommufdBackend::open(HostInterface& host
 }
 
 IommufdBackend::~IommufdBackend() {
-    if (!devIds_.empty())
+    if (!devices_.empty())
         log::get("vfio").error("iommufd backend destroyed with {} device(s) still open; the IOAS stays busy",
-                               devIds_.size());
+                               devices_.size());
     ioas_.reset();
 }
 
@@ -46,14 +40,14 @@ Result<void> IommufdBackend::destroy(uint32_t id, const std::string& what) {
 }
 
 std::optional<uint32_t> IommufdBackend::devId(const std::string& bdf) const {
-    auto it = devIds_.find(bdf);
-    if (it == devIds_.end()) return std::nullopt;
-    return it->second;
+    auto it = devices_.find(bdf);
+    if (it == devices_.end()) return std::nullopt;
+    return it->second.devId;
 }
 
 Result<std::unique_ptr<VfioDevice>> IommufdBackend::openDevice(const std::string& bdfIn, KvmFileRegistrar* kvm) {
     auto bdf = TRY(normalizeBdf(bdfIn));
-    if (devIds_.count(bdf)) return Error(fmt::format("VFIO device {} is already open in this VM", bdf), EBUSY);
+    if (devices_.count(bdf)) return Error(fmt::format("VFIO device {} is already open in this VM", bdf), EBUSY);
     TRY(sysfs_.checkAssignable(bdf));
     auto cdev = TRY(sysfs_.vfioCdev(bdf));
     auto group = sysfs_.iommuGroup(bdf);  // for reserved regions; a cdev without a group is not fatal here
@@ -69,29 +63,39 @@ Result<std::unique_ptr<VfioDevice>> IommufdBackend::openDevice(const std::string
     bind.iommufd = iommufd();
     TRY(ioctlPtr(host_, fd.get(), VFIO_DEVICE_BIND_IOMMUFD, &bind, "VFIO_DEVICE_BIND_IOMMUFD", what));
 
-    vfio_device_attach_iommufd_pt attach{};
-    attach.argsz = sizeof attach;
-    attach.pt_id = ioasId();
-    TRY(ioctlPtr(host_, fd.get(), VFIO_DEVICE_ATTACH_IOMMUFD_PT, &attach, "VFIO_DEVICE_ATTACH_IOMMUFD_PT",
-                 fmt::format("{} to IOAS {}", what, ioasId())));
+    const uint32_t hwpt = TRY(attachPt(fd.get(), what, ioasId(), fmt::format("IOAS {}", ioasId())));
     log::get("vfio").info("iommufd: {} bound as device {} and attached to IOAS {} (hwpt {})", bdf, bind.out_devid,
-                          ioasId(), attach.pt_id);
+                          ioasId(), hwpt);
 
     // A failure below closes the fd, which detaches and unbinds in the kernel as well.
     auto dev = VfioDevice::create(host_, std::move(fd), bdf);
     if (!dev) return std::move(dev).error();  // kvmFile undoes KVM's entry, then `fd` closes
     kvmFile.release();
-    devIds_[bdf] = bind.out_devid;
-    if (group) groups_[bdf] = *group;
+    DeviceState& st = devices_[bdf];
+    st.devId = bind.out_devid;
+    st.attachedPt = hwpt;
+    if (group) st.group = *group;
     auto out = std::make_unique<VfioDevice>(std::move(dev).value());
     out->setHotResetOwner(this);
     out->setCloseHook([this, bdf](int devFd) {
-        vfio_device_detach_iommufd_pt detach{};
-        detach.argsz = sizeof detach;
-        auto r = ioctlPtr(host_, devFd, VFIO_DEVICE_DETACH_IOMMUFD_PT, &detach, "VFIO_DEVICE_DETACH_IOMMUFD_PT", bdf);
-        if (!r) log::get("vfio").warn("{}", r.error().describe());
-        devIds_.erase(bdf);
-        groups_.erase(bdf);
+        auto node = devices_.extract(bdf);
+        DeviceState& st = node.mapped();
+        // vDEVICEs first: unbinding would destroy them in the kernel and leak their ids until the
+        // iommufd closes (iommu_vdevice_alloc's documentation); their handles go inert.
+        for (auto& weak : st.vdevices)
+            if (auto v = weak.lock(); v && v->obj_.valid()) {
+                auto r = destroy(v->id(), v->what());
+                if (!r) log::get("vfio").warn("{}", r.error().describe());
+                v->obj_.abandon();
+            }
+        if (st.attachedPt) {
+            vfio_device_detach_iommufd_pt detach{};
+            detach.argsz = sizeof detach;
+            auto r = ioctlPtr(host_, devFd, VFIO_DEVICE_DETACH_IOMMUFD_PT, &detach, "VFIO_DEVICE_DETACH_IOMMUFD_PT",
+                              fmt::format("{} from HWPT {}", bdf, st.attachedPt));
+            if (!r) log::get("vfio").warn("{}", r.error().describe());
+        }
+        // st.attached drops here: a HWPT held only by this attachment is destroyed, now detached.
     });
     return out;
 }
@@ -177,7 +181,9 @@ Result<DmaLimits> IommufdBackend::limits() {
 Result<std::vector<ReservedIova>> IommufdBackend::reservedRegions() {
     std::vector<ReservedIova> out;
     std::vector<unsigned> seen;
-    for (auto& [bdf, group] : groups_) {
+    for (auto& [bdf, st] : devices_) {
+        if (!st.group) continue;
+        const unsigned group = *st.group;
         if (std::find(seen.begin(), seen.end(), group) != seen.end()) continue;
         seen.push_back(group);
         auto regions = TRY(sysfs_.reservedRegions(group));
@@ -200,6 +206,20 @@ Result<HwInfo> IommufdBackend::hwInfo(uint32_t devId) {
     out.maxPasidLog2 = info.out_max_pasid_log2;
     data.resize(std::min<size_t>(info.data_len, data.size()));
     out.data = std::move(data);
+    if (out.dataType == IOMMU_HW_INFO_TYPE_ARM_SMMUV3) {
+        if (out.data.size() < sizeof(iommu_hw_info_arm_smmuv3))
+            return Error(fmt::format("IOMMU_GET_HW_INFO device {}: ARM SMMUv3 data of {} bytes, expected {}", devId,
+                                     out.data.size(), sizeof(iommu_hw_info_arm_smmuv3)),
+                         EPROTO);
+        iommu_hw_info_arm_smmuv3 raw;
+        std::memcpy(&raw, out.data.data(), sizeof raw);
+        SmmuV3HwInfo s;
+        s.flags = raw.flags;
+        std::copy(std::begin(raw.idr), std::end(raw.idr), s.idr.begin());
+        s.iidr = raw.iidr;
+        s.aidr = raw.aidr;
+        out.smmuv3 = s;
+    }
     return out;
 }
 
@@ -227,6 +247,208 @@ Result<IommufdObject> IommufdBackend::allocNestedHwpt(uint32_t devId, uint32_t p
     TRY(ioctlPtr(host_, iommufd(), IOMMU_HWPT_ALLOC, &a, "IOMMU_HWPT_ALLOC (nested)",
                  fmt::format("device {} parent {} data type {}", devId, parentId, dataType)));
     return IommufdObject(this, a.out_hwpt_id, fmt::format("nested HWPT {}", a.out_hwpt_id));
+}
+
+// ---------------------------------------------------------------- nesting (vfio/iommu_nesting.h)
+
+Result<IommufdBackend::DeviceState*> IommufdBackend::stateOf(const VfioDevice& dev, const char* call) {
+    auto it = devices_.find(dev.name());
+    if (it == devices_.end())
+        return Error(fmt::format("{}: device {} was not opened by this iommufd", call, dev.name()), ENODEV);
+    return &it->second;
+}
+
+Result<uint32_t> IommufdBackend::attachPt(int devFd, const std::string& bdf, uint32_t ptId, const std::string& target) {
+    vfio_device_attach_iommufd_pt attach{};
+    attach.argsz = sizeof attach;
+    attach.pt_id = ptId;
+    TRY(ioctlPtr(host_, devFd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, &attach, "VFIO_DEVICE_ATTACH_IOMMUFD_PT",
+                 fmt::format("{} to {}", bdf, target)));
+    return attach.pt_id;
+}
+
+Result<HwInfo> IommufdBackend::hwInfo(const VfioDevice& dev) {
+    auto* st = TRY(stateOf(dev, "IOMMU_GET_HW_INFO"));
+    return TRY_CTX(hwInfo(st->devId), dev.name());
+}
+
+Result<std::shared_ptr<NestParentHwpt>> IommufdBackend::allocNestParent(const VfioDevice& dev) {
+    auto* st = TRY(stateOf(dev, "IOMMU_HWPT_ALLOC"));
+    iommu_hwpt_alloc a{};
+    a.size = sizeof a;
+    a.flags = IOMMU_HWPT_ALLOC_NEST_PARENT;
+    a.dev_id = st->devId;
+    a.pt_id = ioasId();
+    a.data_type = IOMMU_HWPT_DATA_NONE;
+    TRY(ioctlPtr(host_, iommufd(), IOMMU_HWPT_ALLOC, &a, "IOMMU_HWPT_ALLOC(NEST_PARENT)",
+                 fmt::format("{} (device {}) over IOAS {}", dev.name(), st->devId, ioasId())));
+    log::get("vfio").info("iommufd: NEST_PARENT HWPT {} over IOAS {} for {}", a.out_hwpt_id, ioasId(), dev.name());
+    return std::make_shared<NestParentHwpt>(
+        IommuObject(this, a.out_hwpt_id, fmt::format("NEST_PARENT HWPT {}", a.out_hwpt_id)), ioasId());
+}
+
+Result<std::shared_ptr<Viommu>> IommufdBackend::allocViommu(const VfioDevice& dev,
+                                                            std::shared_ptr<const NestParentHwpt> parent,
+                                                            uint32_t type) {
+    auto* st = TRY(stateOf(dev, "IOMMU_VIOMMU_ALLOC"));
+    if (!parent || !parent->alive()) return Error("IOMMU_VIOMMU_ALLOC: no NEST_PARENT HWPT", EINVAL);
+    iommu_viommu_alloc a{};
+    a.size = sizeof a;
+    a.type = type;
+    a.dev_id = st->devId;
+    a.hwpt_id = parent->id();
+    TRY(ioctlPtr(host_, iommufd(), IOMMU_VIOMMU_ALLOC, &a, "IOMMU_VIOMMU_ALLOC",
+                 fmt::format("type {} for {} (device {}) on {}", type, dev.name(), st->devId, parent->what())));
+    log::get("vfio").info("iommufd: vIOMMU {} (type {}) on {}", a.out_viommu_id, type, parent->what());
+    return std::make_shared<Viommu>(std::move(parent),
+                                    IommuObject(this, a.out_viommu_id, fmt::format("vIOMMU {}", a.out_viommu_id)), type);
+}
+
+Result<std::shared_ptr<Vdevice>> IommufdBackend::allocVdevice(const VfioDevice& dev, std::shared_ptr<const Viommu> viommu,
+                                                              uint64_t virtId) {
+    auto* st = TRY(stateOf(dev, "IOMMU_VDEVICE_ALLOC"));
+    if (!viommu || !viommu->alive()) return Error("IOMMU_VDEVICE_ALLOC: no vIOMMU", EINVAL);
+    iommu_vdevice_alloc a{};
+    a.size = sizeof a;
+    a.viommu_id = viommu->id();
+    a.dev_id = st->devId;
+    a.virt_id = virtId;
+    TRY(ioctlPtr(host_, iommufd(), IOMMU_VDEVICE_ALLOC, &a, "IOMMU_VDEVICE_ALLOC",
+                 fmt::format("{} (device {}) as virt id {:#x} on {}", dev.name(), st->devId, virtId, viommu->what())));
+    auto out = std::make_shared<Vdevice>(
+        std::move(viommu),
+        IommuObject(this, a.out_vdevice_id, fmt::format("vDEVICE {} ({} as {:#x})", a.out_vdevice_id, dev.name(), virtId)),
+        virtId, dev.name());
+    std::erase_if(st->vdevices, [](auto& w) { return w.expired(); });
+    st->vdevices.push_back(out);
+    return out;
+}
+
+Result<std::shared_ptr<NestedHwpt>> IommufdBackend::allocNestedHwpt(const VfioDevice& dev,
+                                                                    std::shared_ptr<const Viommu> viommu,
+                                                                    const smmuv3::Ste& ste) {
+    auto* st = TRY(stateOf(dev, "IOMMU_HWPT_ALLOC"));
+    if (!viommu || !viommu->alive()) return Error("IOMMU_HWPT_ALLOC (nested): no vIOMMU", EINVAL);
+    iommu_hwpt_arm_smmuv3 data{};
+    data.ste[0] = ste[0];  // little-endian dwords: this is an x86_64 / arm64 (LE) build
+    data.ste[1] = ste[1];
+    iommu_hwpt_alloc a{};
+    a.size = sizeof a;
+    a.dev_id = st->devId;
+    a.pt_id = viommu->id();
+    a.data_type = IOMMU_HWPT_DATA_ARM_SMMUV3;
+    a.data_len = sizeof data;
+    a.data_uptr = reinterpret_cast<uint64_t>(&data);
+    TRY(ioctlPtr(host_, iommufd(), IOMMU_HWPT_ALLOC, &a, "IOMMU_HWPT_ALLOC(nested)",
+                 fmt::format("{} (device {}) on {} vSTE {:#018x} {:#018x}", dev.name(), st->devId, viommu->what(),
+                             ste[0], ste[1])));
+    // The kernel keeps a vSTE without V as all zeroes and EATS aside (arm_vsmmu_alloc_domain_nested()).
+    smmuv3::Ste kept = ste;
+    if (!(kept[0] & smmuv3::kSte0V)) kept = {0, 0};
+    return std::make_shared<NestedHwpt>(
+        std::move(viommu), IommuObject(this, a.out_hwpt_id, fmt::format("nested HWPT {}", a.out_hwpt_id)), kept);
+}
+
+Result<std::unique_ptr<VeventQueue>> IommufdBackend::allocVeventQueue(std::shared_ptr<const Viommu> viommu, uint32_t depth) {
+    if (!viommu || !viommu->alive()) return Error("IOMMU_VEVENTQ_ALLOC: no vIOMMU", EINVAL);
+    iommu_veventq_alloc a{};
+    a.size = sizeof a;
+    a.viommu_id = viommu->id();
+    a.type = IOMMU_VEVENTQ_TYPE_ARM_SMMUV3;
+    a.veventq_depth = depth;
+    TRY(ioctlPtr(host_, iommufd(), IOMMU_VEVENTQ_ALLOC, &a, "IOMMU_VEVENTQ_ALLOC",
+                 fmt::format("ARM_SMMUV3 depth {} on {}", depth, viommu->what())));
+    // Own the fd at once; the object is destroyed after it (the fd holds a reference on it).
+    IommuObject obj(this, a.out_veventq_id, fmt::format("vEVENTQ {}", a.out_veventq_id));
+    HostFd fd(host_, static_cast<int>(a.out_veventq_fd));
+    return std::make_unique<VeventQueue>(std::move(viommu), std::move(obj), std::move(fd), depth);
+}
+
+Result<void> IommufdBackend::attach(const VfioDevice& dev, std::shared_ptr<const Hwpt> hwpt) {
+    auto* st = TRY(stateOf(dev, "VFIO_DEVICE_ATTACH_IOMMUFD_PT"));
+    if (!hwpt || !hwpt->alive()) return Error("VFIO_DEVICE_ATTACH_IOMMUFD_PT " + dev.name() + ": no HWPT", EINVAL);
+    const uint32_t from = st->attachedPt;
+    st->attachedPt = TRY(attachPt(dev.fd(), dev.name(), hwpt->id(),
+                                  from ? fmt::format("{} (replacing HWPT {})", hwpt->what(), from) : hwpt->what()));
+    st->attached = std::move(hwpt);  // the previous HWPT, if only the attachment held it, goes now
+    return success();
+}
+
+Result<void> IommufdBackend::attachIoas(const VfioDevice& dev) {
+    auto* st = TRY(stateOf(dev, "VFIO_DEVICE_ATTACH_IOMMUFD_PT"));
+    const uint32_t from = st->attachedPt;
+    st->attachedPt = TRY(attachPt(dev.fd(), dev.name(), ioasId(),
+                                  from ? fmt::format("IOAS {} (replacing HWPT {})", ioasId(), from)
+                                       : fmt::format("IOAS {}", ioasId())));
+    st->attached.reset();
+    return success();
+}
+
+Result<void> IommufdBackend::detach(const VfioDevice& dev) {
+    auto* st = TRY(stateOf(dev, "VFIO_DEVICE_DETACH_IOMMUFD_PT"));
+    vfio_device_detach_iommufd_pt d{};
+    d.argsz = sizeof d;
+    TRY(ioctlPtr(host_, dev.fd(), VFIO_DEVICE_DETACH_IOMMUFD_PT, &d, "VFIO_DEVICE_DETACH_IOMMUFD_PT",
+                 fmt::format("{} from HWPT {}", dev.name(), st->attachedPt)));
+    st->attachedPt = 0;
+    st->attached.reset();
+    return success();
+}
+
+uint32_t IommufdBackend::attachedHwpt(const VfioDevice& dev) const {
+    auto it = devices_.find(dev.name());
+    return it == devices_.end() ? 0 : it->second.attachedPt;
+}
+
+Result<void> IommufdBackend::invalidateOnce(const Viommu& viommu, std::span<const smmuv3::Command> commands,
+                                            uint32_t& done) {
+    static_assert(sizeof(smmuv3::Command) == sizeof(iommu_viommu_arm_smmuv3_invalidate));
+    iommu_hwpt_invalidate inv{};
+    inv.size = sizeof inv;
+    inv.hwpt_id = viommu.id();
+    inv.data_uptr = reinterpret_cast<uint64_t>(commands.data());
+    inv.data_type = IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3;
+    inv.entry_len = sizeof(iommu_viommu_arm_smmuv3_invalidate);
+    inv.entry_num = static_cast<uint32_t>(commands.size());
+    // entry_num comes back as the number handled on success and on failure alike
+    // (iommufd_hwpt_invalidate() responds before returning the error).
+    auto r = host_.ioctl(iommufd(), IOMMU_HWPT_INVALIDATE, reinterpret_cast<uintptr_t>(&inv));
+    done = std::min<uint32_t>(inv.entry_num, static_cast<uint32_t>(commands.size()));
+    if (r) return success();
+    std::string what = fmt::format("IOMMU_HWPT_INVALIDATE {}: ", viommu.what());
+    if (done < commands.size()) {
+        const auto& c = commands[done];
+        what += fmt::format("command {} of {} ({} {:#018x} {:#018x}) refused after {} done", done, commands.size(),
+                            smmuv3::opcodeName(smmuv3::opcode(c)), c[0], c[1], done);
+    } else {
+        what += fmt::format("{} commands", commands.size());
+    }
+    return Error(what, r.error().code());
+}
+
+Result<void> IommufdBackend::invalidate(const Viommu& viommu, std::span<const smmuv3::Command> commands,
+                                        uint32_t* doneOut) {
+    uint32_t done = 0;
+    if (doneOut) *doneOut = 0;
+    if (commands.empty()) return success();  // the kernel refuses entry_num 0 on a vIOMMU (EINVAL)
+    auto r = invalidateOnce(viommu, commands, done);
+    if (doneOut) *doneOut = done;
+    if (r) return success();
+    // arm_vsmmu_cache_invalidate() converts commands one by one and issues them in batches of
+    // CMDQ_BATCH_ENTRIES - 1; a refused command leaves the converted ones of its batch unissued
+    // while entry_num counts them. Issue those again so that `done` means issued.
+    constexpr uint32_t kBatch = smmuv3::kCmdqBatchEntries - 1;
+    const uint32_t batchStart = done / kBatch * kBatch;
+    if (done > batchStart) {
+        uint32_t again = 0;
+        auto redo = invalidateOnce(viommu, commands.subspan(batchStart, done - batchStart), again);
+        if (!redo) {
+            if (doneOut) *doneOut = batchStart + again;
+            return std::move(redo).error().withContext(
+                fmt::format("re-issuing commands {}..{} before the refused one", batchStart, done - 1));
+        }
+    }
+    return r;
 }
 
 }  // namespace conduit::vfio

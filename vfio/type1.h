@@ -56,6 +56,12 @@ public:
     Result<std::vector<IovaRange>> iovaRanges() override;
     Result<DmaLimits> limits() override;
     Result<std::vector<ReservedIova>> reservedRegions() override;
+    // A VFIO container has no HWPTs, vIOMMUs or vDEVICEs: nesting needs the iommufd backend.
+    Result<IommuNesting*> nesting() override {
+        return Error("VFIO type1 container has no iommufd nesting (NEST_PARENT HWPT, vIOMMU, vDEVICE): "
+                     "open the VM's devices with the iommufd backend",
+                     EOPNOTSUPP);
+    }
 
     // VFIO_IOMMU_GET_INFO with its capability chain (IOVA ranges, dma_avail, migration).
     Result<Type1Info> info();

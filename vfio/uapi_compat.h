@@ -193,6 +193,11 @@ struct iommu_hw_info_vtd {
     __aligned_u64 ecap_reg;
 };
 
+// iommu_hw_info_arm_smmuv3::flags (7.x): TLBI/CFGI + SYNC must be issued twice (T264-SMMU-3).
+enum iommu_hw_info_arm_smmuv3_flags {
+    IOMMU_HW_INFO_ARM_SMMUV3_ERRATA_REPEAT_TLBI_CFGI = 1 << 0,
+};
+
 struct iommu_hw_info_arm_smmuv3 {
     __u32 flags;
     __u32 __reserved;
@@ -212,6 +217,11 @@ enum iommufd_hw_capabilities {
     IOMMU_HW_CAP_DIRTY_TRACKING = 1 << 0,
     IOMMU_HW_CAP_PCI_PASID_EXEC = 1 << 1,
     IOMMU_HW_CAP_PCI_PASID_PRIV = 1 << 2,
+    IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED = 1 << 3,  // ATS cannot be used for this device (6.17)
+};
+
+enum iommufd_hw_info_flags {
+    IOMMU_HW_INFO_FLAG_INPUT_TYPE = 1 << 0,  // in_data_type (the out_data_type field) is an input (6.16)
 };
 
 struct iommu_hw_info {
@@ -314,6 +324,7 @@ struct iommu_ioas_map_file {
 enum iommu_viommu_type {
     IOMMU_VIOMMU_TYPE_DEFAULT = 0,
     IOMMU_VIOMMU_TYPE_ARM_SMMUV3 = 1,
+    IOMMU_VIOMMU_TYPE_TEGRA241_CMDQV = 2,
 };
 
 struct iommu_viommu_alloc {
@@ -351,6 +362,7 @@ struct iommufd_vevent_header {
 enum iommu_veventq_type {
     IOMMU_VEVENTQ_TYPE_DEFAULT = 0,
     IOMMU_VEVENTQ_TYPE_ARM_SMMUV3 = 1,
+    IOMMU_VEVENTQ_TYPE_TEGRA241_CMDQV = 2,
 };
 
 struct iommu_vevent_arm_smmuv3 {
@@ -474,6 +486,33 @@ static_assert(sizeof(struct vfio_device_attach_iommufd_pt) == 16);
 static_assert(sizeof(struct vfio_device_detach_iommufd_pt) == 12);
 static_assert(sizeof(struct vfio_region_dma_range) == 16);
 static_assert(sizeof(struct vfio_device_feature_dma_buf) == 16);
+
+// The nesting layouts field by field, as Linux 7.3's include/uapi/linux/iommufd.h has them (and as
+// ../shared/smmunest/REPORT.md confirmed with offsetof on an arm64 7.3.4 build).
+static_assert(offsetof(struct iommu_hw_info, data_uptr) == 16 && offsetof(struct iommu_hw_info, out_data_type) == 24);
+static_assert(offsetof(struct iommu_hw_info, out_max_pasid_log2) == 28);
+static_assert(offsetof(struct iommu_hw_info_arm_smmuv3, idr) == 8 && offsetof(struct iommu_hw_info_arm_smmuv3, iidr) == 32);
+static_assert(offsetof(struct iommu_hw_info_arm_smmuv3, aidr) == 36);
+static_assert(offsetof(struct iommu_hwpt_alloc, pt_id) == 12 && offsetof(struct iommu_hwpt_alloc, out_hwpt_id) == 16);
+static_assert(offsetof(struct iommu_hwpt_alloc, __reserved) == 20 && offsetof(struct iommu_hwpt_alloc, data_type) == 24);
+static_assert(offsetof(struct iommu_hwpt_alloc, data_len) == 28 && offsetof(struct iommu_hwpt_alloc, data_uptr) == 32);
+static_assert(offsetof(struct iommu_viommu_alloc, type) == 8 && offsetof(struct iommu_viommu_alloc, dev_id) == 12);
+static_assert(offsetof(struct iommu_viommu_alloc, hwpt_id) == 16 && offsetof(struct iommu_viommu_alloc, out_viommu_id) == 20);
+static_assert(offsetof(struct iommu_viommu_alloc, data_len) == 24 && offsetof(struct iommu_viommu_alloc, data_uptr) == 32);
+static_assert(offsetof(struct iommu_vdevice_alloc, viommu_id) == 4 && offsetof(struct iommu_vdevice_alloc, dev_id) == 8);
+static_assert(offsetof(struct iommu_vdevice_alloc, out_vdevice_id) == 12 && offsetof(struct iommu_vdevice_alloc, virt_id) == 16);
+static_assert(offsetof(struct iommu_hwpt_invalidate, hwpt_id) == 4 && offsetof(struct iommu_hwpt_invalidate, data_uptr) == 8);
+static_assert(offsetof(struct iommu_hwpt_invalidate, data_type) == 16 && offsetof(struct iommu_hwpt_invalidate, entry_len) == 20);
+static_assert(offsetof(struct iommu_hwpt_invalidate, entry_num) == 24 && offsetof(struct iommu_hwpt_invalidate, __reserved) == 28);
+static_assert(offsetof(struct iommu_veventq_alloc, viommu_id) == 8 && offsetof(struct iommu_veventq_alloc, type) == 12);
+static_assert(offsetof(struct iommu_veventq_alloc, veventq_depth) == 16 && offsetof(struct iommu_veventq_alloc, out_veventq_id) == 20);
+static_assert(offsetof(struct iommu_veventq_alloc, out_veventq_fd) == 24 && offsetof(struct iommu_veventq_alloc, __reserved) == 28);
+static_assert(offsetof(struct iommufd_vevent_header, sequence) == 4);
+static_assert(offsetof(struct vfio_device_attach_iommufd_pt, pt_id) == 8 && offsetof(struct vfio_device_attach_iommufd_pt, pasid) == 12);
+static_assert(offsetof(struct vfio_device_detach_iommufd_pt, pasid) == 8);
+static_assert(IOMMU_VIOMMU_TYPE_ARM_SMMUV3 == 1 && IOMMU_VEVENTQ_TYPE_ARM_SMMUV3 == 1);
+static_assert(IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3 == 1 && IOMMU_VEVENTQ_FLAG_LOST_EVENTS == 1);
+static_assert(IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED == 8 && IOMMU_HW_INFO_FLAG_INPUT_TYPE == 1);
 
 // _IO(';', nr) == 0x3b00 | nr: no size or direction bits, the size travels in the struct.
 static_assert(IOMMU_DESTROY == 0x3b80);

@@ -13,6 +13,8 @@
 
 namespace conduit::vfio {
 
+class IommuNesting;
+
 struct IovaRange {
     uint64_t start = 0;
     uint64_t last = 0;  // inclusive, like the kernel reports it
@@ -53,6 +55,12 @@ public:
     virtual Result<DmaLimits> limits() = 0;
     // Reserved ranges of every IOMMU group behind this address space.
     virtual Result<std::vector<ReservedIova>> reservedRegions() = 0;
+
+    // The iommufd nesting objects over this address space (vfio/iommu_nesting.h), for a virtual
+    // IOMMU; an error (EOPNOTSUPP) saying why when this backend has none (type1). Never null.
+    virtual Result<IommuNesting*> nesting() {
+        return Error(std::string("VFIO backend ") + std::string(backendName()) + " has no iommufd nesting", EOPNOTSUPP);
+    }
 };
 
 }  // namespace conduit::vfio

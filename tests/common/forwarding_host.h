@@ -17,6 +17,7 @@ public:
     void munmap(void* a, size_t l) override { inner_.munmap(a, l); }
     Result<size_t> pread(int fd, void* b, size_t c, off_t o) override { return inner_.pread(fd, b, c, o); }
     Result<size_t> pwrite(int fd, const void* b, size_t c, off_t o) override { return inner_.pwrite(fd, b, c, o); }
+    Result<size_t> read(int fd, void* b, size_t c) override { return inner_.read(fd, b, c); }
     Result<int> eventfd(unsigned i, int f) override { return inner_.eventfd(i, f); }
     Result<std::string> readFile(const std::filesystem::path& p) override { return inner_.readFile(p); }
     Result<std::filesystem::path> readLink(const std::filesystem::path& p) override { return inner_.readLink(p); }

@@ -40,10 +40,8 @@ Result<void> bringUp(vfio::HostInterface& host, vfio::BackendKind kind, const vf
         fds.push_back(out.msix.back().fd());
     }
     if (!fds.empty()) TRY(dev.setIrqEventfds(VFIO_PCI_MSIX_IRQ_INDEX, 0, fds));
-    if (auto* iommufd = dynamic_cast<vfio::IommufdBackend*>(out.backend.get())) {
-        auto devId = iommufd->devId(dev.name());
-        TRY(iommufd->hwInfo(*devId));
-    }
+    // GET_HW_INFO where the backend has iommufd nesting (type1 has none: nesting() is an error).
+    if (auto nesting = out.backend->nesting()) TRY(nesting.value()->hwInfo(dev));
     out.dmaBuffer = TRY(Mapping::map(0x10000, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0, "DMA buffer"));
     TRY(out.backend->iovaRanges());
     TRY(out.backend->mapDma(iova, out.dmaBuffer.size(), out.dmaBuffer.data(), true));

@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
+#include <deque>
 #include <cstring>
 #include <fstream>
 #include <list>
@@ -23,6 +25,7 @@
 namespace conduit::hostsim {
 
 namespace fs = std::filesystem;
+namespace smmu = vfio::smmuv3;
 
 namespace {
 
@@ -145,11 +148,31 @@ struct SimHost::Impl {
         uint32_t qtype = 0;
         int qfd = -1;                      // Veventq/Fault: handle fd given out
         uint64_t invalidations = 0;
+        unsigned iommu = 0;                // Hwpt, Viommu: the physical IOMMU (SMMU) instance
+        uint32_t viommu = 0;               // Hwpt nested on a vIOMMU (parent is the vIOMMU's HWPT)
+        smmu::Ste ste{};                   // ... its vSTE as arm_vsmmu_alloc_domain_nested() keeps it
+        bool enableAts = false;
+        uint16_t vmid = 0;                 // Hwpt NEST_PARENT: the S2 domain's VMID
+        // Device: the vmaster (arm_smmu_attach_prepare_vmaster()): set by a nested attach when the
+        // device has a vDEVICE on that vIOMMU, cleared by any other attach or a detach.
+        std::optional<uint64_t> vmasterVsid;
+        uint32_t vmasterViommu = 0;
+        // Veventq (struct iommufd_veventq): the deliver list holds normal vEVENTs and, at its tail
+        // only, the lost_events_header.
+        struct QueuedEvent {
+            uint32_t sequence;
+            smmu::Event record;
+        };
+        std::deque<QueuedEvent> events;
+        bool lostHeader = false;
+        uint32_t lostSequence = 0;
+        uint32_t sequence = 0, depth = 0;
     };
     struct Ctx {
         bool fdOpen = true;
         std::map<uint32_t, Obj> objs;
         uint32_t nextId = 1;  // xa_alloc with XA_FLAGS_ALLOC1: ids start at 1 (iommufd_fops_open())
+        uint16_t nextVmid = 1;
     };
     struct Handle {
         Kind kind;
@@ -246,7 +269,11 @@ struct SimHost::Impl {
     AddressSpace* ioasOfHwpt(Ctx& ctx, uint32_t hwpt) {
         auto it = ctx.objs.find(hwpt);
         if (it == ctx.objs.end()) return nullptr;
-        if (it->second.nested) return ioasOfHwpt(ctx, it->second.parent);  // stage 1 treated as identity
+        // A vIOMMU's nested HWPT whose vSTE aborts (Config abort, or V clear) blocks all DMA
+        // (arm_smmu_make_abort_ste()); bypass is stage 2 alone. A translating vSTE is treated as a
+        // stage-1 identity over stage 2 here: issue 13's stage-1 walk starts from Obj::ste.
+        if (it->second.viommu && smmu::steConfig(it->second.ste) == smmu::kCfgAbort) return nullptr;
+        if (it->second.nested) return ioasOfHwpt(ctx, it->second.parent);
         auto io = ctx.objs.find(it->second.ioas);
         return io == ctx.objs.end() ? nullptr : io->second.as.get();
     }
@@ -1075,13 +1102,38 @@ struct SimHost::Impl {
                 Obj o{Obj::Hwpt};
                 o.ioas = a.pt_id;
                 o.autoDomain = true;
+                o.iommu = h.dev->config().iommu;
                 ctx.objs[hwpt] = std::move(o);
                 ctx.objs[a.pt_id].users++;
             }
         } else if (pt->second.type == Obj::Hwpt) {
             hwpt = a.pt_id;
+            const Obj& target = pt->second;
+            if (target.viommu) {
+                // arm_smmu_attach_dev_nested(): the vIOMMU's SMMU must be the device's, and a
+                // translating vSTE needs the device's vDEVICE (its vSID) on that vIOMMU first
+                // (arm_smmu_attach_prepare_vmaster(): iommufd_viommu_get_vdev_id() -ENOENT);
+                // abort and bypass attach without one (the GBPA case).
+                if (target.iommu != h.dev->config().iommu) return fail(EINVAL);
+                std::optional<uint64_t> vsid;
+                for (auto& [id, o] : ctx.objs)
+                    if (o.type == Obj::Vdevice && o.ref1 == target.viommu && o.ref2 == h.devObj) vsid = o.virtId;
+                if (!vsid && smmu::steConfig(target.ste) == smmu::kCfgS1Trans) return fail(ENOENT);
+                dev.vmasterVsid = vsid;
+                dev.vmasterViommu = vsid ? target.viommu : 0;
+            }
         } else {
             return fail(EINVAL);
+        }
+        // Any attach but a vIOMMU-nested one clears the vmaster (arm_smmu_master_clear_vmaster()).
+        if (!ctx.objs[hwpt].viommu) {
+            dev.vmasterVsid.reset();
+            dev.vmasterViommu = 0;
+        }
+        if (dev.attached == hwpt) {  // iommufd_device_do_replace(): the same HWPT is a no-op
+            a.pt_id = hwpt;
+            std::memcpy(reinterpret_cast<void*>(arg), &a, minsz);
+            return 0;
         }
         if (dev.attached) releaseAttachment(ctx, dev.attached);  // replacement
         dev.attached = hwpt;
@@ -1110,6 +1162,8 @@ struct SimHost::Impl {
         if (dt.flags) return fail(EOPNOTSUPP);
         Obj& dev = h.ctx->objs[h.devObj];
         if (dev.attached) releaseAttachment(*h.ctx, std::exchange(dev.attached, 0));
+        dev.vmasterVsid.reset();
+        dev.vmasterViommu = 0;
         return 0;
     }
 
@@ -1133,9 +1187,7 @@ struct SimHost::Impl {
     }
 
     void maybeFreeCtx(Ctx* ctx) {
-        if (ctx->fdOpen) return;
-        for (auto& [id, o] : ctx->objs)
-            if (o.type == Obj::Device) return;  // bound devices keep the context alive
+        if (ctx->fdOpen || ctxHeld(ctx)) return;  // bound devices and queue fds keep the context alive
         ctxs.remove_if([&](Ctx& c) { return &c == ctx; });
     }
 
@@ -1178,9 +1230,11 @@ struct SimHost::Impl {
                 auto it = ctx.objs.find(cmd.id);
                 if (it == ctx.objs.end()) return fail(ENOENT);
                 Obj& o = it->second;
+                // refcount_dec_if_one(): a vEVENTQ's open fd counts too (iommufd_eventq_init()).
                 if (o.users > 0 || o.type == Obj::Device) return fail(EBUSY);
                 if (o.type == Obj::Hwpt) {
-                    if (o.nested) ctx.objs[o.parent].users--;
+                    // iommufd_hwpt_nested_destroy(): a vIOMMU's nested HWPT references the vIOMMU.
+                    if (o.nested) ctx.objs[o.viommu ? o.viommu : o.parent].users--;
                     else ctx.objs[o.ioas].users--;
                 } else if (o.type == Obj::Viommu) {
                     ctx.objs[o.ref1].users--;
@@ -1287,7 +1341,13 @@ struct SimHost::Impl {
             case IOMMU_GET_HW_INFO: {
                 // iommufd_get_hw_info()
                 COPY_IN(iommu_hw_info, __reserved);
-                if (cmd.flags) return fail(EOPNOTSUPP);
+                if (cmd.flags & ~uint32_t(IOMMU_HW_INFO_FLAG_INPUT_TYPE)) return fail(EOPNOTSUPP);
+                if (cmd.__reserved[0] || cmd.__reserved[1] || cmd.__reserved[2]) return fail(EOPNOTSUPP);
+                // Without INPUT_TYPE the field is an output only; with it, a type the driver does not
+                // report is EOPNOTSUPP (arm_smmu_hw_info(), intel_iommu_hw_info()).
+                if (!(cmd.flags & IOMMU_HW_INFO_FLAG_INPUT_TYPE)) cmd.out_data_type = IOMMU_HW_INFO_TYPE_DEFAULT;
+                if (cmd.out_data_type != IOMMU_HW_INFO_TYPE_DEFAULT && cmd.out_data_type != host.config_.hwInfoType)
+                    return fail(EOPNOTSUPP);
                 if (!obj(ctx, cmd.dev_id, Obj::Device)) return fail(ENOENT);
                 std::vector<uint8_t> data;
                 if (host.config_.hwInfoType == IOMMU_HW_INFO_TYPE_INTEL_VTD) {
@@ -1297,10 +1357,9 @@ struct SimHost::Impl {
                     data.assign(reinterpret_cast<uint8_t*>(&v), reinterpret_cast<uint8_t*>(&v) + sizeof v);
                 } else if (host.config_.hwInfoType == IOMMU_HW_INFO_TYPE_ARM_SMMUV3) {
                     iommu_hw_info_arm_smmuv3 s{};
-                    s.idr[0] = 0x0c4b1aef;  // S1P, S2P, TTF, COHACC... (representative)
-                    s.idr[1] = 0x0e740e10;
-                    s.idr[5] = 0x00000075;
-                    s.aidr = 0x1;
+                    for (int i = 0; i < 6; ++i) s.idr[i] = host.config_.smmuIdr[i];
+                    s.iidr = host.config_.smmuIidr;
+                    s.aidr = host.config_.smmuAidr;
                     data.assign(reinterpret_cast<uint8_t*>(&s), reinterpret_cast<uint8_t*>(&s) + sizeof s);
                 }
                 auto* out = reinterpret_cast<uint8_t*>(cmd.data_uptr);
@@ -1311,95 +1370,16 @@ struct SimHost::Impl {
                 }
                 cmd.data_len = static_cast<uint32_t>(data.size());
                 cmd.out_data_type = host.config_.hwInfoType;
-                cmd.out_capabilities = 0;
+                // The edu has no ATS capability: device_iommu_capable(PCI_ATS_SUPPORTED) is false.
+                cmd.out_capabilities = IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED;
                 cmd.out_max_pasid_log2 = 0;
                 copyOut(arg, cmd);
                 return 0;
             }
-            case IOMMU_HWPT_INVALIDATE: {
-                // iommufd_hwpt_invalidate(): a nested HWPT or a vIOMMU; entry_num 0 probes the type.
-                COPY_IN(iommu_hwpt_invalidate, __reserved);
-                if (cmd.__reserved) return fail(EOPNOTSUPP);
-                auto it = ctx.objs.find(cmd.hwpt_id);
-                if (it == ctx.objs.end()) return fail(ENOENT);
-                bool ok = (it->second.type == Obj::Hwpt && it->second.nested) || it->second.type == Obj::Viommu;
-                if (!ok) return fail(EINVAL);
-                uint32_t want = host.config_.hwInfoType == IOMMU_HW_INFO_TYPE_ARM_SMMUV3
-                                    ? IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3
-                                    : IOMMU_HWPT_INVALIDATE_DATA_VTD_S1;
-                if (cmd.data_type != want) return fail(EINVAL);
-                if (cmd.entry_num && !cmd.entry_len) return fail(EINVAL);
-                it->second.invalidations += cmd.entry_num;
-                copyOut(arg, cmd);
-                return 0;
-            }
-            case IOMMU_VIOMMU_ALLOC: {
-                // iommufd_viommu_alloc_ioctl(): needs a NEST_PARENT HWPT and a bound device.
-                COPY_IN(iommu_viommu_alloc, out_viommu_id);
-                if (cmd.flags || cmd.__reserved) return fail(EOPNOTSUPP);
-                if (!host.config_.nesting) return fail(EOPNOTSUPP);
-                if (cmd.type != IOMMU_VIOMMU_TYPE_DEFAULT &&
-                    !(cmd.type == IOMMU_VIOMMU_TYPE_ARM_SMMUV3 && host.config_.hwInfoType == IOMMU_HW_INFO_TYPE_ARM_SMMUV3))
-                    return fail(EOPNOTSUPP);
-                if (!obj(ctx, cmd.dev_id, Obj::Device)) return fail(ENOENT);
-                Obj* parent = obj(ctx, cmd.hwpt_id, Obj::Hwpt);
-                if (!parent) return fail(ENOENT);
-                if (!parent->nestParent) return fail(EINVAL);
-                uint32_t id = ctx.nextId++;
-                Obj o{Obj::Viommu};
-                o.ref1 = cmd.hwpt_id;
-                o.ref2 = cmd.dev_id;
-                o.qtype = cmd.type;
-                parent->users++;
-                ctx.objs[id] = std::move(o);
-                cmd.out_viommu_id = id;
-                copyOut(arg, cmd);
-                return 0;
-            }
-            case IOMMU_VDEVICE_ALLOC: {
-                // iommufd_vdevice_alloc_ioctl(): one vDEVICE per (vIOMMU, device), virt ids unique.
-                COPY_IN(iommu_vdevice_alloc, virt_id);
-                Obj* vi = obj(ctx, cmd.viommu_id, Obj::Viommu);
-                if (!vi) return fail(ENOENT);
-                if (!obj(ctx, cmd.dev_id, Obj::Device)) return fail(ENOENT);
-                for (auto& [id, o] : ctx.objs)
-                    if (o.type == Obj::Vdevice && o.ref1 == cmd.viommu_id && (o.ref2 == cmd.dev_id || o.virtId == cmd.virt_id))
-                        return fail(EEXIST);
-                uint32_t id = ctx.nextId++;
-                Obj o{Obj::Vdevice};
-                o.ref1 = cmd.viommu_id;
-                o.ref2 = cmd.dev_id;
-                o.virtId = cmd.virt_id;
-                vi->users++;
-                ctx.objs[id] = std::move(o);
-                cmd.out_vdevice_id = id;
-                copyOut(arg, cmd);
-                return 0;
-            }
-            case IOMMU_VEVENTQ_ALLOC: {
-                // iommufd_veventq_alloc(): one queue per type per vIOMMU, depth > 0.
-                COPY_IN(iommu_veventq_alloc, __reserved);
-                if (cmd.flags || cmd.__reserved) return fail(EOPNOTSUPP);
-                if (!cmd.veventq_depth || cmd.type == IOMMU_VEVENTQ_TYPE_DEFAULT) return fail(EINVAL);
-                Obj* vi = obj(ctx, cmd.viommu_id, Obj::Viommu);
-                if (!vi) return fail(ENOENT);
-                for (auto& [id, o] : ctx.objs)
-                    if (o.type == Obj::Veventq && o.ref1 == cmd.viommu_id && o.qtype == cmd.type) return fail(EEXIST);
-                uint32_t id = ctx.nextId++;
-                Handle qh{KQueue};
-                auto fd = newHandle(qh, true);
-                if (!fd) return fd;
-                Obj o{Obj::Veventq};
-                o.ref1 = cmd.viommu_id;
-                o.qtype = cmd.type;
-                o.qfd = *fd;
-                vi->users++;
-                ctx.objs[id] = std::move(o);
-                cmd.out_veventq_id = id;
-                cmd.out_veventq_fd = static_cast<uint32_t>(*fd);
-                copyOut(arg, cmd);
-                return 0;
-            }
+            case IOMMU_HWPT_INVALIDATE: return hwptInvalidate(ctx, arg);
+            case IOMMU_VIOMMU_ALLOC: return viommuAlloc(ctx, arg);
+            case IOMMU_VDEVICE_ALLOC: return vdeviceAlloc(ctx, arg);
+            case IOMMU_VEVENTQ_ALLOC: return veventqAlloc(ctx, arg);
             case IOMMU_FAULT_QUEUE_ALLOC: {
                 COPY_IN(iommu_fault_alloc, out_fault_fd);
                 if (cmd.flags) return fail(EOPNOTSUPP);
@@ -1506,44 +1486,420 @@ struct SimHost::Impl {
         return 0;
     }
 
+    // ---------------------------------------------------------------- nesting
+    bool armSmmu() const { return host.config_.hwInfoType == IOMMU_HW_INFO_TYPE_ARM_SMMUV3; }
+    // The arm_smmu_device features the nesting checks read, from the ID registers.
+    unsigned asidBits() const { return (host.config_.smmuIdr[0] & smmu::kIdr0Asid16) ? 16 : 8; }
+    bool rangeInv() const { return host.config_.smmuIdr[3] & smmu::kIdr3Ril; }
+    bool ats() const { return host.config_.smmuIdr[0] & smmu::kIdr0Ats; }
+    unsigned ssidBits() const { return (host.config_.smmuIdr[1] >> smmu::kIdr1SsidSizeShift) & 0x1f; }
+    bool s2fwb() const { return host.config_.smmuIdr[3] & smmu::kIdr3Fwb; }
+
     Result<int> hwptAlloc(Ctx& ctx, uintptr_t arg) {
-        // iommufd_hwpt_alloc(): paging HWPT over an IOAS (data NONE) or nested over a NEST_PARENT.
-        COPY_IN(iommu_hwpt_alloc, data_uptr);
-        const uint32_t known = IOMMU_HWPT_ALLOC_NEST_PARENT | IOMMU_HWPT_ALLOC_DIRTY_TRACKING |
-                               IOMMU_HWPT_FAULT_ID_VALID | IOMMU_HWPT_ALLOC_PASID;
-        if ((cmd.flags & ~known) || cmd.__reserved || cmd.__reserved2) return fail(EOPNOTSUPP);
-        if (cmd.flags & (IOMMU_HWPT_ALLOC_DIRTY_TRACKING | IOMMU_HWPT_ALLOC_PASID)) return fail(EOPNOTSUPP);
-        if (cmd.data_type == IOMMU_HWPT_DATA_NONE && cmd.data_len) return fail(EINVAL);
-        if (!obj(ctx, cmd.dev_id, Obj::Device)) return fail(ENOENT);
-        if ((cmd.flags & IOMMU_HWPT_FAULT_ID_VALID) && !obj(ctx, cmd.fault_id, Obj::Fault)) return fail(ENOENT);
+        // iommufd_hwpt_alloc(): a paging HWPT over an IOAS, a nested one over a NEST_PARENT paging
+        // HWPT (drivers with domain_alloc_nested: VT-d) or over a vIOMMU (SMMUv3).
+        COPY_IN(iommu_hwpt_alloc, __reserved);
+        if (cmd.__reserved) return fail(EOPNOTSUPP);
+        if ((cmd.data_type == IOMMU_HWPT_DATA_NONE && cmd.data_len) ||
+            (cmd.data_type != IOMMU_HWPT_DATA_NONE && !cmd.data_len))
+            return fail(EINVAL);
+        Obj* devObj = obj(ctx, cmd.dev_id, Obj::Device);
+        if (!devObj) return fail(ENOENT);
+        const unsigned iommu = devObj->dev->config().iommu;
         auto pt = ctx.objs.find(cmd.pt_id);
-        if (pt == ctx.objs.end()) return fail(ENOENT);
+        if (pt == ctx.objs.end()) return fail(EINVAL);  // iommufd_get_object() failing is EINVAL here
         Obj o{Obj::Hwpt};
+        o.iommu = iommu;
+        const uint32_t faultOrPasid = IOMMU_HWPT_FAULT_ID_VALID | IOMMU_HWPT_ALLOC_PASID;
         if (pt->second.type == Obj::Ioas) {
-            if (cmd.data_type != IOMMU_HWPT_DATA_NONE) return fail(EINVAL);
+            // iommufd_hwpt_paging_alloc() and the driver's domain_alloc_paging_flags().
+            const uint32_t valid = IOMMU_HWPT_ALLOC_NEST_PARENT | IOMMU_HWPT_ALLOC_DIRTY_TRACKING | faultOrPasid;
+            if (cmd.flags & ~valid) return fail(EOPNOTSUPP);
+            if (cmd.flags & IOMMU_HWPT_ALLOC_DIRTY_TRACKING) return fail(EOPNOTSUPP);  // no dirty tracking here
+            if ((cmd.flags & IOMMU_HWPT_FAULT_ID_VALID) && (cmd.flags & IOMMU_HWPT_ALLOC_NEST_PARENT))
+                return fail(EOPNOTSUPP);
+            if (cmd.data_len) return fail(EOPNOTSUPP);  // paging domains take no user data
+            if (cmd.flags & IOMMU_HWPT_ALLOC_PASID) return fail(EOPNOTSUPP);  // the simulated IOMMU has no PASID
+            // arm_smmu_domain_alloc_paging_flags(): NEST_PARENT needs ARM_SMMU_FEAT_NESTING (S1P + S2P).
             if ((cmd.flags & IOMMU_HWPT_ALLOC_NEST_PARENT) && !host.config_.nesting) return fail(EOPNOTSUPP);
             o.ioas = cmd.pt_id;
             o.nestParent = cmd.flags & IOMMU_HWPT_ALLOC_NEST_PARENT;
-        } else if (pt->second.type == Obj::Hwpt || pt->second.type == Obj::Viommu) {
-            uint32_t parentId = pt->second.type == Obj::Viommu ? pt->second.ref1 : cmd.pt_id;
-            Obj& parent = ctx.objs[parentId];
-            if (!parent.nestParent || (cmd.flags & IOMMU_HWPT_ALLOC_NEST_PARENT)) return fail(EINVAL);
-            uint32_t want = host.config_.hwInfoType == IOMMU_HW_INFO_TYPE_ARM_SMMUV3 ? IOMMU_HWPT_DATA_ARM_SMMUV3
-                                                                                      : IOMMU_HWPT_DATA_VTD_S1;
-            if (cmd.data_type != want) return fail(EOPNOTSUPP);
-            size_t need = want == IOMMU_HWPT_DATA_ARM_SMMUV3 ? sizeof(iommu_hwpt_arm_smmuv3) : sizeof(iommu_hwpt_vtd_s1);
-            if (cmd.data_len != need || !cmd.data_uptr) return fail(EINVAL);
+            if (o.nestParent) o.vmid = ctx.nextVmid++;
+        } else if (pt->second.type == Obj::Hwpt && !pt->second.nested) {
+            // iommufd_hwpt_nested_alloc(): the driver's domain_alloc_nested; arm-smmu-v3 has none
+            // (its nested domains come from a vIOMMU).
+            if ((cmd.flags & ~faultOrPasid) || armSmmu()) return fail(EOPNOTSUPP);
+            if (!pt->second.nestParent) return fail(EINVAL);
+            if (cmd.flags & IOMMU_HWPT_ALLOC_PASID) return fail(EOPNOTSUPP);
+            if (cmd.data_type != IOMMU_HWPT_DATA_VTD_S1) return fail(EOPNOTSUPP);
+            if (cmd.data_len != sizeof(iommu_hwpt_vtd_s1) || !cmd.data_uptr) return fail(EINVAL);
             o.nested = true;
             o.parent = cmd.pt_id;
+        } else if (pt->second.type == Obj::Viommu) {
+            Obj& vi = pt->second;
+            if (vi.iommu != iommu) return fail(EINVAL);  // viommu->iommu_dev != the device's
+            // iommufd_viommu_alloc_hwpt_nested(), then arm_vsmmu_alloc_domain_nested().
+            if (cmd.flags & ~faultOrPasid) return fail(EOPNOTSUPP);
+            if (cmd.flags) return fail(EOPNOTSUPP);
+            // iommu_copy_struct_from_user(): the type, then min_len <= len <= sizeof.
+            if (cmd.data_type != IOMMU_HWPT_DATA_ARM_SMMUV3) return fail(EINVAL);
+            if (cmd.data_len != sizeof(iommu_hwpt_arm_smmuv3)) return fail(EINVAL);
+            if (!cmd.data_uptr) return fail(EFAULT);
+            iommu_hwpt_arm_smmuv3 data;
+            std::memcpy(&data, reinterpret_cast<const void*>(cmd.data_uptr), sizeof data);
+            smmu::Ste ste{data.ste[0], data.ste[1]};
+            if (int e = validateVste(ste, o.enableAts)) return fail(e);
+            o.nested = true;
+            o.viommu = cmd.pt_id;
+            o.parent = vi.ref1;
+            o.ste = ste;
+            o.iommu = vi.iommu;
         } else {
             return fail(EINVAL);
         }
+        if ((cmd.flags & IOMMU_HWPT_FAULT_ID_VALID) && !obj(ctx, cmd.fault_id, Obj::Fault)) return fail(ENOENT);
         uint32_t id = ctx.nextId++;
-        ctx.objs[o.nested ? o.parent : o.ioas].users++;
+        ctx.objs[o.nested ? (o.viommu ? o.viommu : o.parent) : o.ioas].users++;
         ctx.objs[id] = std::move(o);
         cmd.out_hwpt_id = id;
         copyOut(arg, cmd);
         return 0;
+    }
+
+    // arm_smmu_validate_vste(): a vSTE without V becomes all zeroes (an abort); otherwise only the
+    // NESTING_ALLOWED bits, Config abort/bypass/S1 and EATS 0/1 (kept aside, then cleared) pass.
+    // "EIO is reserved for invalid STE data."
+    static int validateVste(smmu::Ste& ste, bool& enableAts) {
+        if (!(ste[0] & smmu::kSte0V)) {
+            ste = {0, 0};
+            return 0;
+        }
+        if ((ste[0] & ~smmu::kSte0NestingAllowed) || (ste[1] & ~smmu::kSte1NestingAllowed)) return EIO;
+        const auto cfg = smmu::field(ste[0], smmu::kSte0Cfg);
+        if (cfg != smmu::kCfgAbort && cfg != smmu::kCfgBypass && cfg != smmu::kCfgS1Trans) return EIO;
+        const auto eats = smmu::field(ste[1], smmu::kSte1Eats);
+        ste[1] &= ~smmu::kSte1Eats;
+        if (eats != smmu::kEatsAbort && eats != smmu::kEatsTrans) return EIO;
+        if (cfg == smmu::kCfgS1Trans) enableAts = eats == smmu::kEatsTrans;
+        return 0;
+    }
+
+    Result<int> viommuAlloc(Ctx& ctx, uintptr_t arg) {
+        // iommufd_viommu_alloc_ioctl(), arm_smmu_get_viommu_size(), arm_vsmmu_init(). __reserved and
+        // the driver data are not checked for ARM_SMMUV3.
+        COPY_IN(iommu_viommu_alloc, out_viommu_id);
+        if (cmd.flags || cmd.type == IOMMU_VIOMMU_TYPE_DEFAULT) return fail(EOPNOTSUPP);
+        Obj* devObj = obj(ctx, cmd.dev_id, Obj::Device);
+        if (!devObj) return fail(ENOENT);
+        if (!armSmmu()) return fail(EOPNOTSUPP);        // the driver has no viommu ops
+        if (!host.config_.nesting) return fail(EOPNOTSUPP);  // !ARM_SMMU_FEAT_NESTING
+        // "Must support some way to prevent the VM from bypassing the cache": CANWBS or S2FWB.
+        if (!host.config_.canwbs && !s2fwb()) return fail(EOPNOTSUPP);
+        if (cmd.type != IOMMU_VIOMMU_TYPE_ARM_SMMUV3) return fail(EOPNOTSUPP);  // no impl_ops (Tegra CMDQV)
+        auto it = ctx.objs.find(cmd.hwpt_id);  // iommufd_get_hwpt_paging(): a paging HWPT or ENOENT
+        if (it == ctx.objs.end() || it->second.type != Obj::Hwpt || it->second.nested) return fail(ENOENT);
+        Obj& parent = it->second;
+        if (!parent.nestParent) return fail(EINVAL);
+        if (parent.iommu != devObj->dev->config().iommu) return fail(EINVAL);  // s2_parent->smmu != smmu
+        uint32_t id = ctx.nextId++;
+        Obj o{Obj::Viommu};
+        o.ref1 = cmd.hwpt_id;
+        o.ref2 = cmd.dev_id;
+        o.qtype = cmd.type;
+        o.iommu = parent.iommu;
+        parent.users++;
+        ctx.objs[id] = std::move(o);
+        cmd.out_viommu_id = id;
+        copyOut(arg, cmd);
+        return 0;
+    }
+
+    Result<int> vdeviceAlloc(Ctx& ctx, uintptr_t arg) {
+        // iommufd_vdevice_alloc_ioctl(): one vDEVICE per device (idev->vdev), virt ids unique per
+        // vIOMMU (xa_insert: EEXIST), then arm_vsmmu_vdevice_init() (exactly one StreamID).
+        COPY_IN(iommu_vdevice_alloc, virt_id);
+        Obj* vi = obj(ctx, cmd.viommu_id, Obj::Viommu);
+        if (!vi) return fail(ENOENT);
+        Obj* devObj = obj(ctx, cmd.dev_id, Obj::Device);
+        if (!devObj) return fail(ENOENT);
+        if (devObj->dev->config().iommu != vi->iommu) return fail(EINVAL);
+        for (auto& [id, o] : ctx.objs)
+            if (o.type == Obj::Vdevice && o.ref2 == cmd.dev_id) return fail(EEXIST);
+        for (auto& [id, o] : ctx.objs)
+            if (o.type == Obj::Vdevice && o.ref1 == cmd.viommu_id && o.virtId == cmd.virt_id) return fail(EEXIST);
+        if (devObj->dev->config().streamIds.size() != 1) return fail(EOPNOTSUPP);
+        uint32_t id = ctx.nextId++;
+        Obj o{Obj::Vdevice};
+        o.ref1 = cmd.viommu_id;
+        o.ref2 = cmd.dev_id;
+        o.virtId = cmd.virt_id;
+        vi->users++;
+        ctx.objs[id] = std::move(o);
+        cmd.out_vdevice_id = id;
+        copyOut(arg, cmd);
+        return 0;
+    }
+
+    Result<int> veventqAlloc(Ctx& ctx, uintptr_t arg) {
+        // iommufd_veventq_alloc(): one queue per type per vIOMMU; depth in [1, 1 << 19].
+        COPY_IN(iommu_veventq_alloc, out_veventq_fd);
+        if (cmd.flags || cmd.__reserved || cmd.type == IOMMU_VEVENTQ_TYPE_DEFAULT) return fail(EOPNOTSUPP);
+        if (!cmd.veventq_depth || cmd.veventq_depth > (1u << 19)) return fail(EINVAL);
+        Obj* vi = obj(ctx, cmd.viommu_id, Obj::Viommu);
+        if (!vi) return fail(ENOENT);
+        for (auto& [id, o] : ctx.objs)
+            if (o.type == Obj::Veventq && o.ref1 == cmd.viommu_id && o.qtype == cmd.type) return fail(EEXIST);
+        uint32_t id = ctx.nextId++;
+        Handle qh{KQueue};
+        qh.ctx = &ctx;
+        qh.devObj = id;
+        auto fd = newHandle(qh, true);
+        if (!fd) return fd;
+        Obj o{Obj::Veventq};
+        o.ref1 = cmd.viommu_id;
+        o.qtype = cmd.type;
+        o.qfd = *fd;
+        o.depth = cmd.veventq_depth;
+        o.users = 1;  // the fd's reference (iommufd_eventq_init())
+        vi->users++;
+        ctx.objs[id] = std::move(o);
+        cmd.out_veventq_id = id;
+        cmd.out_veventq_fd = static_cast<uint32_t>(*fd);
+        copyOut(arg, cmd);
+        return 0;
+    }
+
+    Result<int> hwptInvalidate(Ctx& ctx, uintptr_t arg) {
+        // iommufd_hwpt_invalidate(): entry_num is written back (how many were handled) on success
+        // and on failure alike.
+        COPY_IN(iommu_hwpt_invalidate, __reserved);
+        uint32_t done = 0;
+        int rc = 0;
+        auto respond = [&]() -> Result<int> {
+            cmd.entry_num = done;
+            copyOut(arg, cmd);
+            return rc ? fail(rc) : Result<int>(0);
+        };
+        if (cmd.__reserved) {
+            rc = EOPNOTSUPP;
+            return respond();
+        }
+        if (cmd.entry_num && (!cmd.data_uptr || !cmd.entry_len || cmd.entry_len > kPage || cmd.entry_num > (1u << 19))) {
+            rc = EINVAL;
+            return respond();
+        }
+        auto it = ctx.objs.find(cmd.hwpt_id);
+        if (it == ctx.objs.end()) {
+            rc = ENOENT;
+            return respond();
+        }
+        Obj& o = it->second;
+        if (o.type == Obj::Hwpt && o.nested) {
+            // cache_invalidate_user of the nested domain: VT-d has one; an SMMUv3 nested domain
+            // has none (invalidations go to its vIOMMU).
+            if (o.viommu || armSmmu()) {
+                rc = EOPNOTSUPP;
+            } else if (cmd.data_type != IOMMU_HWPT_INVALIDATE_DATA_VTD_S1) {
+                rc = EINVAL;
+            } else {
+                o.invalidations += cmd.entry_num;
+                done = cmd.entry_num;
+            }
+        } else if (o.type == Obj::Viommu) {
+            rc = viommuInvalidate(ctx, it->first, o, cmd, done);
+        } else {
+            rc = EINVAL;
+        }
+        return respond();
+    }
+
+    // arm_vsmmu_cache_invalidate(): copy the whole array, then convert command by command and
+    // issue in batches of CMDQ_BATCH_ENTRIES - 1. A refused command stops the loop; entry_num is
+    // its index, and the converted commands of its batch are not issued.
+    int viommuInvalidate(Ctx& ctx, uint32_t viommuId, Obj& vi, const iommu_hwpt_invalidate& cmd, uint32_t& done) {
+        if (cmd.data_type != IOMMU_VIOMMU_INVALIDATE_DATA_ARM_SMMUV3) return EINVAL;
+        if (!cmd.entry_num) return EINVAL;  // iommu_copy_struct_from_full_user_array()
+        std::vector<smmu::Command> cmds(cmd.entry_num, smmu::Command{0, 0});
+        const auto* src = reinterpret_cast<const uint8_t*>(cmd.data_uptr);
+        for (uint32_t i = 0; i < cmd.entry_num; ++i) {
+            // copy_struct_from_user(): a shorter entry is zero-extended, a longer one must be zero beyond.
+            const uint8_t* e = src + size_t(i) * cmd.entry_len;
+            std::memcpy(cmds[i].data(), e, std::min<size_t>(cmd.entry_len, sizeof(smmu::Command)));
+            for (size_t b = sizeof(smmu::Command); b < cmd.entry_len; ++b)
+                if (e[b]) return E2BIG;
+        }
+        const uint16_t vmid = ctx.objs[vi.ref1].vmid;
+        size_t cur = 0, last = 0;
+        const size_t end = cmds.size();
+        int rc = 0;
+        while (cur != end) {
+            if ((rc = convertCommand(ctx, viommuId, vmid, cmds[cur]))) break;
+            ++cur;
+            if (cur != end && cur - last != smmu::kCmdqBatchEntries - 1) continue;
+            for (size_t i = last; i < cur; ++i) host.smmuCommands_.push_back({viommuId, cmds[i]});
+            last = cur;
+        }
+        done = static_cast<uint32_t>(cur);
+        vi.invalidations += cur;
+        return rc;
+    }
+
+    // arm_vsmmu_validate_user_cmd() + arm_vsmmu_convert_user_cmd().
+    int convertCommand(Ctx& ctx, uint32_t viommuId, uint16_t vmid, smmu::Command& c) {
+        uint64_t allowed[2] = {smmu::kCmd0Op, 0};
+        auto& d = c;
+        switch (smmu::opcode(c)) {
+            case smmu::kOpTlbiNsnhAll:
+                break;
+            case smmu::kOpTlbiNhVa:
+            case smmu::kOpTlbiNhVaa:
+                if (smmu::opcode(c) == smmu::kOpTlbiNhVa)
+                    allowed[0] |= smmu::prep(smmu::kTlbi0Asid, smmu::mask(asidBits() - 1, 0));
+                if (rangeInv()) {
+                    if (int e = validateRange(d)) return e;
+                    allowed[0] |= smmu::kTlbi0Num | smmu::kTlbi0Scale;
+                    allowed[1] |= smmu::kTlbi1Tg | smmu::kTlbi1Ttl;
+                    allowed[0] &= ~smmu::prep(smmu::kTlbi0Scale, 1u << 5);  // no FEAT_DS here
+                }
+                allowed[0] |= smmu::kTlbi0Vmid;
+                allowed[1] |= smmu::kTlbi1Leaf | smmu::kTlbi1VaMask;
+                break;
+            case smmu::kOpTlbiNhAsid:
+            case smmu::kOpTlbiNhAll:
+                if (smmu::opcode(c) == smmu::kOpTlbiNhAsid)
+                    allowed[0] |= smmu::prep(smmu::kTlbi0Asid, smmu::mask(asidBits() - 1, 0));
+                allowed[0] |= smmu::kTlbi0Vmid;
+                break;
+            case smmu::kOpAtcInv:
+                if (!ats()) return EIO;
+                if (smmu::field(d[1], smmu::kAtc1Size) > smmu::kAtcInvSizeAll) return EIO;
+                if (ssidBits()) allowed[0] |= smmu::kCmd0Ssv | smmu::kAtc0Ssid | smmu::kAtc0Global;
+                allowed[0] |= smmu::kAtc0Sid;
+                allowed[1] |= smmu::kAtc1Size | smmu::kAtc1AddrMask;
+                break;
+            case smmu::kOpCfgiCd:
+            case smmu::kOpCfgiCdAll:
+                if (smmu::opcode(c) == smmu::kOpCfgiCd) {
+                    if (ssidBits()) allowed[0] |= smmu::kCfgi0Ssid;
+                    allowed[1] |= smmu::kCfgi1Leaf;
+                }
+                allowed[0] |= smmu::kCfgi0Sid;
+                break;
+            default:
+                return EIO;
+        }
+        if ((d[0] & ~allowed[0]) || (d[1] & ~allowed[1])) return EIO;
+        switch (smmu::opcode(c)) {
+            case smmu::kOpTlbiNsnhAll:
+                d[0] = smmu::kOpTlbiNhAll | smmu::prep(smmu::kTlbi0Vmid, vmid);
+                d[1] = 0;
+                break;
+            case smmu::kOpTlbiNhVa:
+            case smmu::kOpTlbiNhVaa:
+            case smmu::kOpTlbiNhAll:
+            case smmu::kOpTlbiNhAsid:
+                d[0] = (d[0] & ~smmu::kTlbi0Vmid) | smmu::prep(smmu::kTlbi0Vmid, vmid);
+                break;
+            case smmu::kOpAtcInv:
+            case smmu::kOpCfgiCd:
+            case smmu::kOpCfgiCdAll: {  // the vSID becomes the physical StreamID
+                const uint64_t vsid = smmu::field(d[0], smmu::kCfgi0Sid);
+                std::optional<uint32_t> sid;
+                for (auto& [id, o] : ctx.objs)
+                    if (o.type == Obj::Vdevice && o.ref1 == viommuId && o.virtId == vsid)
+                        sid = ctx.objs[o.ref2].dev->config().streamIds.at(0);
+                if (!sid) return EIO;  // arm_vsmmu_vsid_to_sid()
+                d[0] = (d[0] & ~smmu::kCfgi0Sid) | smmu::prep(smmu::kCfgi0Sid, *sid);
+                break;
+            }
+            default:
+                return EIO;
+        }
+        return 0;
+    }
+
+    // arm_vsmmu_validate_range(): the Reserved range encodings.
+    static int validateRange(const smmu::Command& d) {
+        const bool range = d[0] & (smmu::kTlbi0Num | smmu::kTlbi0Scale);
+        const auto ttl = smmu::field(d[1], smmu::kTlbi1Ttl);
+        const auto tg = smmu::field(d[1], smmu::kTlbi1Tg);
+        if (!tg) return (range || ttl) ? EIO : 0;
+        if (tg == 2 && ttl == 1) return EIO;  // needs SMMU_IDR5.DS, which the simulated SMMU lacks
+        if (!range && !ttl) return EIO;
+        return 0;
+    }
+
+    // iommufd_viommu_report_event() + iommufd_vevent_handler(): a full queue turns the event into
+    // the lost_events_header (moved to the tail, with this event's sequence); a normal event
+    // appended after it removes it. Every report takes a sequence number.
+    SmmuEventFate reportEvent(Obj& q, const smmu::Event& record) {
+        SmmuEventFate fate;
+        if (q.events.size() == q.depth) {
+            q.lostHeader = true;
+            q.lostSequence = q.sequence;
+            fate = SmmuEventFate::Lost;
+        } else {
+            q.lostHeader = false;
+            q.events.push_back({q.sequence, record});
+            fate = SmmuEventFate::Forwarded;
+        }
+        q.sequence = (q.sequence + 1) & INT_MAX;
+        uint64_t one = 1;
+        if (::write(q.qfd, &one, sizeof one) != sizeof one) log::get("hostsim").warn("vEVENTQ eventfd write failed");
+        return fate;
+    }
+
+    // iommufd_veventq_fops_read(): whole records only; at least a header's room; a normal vEVENT
+    // that does not fit the first slot is EINVAL; nothing queued reads 0.
+    Result<size_t> veventqRead(Obj& q, uint8_t* out, size_t count) {
+        constexpr size_t kHdr = sizeof(iommufd_vevent_header), kRec = sizeof(smmu::Event);
+        if (count < kHdr) return Error("read", EINVAL);
+        size_t done = 0;
+        while (!q.events.empty() || q.lostHeader) {
+            if (count - done < kHdr) break;
+            iommufd_vevent_header h{};
+            if (!q.events.empty()) {
+                if (kHdr + kRec > count - done) {
+                    if (done == 0) return Error("read", EINVAL);
+                    break;
+                }
+                h.sequence = q.events.front().sequence;
+                std::memcpy(out + done, &h, kHdr);
+                std::memcpy(out + done + kHdr, q.events.front().record.data(), kRec);
+                done += kHdr + kRec;
+                q.events.pop_front();
+            } else {
+                h.flags = IOMMU_VEVENTQ_FLAG_LOST_EVENTS;
+                h.sequence = q.lostSequence;
+                std::memcpy(out + done, &h, kHdr);
+                done += kHdr;
+                q.lostHeader = false;
+            }
+        }
+        if (q.events.empty() && !q.lostHeader) {
+            uint64_t v;
+            (void)!::read(q.qfd, &v, sizeof v);  // drained: the fd stops polling readable
+        }
+        return done;
+    }
+
+    Obj* deviceObjOf(const SimDevice& d, Ctx** ctxOut) {
+        for (auto& ctx : ctxs)
+            for (auto& [id, o] : ctx.objs)
+                if (o.type == Obj::Device && o.dev == &d) {
+                    if (ctxOut) *ctxOut = &ctx;
+                    return &o;
+                }
+        return nullptr;
+    }
+
+    // A context goes once its fd is closed and neither a bound device nor an open queue fd holds it.
+    bool ctxHeld(const Ctx* ctx) const {
+        for (auto& [id, o] : ctx->objs)
+            if (o.type == Obj::Device) return true;
+        for (auto& [fd, h] : handles)
+            if (h.kind == KQueue && h.ctx == ctx) return true;
+        return false;
     }
 #undef COPY_IN
 
@@ -1591,9 +1947,18 @@ struct SimHost::Impl {
                     if (o.as) host.dmaDroppedByClose_ += o.as->maps.size();
                 ctx->fdOpen = false;
                 // iommufd_fops_release() destroys every object once nothing else holds the context.
-                bool devices = false;
-                for (auto& [id, o] : ctx->objs) devices = devices || o.type == Obj::Device;
-                if (!devices) ctxs.remove_if([&](Ctx& c) { return &c == ctx; });
+                maybeFreeCtx(ctx);
+                break;
+            }
+            case KQueue: {
+                // iommufd_eventq_fops_release(): the fd's reference on the vEVENTQ goes.
+                if (!h.ctx) break;
+                auto o = h.ctx->objs.find(h.devObj);
+                if (o != h.ctx->objs.end() && o->second.type == Obj::Veventq) {
+                    o->second.users--;
+                    o->second.qfd = -1;
+                }
+                maybeFreeCtx(h.ctx);
                 break;
             }
             default:
@@ -2044,6 +2409,50 @@ Result<size_t> SimHost::pwrite(int fd, const void* buf, size_t count, off_t offs
         return count;
     }
     return Error("pwrite: register BAR access must be 1, 2, 4 or 8 bytes", EINVAL);
+}
+
+Result<size_t> SimHost::read(int fd, void* buf, size_t count) {
+    SimulatedHostScope scope;
+    if (int err = observe("read")) return Error("read", err);
+    auto it = impl_->handles.find(fd);
+    if (it == impl_->handles.end()) return Error("read", EBADF);
+    auto& h = it->second;
+    if (h.kind != KQueue || !h.ctx) return Error("read", EINVAL);
+    auto o = h.ctx->objs.find(h.devObj);
+    if (o == h.ctx->objs.end() || o->second.type != Impl::Obj::Veventq) return Error("read", EINVAL);
+    return impl_->veventqRead(o->second, static_cast<uint8_t*>(buf), count);
+}
+
+SmmuEventFate SimHost::raiseSmmuEvent(SimDevice& dev, const smmu::Event& record, bool stage2) {
+    SimulatedHostScope scope;
+    // arm_smmu_handle_evt(): forwarded only for a vmaster and a stage-1 fault; the SID becomes
+    // the vSID (arm_vmaster_report_event()).
+    Impl::Ctx* ctx = nullptr;
+    Impl::Obj* d = impl_->deviceObjOf(dev, &ctx);
+    if (!d || !d->vmasterVsid || stage2) return SmmuEventFate::HostOnly;
+    for (auto& [id, o] : ctx->objs) {
+        if (o.type != Impl::Obj::Veventq || o.ref1 != d->vmasterViommu || o.qtype != IOMMU_VEVENTQ_TYPE_ARM_SMMUV3)
+            continue;
+        smmu::Event e = record;
+        e[0] = (e[0] & ~smmu::kEvt0Sid) | smmu::prep(smmu::kEvt0Sid, *d->vmasterVsid);
+        return impl_->reportEvent(o, e);
+    }
+    return SmmuEventFate::NoQueue;
+}
+
+std::optional<SimNestedDomain> SimHost::nestedDomainOf(const SimDevice& dev) const {
+    Impl::Ctx* ctx = nullptr;
+    Impl::Obj* d = impl_->deviceObjOf(dev, &ctx);
+    if (!d || !d->attached) return std::nullopt;
+    auto it = ctx->objs.find(d->attached);
+    if (it == ctx->objs.end() || !it->second.viommu) return std::nullopt;
+    SimNestedDomain out;
+    out.hwpt = it->first;
+    out.viommu = it->second.viommu;
+    out.parent = it->second.parent;
+    out.ste = it->second.ste;
+    out.vsid = d->vmasterVsid;
+    return out;
 }
 
 Result<int> SimHost::eventfd(unsigned initval, int flags) {

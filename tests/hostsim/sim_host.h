@@ -45,6 +45,7 @@
 
 #include "vfio/device.h"
 #include "vfio/host_interface.h"
+#include "vfio/smmuv3.h"
 #include "vfio/uapi_compat.h"
 #include "vfio/vfio_ops.h"
 
@@ -132,6 +133,13 @@ struct SimDeviceConfig {
     // D3hot revokes the device's dma-bufs, and memory decode is off while in D3hot
     // (__vfio_pci_memory_enabled()); D0 un-revokes them when COMMAND has MEMORY. Off by default.
     bool pmCap = false;
+    // Which physical IOMMU (SMMU instance) the device sits behind. A vIOMMU, its nested HWPTs and
+    // vDEVICEs belong to one instance: another instance's device is EINVAL (arm_vsmmu_init(),
+    // iommufd_vdevice_alloc_ioctl(), arm_smmu_attach_dev_nested()).
+    unsigned iommu = 0;
+    // StreamIDs of the device (master->num_streams): IOMMU_VDEVICE_ALLOC wants exactly one
+    // (arm_vsmmu_vdevice_init(): EOPNOTSUPP). The first is its physical StreamID.
+    std::vector<uint32_t> streamIds{0x8};
 };
 
 // Which host kernel's VFIO/iommufd the simulation follows.
@@ -160,6 +168,14 @@ struct SimHostConfig {
     // and SET_IRQS may add vectors to an enabled MSI-X index; without it (and always for MSI)
     // NORESIZE is set and a vector beyond those allocated at enable is EINVAL.
     bool dynamicMsix = true;
+    // With hwInfoType ARM_SMMUV3: the ID registers IOMMU_GET_HW_INFO reports and the features the
+    // nesting checks derive from them (ASID16, RIL, ATS, SSIDSIZE, FWB). Defaults: QEMU 10.0's
+    // arm-smmuv3 with stage=nested, as Linux 7.3 read it (../shared/smmunest/REPORT.md).
+    std::array<uint32_t, 6> smmuIdr{0x0d44101b, 0x02730010, 0, 0x00001414, 0, 0x00000074};
+    uint32_t smmuIidr = 0, smmuAidr = 0x1;
+    // IOMMU_FWSPEC_PCI_RC_CANWBS (ACPI IORT): without it, and without IDR3.FWB, IOMMU_VIOMMU_ALLOC
+    // is EOPNOTSUPP (arm_smmu_get_viommu_size()): the device-tree case.
+    bool canwbs = true;
 };
 
 // Why the simulated IOMMU blocked a DMA.
@@ -192,6 +208,28 @@ struct InjectedFault {
 
 class SimDevice;
 struct SimIoas;
+
+// A command the simulated SMMU's command queue executed for a vIOMMU, after the host's conversion
+// (VMID forced into TLBIs, NSNH_ALL turned into NH_ALL, vSID turned into the physical StreamID).
+struct SmmuCommandIssued {
+    uint32_t viommu = 0;
+    vfio::smmuv3::Command cmd{};
+};
+
+// What became of an SMMU event the simulated hardware raised for a device.
+enum class SmmuEventFate {
+    Forwarded,     // queued on the vIOMMU's vEVENTQ with the vSID
+    Lost,          // the vEVENTQ was full: counted by the LOST_EVENTS header / sequence gap
+    HostOnly,      // no vmaster (no vDEVICE at the last nested attach) or a stage-2 fault: host log
+    NoQueue,       // the vIOMMU has no ARM_SMMUV3 vEVENTQ (iommufd_viommu_report_event(): EOPNOTSUPP)
+};
+
+// The nested domain a device is attached to: the hook for issue 13's stage-1 walk.
+struct SimNestedDomain {
+    uint32_t hwpt = 0, viommu = 0, parent = 0;
+    vfio::smmuv3::Ste ste{};             // as the kernel keeps it (no V: zeroes; EATS cleared)
+    std::optional<uint64_t> vsid;        // the vmaster's vSID, when a vDEVICE existed at attach
+};
 
 class SimHost final : public vfio::HostInterface {
 public:
@@ -257,6 +295,13 @@ public:
     // Processes pending INTx resample (unmask) eventfds.
     void pump();
 
+    // Nesting (hwInfoType ARM_SMMUV3). Commands every vIOMMU's invalidations put on the simulated
+    // SMMU, in order; and an event the SMMU raises for the device (record with its physical SID),
+    // delivered as arm_smmu_handle_evt() -> arm_vmaster_report_event() would.
+    const std::vector<SmmuCommandIssued>& smmuCommandsIssued() const { return smmuCommands_; }
+    SmmuEventFate raiseSmmuEvent(SimDevice& dev, const vfio::smmuv3::Event& record, bool stage2 = false);
+    std::optional<SimNestedDomain> nestedDomainOf(const SimDevice& dev) const;
+
     // HostInterface.
     Result<int> open(const std::string& path, int flags) override;
     void close(int fd) override;
@@ -265,6 +310,7 @@ public:
     void munmap(void* addr, size_t length) override;
     Result<size_t> pread(int fd, void* buf, size_t count, off_t offset) override;
     Result<size_t> pwrite(int fd, const void* buf, size_t count, off_t offset) override;
+    Result<size_t> read(int fd, void* buf, size_t count) override;
     Result<int> eventfd(unsigned initval, int flags) override;
     Result<std::string> readFile(const std::filesystem::path& path) override;
     Result<std::filesystem::path> readLink(const std::filesystem::path& path) override;
@@ -306,6 +352,7 @@ private:
     std::vector<InjectedFault> injected_;
     size_t dmaDroppedByClose_ = 0;  // see SimHostLeftovers
     std::function<void(const DmaAccess&)> dmaAudit_;
+    std::vector<SmmuCommandIssued> smmuCommands_;
 
     friend class SimDevice;
     friend struct Impl;
