@@ -47,6 +47,7 @@
 #include "devices/bus.h"
 #include "devices/bus_device.h"
 #include "tests/hostsim/sim_host.h"
+#include "tests/hostsim/vmm_hosts.h"
 #include "vmm/config.h"
 #include "vmm/machine.h"
 
@@ -183,14 +184,14 @@ int main(int argc, char** argv) {
             std::filesystem::absolute(payload).string(), kDeviceBdf, kDeviceBdf, backend);
         auto cfg = vmm::parseConfig(json, std::filesystem::current_path() / "bench_msix.json");
         if (!cfg) fail("config: " + cfg.error().describe());
-        auto created = vmm::Machine::create(*cfg);
+        auto created = vmm::Machine::create(*cfg, hostsim::simulatedVfioHosts());
         if (!created) fail("Machine::create: " + created.error().describe());
         vmm::Machine& m = **created;
         auto stamp = std::make_shared<IrqStampDevice>();
         auto marks = std::make_shared<MarkDevice>(m, vcpuCpu >= 0 ? vcpuCpu : -1, wait == "hlt" ? 1u : 0u);
         if (auto r = m.pioBus().insert(stamp, kIrqPort, 1); !r) fail("bus insert 0xe0: " + r.error().describe());
         if (auto r = m.pioBus().insert(marks, kMarkPort, 4); !r) fail("bus insert 0x520: " + r.error().describe());
-        hostsim::SimHost* sim = m.passthrough().simHost();
+        hostsim::SimHost* sim = hostsim::simHostOf(m.passthrough());
         hostsim::SimDevice* edu = sim ? sim->device(kDeviceBdf) : nullptr;
         if (!edu) fail("the simulated host has no edu at " + std::string(kDeviceBdf));
 

@@ -135,4 +135,18 @@ bool Sysfs::driverKeepsGroupViable(const std::string& driver) {
            driver.find("vfio-pci") != std::string::npos || driver.find("vfio_pci") != std::string::npos;
 }
 
+bool Sysfs::deviceExists(const std::string& bdf) const { return host_.exists(deviceDir(bdf)); }
+
+Result<std::string> Sysfs::deviceWithCdev(unsigned index) const {
+    const std::string node = fmt::format("vfio{}", index);
+    const auto devices = paths_.sysfs / "bus/pci/devices";
+    auto list = TRY(host_.listDirectory(devices));
+    for (auto& bdf : list)
+        if (host_.exists(devices / bdf / "vfio-dev" / node)) return bdf;
+    return Error(fmt::format("no PCI device has the VFIO cdev {} (is it bound to vfio-pci, with "
+                             "CONFIG_VFIO_DEVICE_CDEV?)",
+                             node),
+                 ENODEV);
+}
+
 }  // namespace conduit::vfio

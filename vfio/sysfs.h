@@ -30,6 +30,11 @@ public:
     const HostPaths& paths() const { return paths_; }
     std::filesystem::path deviceDir(const std::string& bdf) const { return paths_.sysfs / "bus/pci/devices" / bdf; }
 
+    // Whether sysfs has the PCI device `bdf` (canonical form).
+    bool deviceExists(const std::string& bdf) const;
+    // The device whose VFIO cdev is /dev/vfio/devices/vfio<index> (its <dev>/vfio-dev/vfio<index>
+    // exists): the reverse of vfioCdev(). ENODEV when none has it.
+    Result<std::string> deviceWithCdev(unsigned index) const;
     // The IOMMU group number of a device; an error names the device when it has none (no IOMMU).
     Result<unsigned> iommuGroup(const std::string& bdf) const;
     // "" when no driver is bound.

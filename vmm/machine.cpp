@@ -74,17 +74,22 @@ Result<UniqueFd> openSerialOutput(const SerialConfig& serial) {
 }  // namespace
 
 Machine::Machine(const VmConfig& config, std::unique_ptr<arch::Platform> platform, memory::AddressLayout layout,
-                 EventFd wake)
-    : config_(config), platform_(std::move(platform)), layout_(std::move(layout)), wake_(std::move(wake)) {}
+                 EventFd wake, VfioHostFactory hosts)
+    : config_(config),
+      hosts_(std::move(hosts)),
+      platform_(std::move(platform)),
+      layout_(std::move(layout)),
+      wake_(std::move(wake)) {}
 
-Result<std::unique_ptr<Machine>> Machine::create(const VmConfig& config) {
+Result<std::unique_ptr<Machine>> Machine::create(const VmConfig& config, VfioHostFactory hosts) {
     if (config.vcpus == 0 || config.vcpus > kMaxVcpus)
         return Error(fmt::format("machine: {} vCPUs requested (1..{})", config.vcpus, kMaxVcpus));
     if (!config.kernel == !config.payload) return Error("machine: exactly one of kernel and payload must be set");
     auto platform = arch::hostPlatform();
     auto layout = TRY_CTX(platform->addressLayout(config.memory.sizeBytes), "machine: address layout");
     auto wake = TRY(EventFd::create());
-    std::unique_ptr<Machine> m(new Machine(config, std::move(platform), std::move(layout), std::move(wake)));
+    std::unique_ptr<Machine> m(
+        new Machine(config, std::move(platform), std::move(layout), std::move(wake), std::move(hosts)));
     TRY(m->build());
     TRY(m->boot());
     return m;
@@ -118,7 +123,7 @@ Result<void> Machine::build() {
     devices_ = TRY(platform_->createDevices(
         {*vm_, *pio_, *mmio_, layout_, config_, TRY(openSerialOutput(config_.serial)), std::move(events)}));
     passthrough_ =
-        TRY_CTX(Passthrough::create(config_, {*vm_, *memory_, *pio_, *mmio_, layout_, *platform_}), "machine");
+        TRY_CTX(Passthrough::create(config_, {*vm_, *memory_, *pio_, *mmio_, layout_, *platform_}, hosts_), "machine");
 
     for (unsigned i = 0; i < config_.vcpus; ++i) {
         vcpus_.push_back(TRY(vm_->createVcpu(i)));

@@ -27,6 +27,7 @@
 #include "vmm/exit_stats.h"
 #include "vmm/kvm.h"
 #include "vmm/passthrough.h"
+#include "vmm/vfio_host.h"
 #include "vmm/vcpu.h"
 #include "vmm/vcpu_runner.h"
 #include "vmm/vm.h"
@@ -35,7 +36,10 @@ namespace conduit::vmm {
 
 class Machine {
 public:
-    static Result<std::unique_ptr<Machine>> create(const VmConfig& config);
+    // `hosts` opens the VFIO host "vfio_host" names: the kernel's by default; binaries that carry
+    // another (the simulated host of tests/hostsim) pass their own.
+    static Result<std::unique_ptr<Machine>> create(const VmConfig& config,
+                                                   VfioHostFactory hosts = kernelVfioHosts());
     ~Machine();
     Machine(const Machine&) = delete;
     Machine& operator=(const Machine&) = delete;
@@ -69,7 +73,7 @@ public:
 
 private:
     Machine(const VmConfig& config, std::unique_ptr<arch::Platform> platform, memory::AddressLayout layout,
-            EventFd wake);
+            EventFd wake, VfioHostFactory hosts);
     Result<void> build();
     Result<void> boot();
     void onExitDevice(uint32_t value);
@@ -85,6 +89,7 @@ private:
     void stopSerialInput();
 
     VmConfig config_;
+    VfioHostFactory hosts_;
     std::unique_ptr<arch::Platform> platform_;
     memory::AddressLayout layout_;
     std::unique_ptr<memory::GuestMemory> memory_;

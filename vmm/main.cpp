@@ -36,6 +36,7 @@
 #include "vfio/inventory.h"
 #include "vmm/kvm.h"
 #include "vmm/machine.h"
+#include "vmm/vfio_host.h"
 
 #ifndef CONDUIT_VERSION
 #define CONDUIT_VERSION "0.1.0"  // keep in step with project(VERSION) in CMakeLists.txt
@@ -132,7 +133,7 @@ int runCommand(const RunOptions& o) {
     if (auto kvm = vmm::Kvm::open(); !kvm.ok()) return fail(kvm.error().describe() + "; " + kvmHint(kvm.error().code()));
     log::get("vmm").info("{}: {}", o.config, vmm::describeConfig(config.value()));
 
-    auto machine = vmm::Machine::create(config.value());
+    auto machine = vmm::Machine::create(config.value(), vmm::binaryVfioHosts());
     if (!machine.ok()) return fail(machine.error().describe());
 
     Result<int> result = machine.value()->run();

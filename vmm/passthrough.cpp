@@ -2,65 +2,14 @@
 
 #include <fmt/format.h>
 
-#include <mutex>
-
 #include "base/log.h"
-#include "tests/hostsim/sim_host.h"
+#include "vfio/sysfs.h"
 
 namespace conduit::vmm {
 
 namespace {
 
 using devices::vfio_pci::VfioPciDevice;
-
-// The simulated host is single-threaded; vCPU threads reach it through BAR and config accesses
-// of different devices at once, so every call is serialised here.
-class LockedHost final : public vfio::HostInterface {
-public:
-    explicit LockedHost(vfio::HostInterface& inner) : inner_(inner) {}
-    Result<int> open(const std::string& path, int flags) override { L l(m_); return inner_.open(path, flags); }
-    void close(int fd) override { L l(m_); inner_.close(fd); }
-    Result<int> ioctl(int fd, unsigned long request, uintptr_t arg) override { L l(m_); return inner_.ioctl(fd, request, arg); }
-    Result<void*> mmap(void* addr, size_t length, int prot, int flags, int fd, off_t offset) override {
-        L l(m_);
-        return inner_.mmap(addr, length, prot, flags, fd, offset);
-    }
-    void munmap(void* addr, size_t length) override { L l(m_); inner_.munmap(addr, length); }
-    Result<size_t> pread(int fd, void* buf, size_t count, off_t offset) override { L l(m_); return inner_.pread(fd, buf, count, offset); }
-    Result<size_t> pwrite(int fd, const void* buf, size_t count, off_t offset) override {
-        L l(m_);
-        return inner_.pwrite(fd, buf, count, offset);
-    }
-    Result<int> eventfd(unsigned initval, int flags) override { L l(m_); return inner_.eventfd(initval, flags); }
-    Result<std::string> readFile(const std::filesystem::path& path) override { L l(m_); return inner_.readFile(path); }
-    Result<std::filesystem::path> readLink(const std::filesystem::path& path) override { L l(m_); return inner_.readLink(path); }
-    Result<std::vector<std::string>> listDirectory(const std::filesystem::path& path) override {
-        L l(m_);
-        return inner_.listDirectory(path);
-    }
-    bool exists(const std::filesystem::path& path) override { L l(m_); return inner_.exists(path); }
-
-private:
-    using L = std::lock_guard<std::recursive_mutex>;
-    vfio::HostInterface& inner_;
-    std::recursive_mutex m_;
-};
-
-hostsim::SimDeviceConfig simDeviceConfig(const SimulatedDeviceConfig& c) {
-    hostsim::SimDeviceConfig d;
-    d.bdf = c.bdf;
-    d.group = c.group;
-    d.msiVectors = c.msiVectors;
-    d.msixVectors = c.msixVectors;
-    d.bars[2].size = c.memoryBarSize;
-    d.msixBar = 2;
-    d.msixTableOffset = c.memoryBarSize - 0x2000;
-    d.msixPbaOffset = c.memoryBarSize - 0x1000;
-    d.msixMappable = c.msixMappable && !c.sparseMmap;
-    if (c.sparseMmap) d.bars[2].sparseAreas = {{0, c.memoryBarSize - 0x2000}};
-    d.resetSupported = c.reset;
-    return d;
-}
 
 nlohmann::json areasJson(const std::vector<devices::vfio_pci::BarArea>& areas) {
     nlohmann::json a = nlohmann::json::array();
@@ -75,13 +24,14 @@ Passthrough::Passthrough(Env env)
       mmio32_("mmio32", env.layout.mmio32Window()), mmio64_("mmio64", env.layout.mmio64Window()),
       io_("io", env.platform.pciIoPortWindow().value_or(memory::AddressRange{}), 4) {}
 
-Result<std::unique_ptr<Passthrough>> Passthrough::create(const VmConfig& config, Env env) {
+Result<std::unique_ptr<Passthrough>> Passthrough::create(const VmConfig& config, Env env,
+                                                        const VfioHostFactory& hosts) {
     std::unique_ptr<Passthrough> p(new Passthrough(env));
-    TRY(p->build(config));
+    TRY(p->build(config, hosts));
     return p;
 }
 
-Result<void> Passthrough::build(const VmConfig& config) {
+Result<void> Passthrough::build(const VmConfig& config, const VfioHostFactory& hosts) {
     auto& log = log::get("vmm");
     root_ = std::make_unique<devices::pci::PciRoot>();
     if (env_.platform.pciIoPortWindow()) {  // the 0xCF8 mechanism exists where port I/O does
@@ -99,30 +49,16 @@ Result<void> Passthrough::build(const VmConfig& config) {
         }
     }
 
-    const auto& hostCfg = config.vfioHost;
-    if (hostCfg.kind == VfioHostConfig::Kind::Simulated) {
-        hostsim::SimHostConfig sc;
-        sc.iommufd = hostCfg.iommufd;
-        sc.cdev = hostCfg.iommufd;
-        sc.type1v2 = hostCfg.type1;
-        sim_ = std::make_unique<hostsim::SimHost>(sc);
-        for (auto& d : hostCfg.devices) sim_->addDevice(simDeviceConfig(d));
-        lockedSim_ = std::make_unique<LockedHost>(*sim_);
-        host_ = lockedSim_.get();
-        paths_ = sim_->paths();
-        log.info("passthrough: simulated VFIO host (test/demo) with {} device(s)", hostCfg.devices.size());
-    } else {
-        host_ = &vfio::realHost();
-    }
+    host_ = TRY_CTX(hosts(config.vfioHost), "passthrough");
 
     for (const auto& entry : config.devices) {
         if (!entry.vfioPci) continue;
         const auto& d = *entry.vfioPci;
         const std::string bdf = TRY(resolveHost(d));
         auto* backend = TRY_CTX(backendFor(d.backend), fmt::format("vfio-pci {}", d.host));
-        // On a real host KVM's VFIO device learns the group / cdev before the device is opened
-        // (add() below); the simulated host's fds are no VFIO files KVM would take.
-        auto vdev = TRY_CTX(backend->openDevice(bdf, sim_ ? nullptr : this), fmt::format("vfio-pci {}", d.host));
+        // On the kernel's VFIO, KVM's VFIO device learns the group / cdev before the device is
+        // opened (add() below); another host's fds are no VFIO files KVM would take.
+        auto vdev = TRY_CTX(backend->openDevice(bdf, host_->isKernel() ? this : nullptr), fmt::format("vfio-pci {}", d.host));
         auto& be = backends_[backend->kind()];
         if (!be.listening) {
             // After the first device: type1 has its IOMMU set, iommufd its IOVA ranges narrowed.
@@ -166,23 +102,14 @@ void Passthrough::remove(int fd, bool isGroup) {
 }
 
 Result<std::string> Passthrough::resolveHost(const VfioPciConfig& d) {
-    const auto devicesDir = paths_.sysfs / "bus/pci/devices";
-    if (d.form != VfioPciConfig::HostForm::Cdev) {
-        if (!host_->exists(devicesDir / d.bdf))
-            return Error(fmt::format("vfio-pci {}: no PCI device {} on this {}host ({} does not exist)", d.host, d.bdf,
-                                     sim_ ? "simulated " : "", (devicesDir / d.bdf).string()),
-                         ENODEV);
-        return d.bdf;
-    }
-    // /dev/vfio/devices/vfioN: the device whose sysfs directory has vfio-dev/vfioN.
-    const std::string node = fmt::format("vfio{}", d.cdevIndex);
-    auto list = TRY_CTX(host_->listDirectory(devicesDir), fmt::format("vfio-pci {}", d.host));
-    for (auto& bdf : list)
-        if (host_->exists(devicesDir / bdf / "vfio-dev" / node)) return bdf;
-    return Error(fmt::format("vfio-pci {}: no PCI device has the VFIO cdev {} (is it bound to vfio-pci, with "
-                             "CONFIG_VFIO_DEVICE_CDEV?)",
-                             d.host, node),
-                 ENODEV);
+    const vfio::Sysfs sysfs(host_->interface(), host_->paths());
+    if (d.form == VfioPciConfig::HostForm::Cdev)  // /dev/vfio/devices/vfioN
+        return TRY_CTX(sysfs.deviceWithCdev(d.cdevIndex), fmt::format("vfio-pci {}", d.host));
+    if (!sysfs.deviceExists(d.bdf))
+        return Error(fmt::format("vfio-pci {}: no PCI device {} on this {}host ({} does not exist)", d.host, d.bdf,
+                                 host_->isKernel() ? "" : host_->name() + " ", sysfs.deviceDir(d.bdf).string()),
+                     ENODEV);
+    return d.bdf;
 }
 
 Result<vfio::VfioBackend*> Passthrough::backendFor(vfio::BackendKind kind) {
@@ -191,7 +118,7 @@ Result<vfio::VfioBackend*> Passthrough::backendFor(vfio::BackendKind kind) {
     } else if (!backends_.empty()) {
         return backends_.begin()->second.backend.get();  // auto: whatever is already open
     }
-    auto backend = TRY(vfio::openBackend(*host_, kind, paths_));
+    auto backend = TRY(vfio::openBackend(host_->interface(), kind, host_->paths()));
     auto* raw = backend.get();
     backends_[raw->kind()].backend = std::move(backend);
     return raw;
@@ -232,7 +159,7 @@ Result<void> Passthrough::placeBars(VfioPciDevice& dev, vfio::VfioOps& ops) {
 
 nlohmann::json Passthrough::stats() const {
     nlohmann::json j;
-    j["host"] = sim_ ? "simulated" : "real";
+    j["host"] = host_->name();
     auto& list = j["devices"] = nlohmann::json::array();
     for (auto& a : devices_) {
         auto s = a.device->stats();
@@ -272,16 +199,10 @@ nlohmann::json Passthrough::stats() const {
             b["trapped_writes"] = s.trappedWrites[i];
             bars.push_back(std::move(b));
         }
-        if (sim_) {
-            if (auto* sd = sim_->device(a.hostBdf)) d["sim_interrupts_delivered"] = sd->interruptsDelivered();
-        }
+        host_->addDeviceStats(a.hostBdf, d);
         list.push_back(std::move(d));
     }
-    if (sim_) {
-        auto& faults = j["dma_faults"] = nlohmann::json::array();
-        for (auto& f : sim_->dmaFaults())
-            faults.push_back({{"device", f.bdf}, {"iova", f.iova}, {"size", f.size}, {"write", f.write}, {"reason", f.reason}});
-    }
+    host_->addStats(j);
     return j;
 }
 
@@ -307,12 +228,11 @@ Passthrough::~Passthrough() {
     }
     backends_.clear();
     kvmVfio_.reset();
-    // 5. The root off the buses, 6. the simulated host.
+    // 5. The root off the buses, 6. the host.
     if (portsOnBus_) (void)env_.pio.remove(devices::pci::PciRoot::kConfigAddressPort);
     if (ecamOnBus_) (void)env_.mmio.remove(env_.layout.pciEcam().base);
     root_.reset();
-    lockedSim_.reset();
-    sim_.reset();
+    host_.reset();
 }
 
 }  // namespace conduit::vmm

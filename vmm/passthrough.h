@@ -1,9 +1,9 @@
 // Passthrough: everything the Machine needs for PCI and assigned devices, assembled from the
 // config in one place so machine.cpp only creates and destroys it.
 //
-//   host        the real kernel (vfio::realHost()) or the simulated host (tests/hostsim, library
-//               conduit_hostsim, linked into conduit_vmm) as "vfio_host" says; the simulated one is
-//               wrapped so vCPU threads reach it one at a time
+//   host        what the VfioHostFactory given by the binary opens for "vfio_host"
+//               (vmm/vfio_host.h): the kernel's VFIO in the product; test binaries and a `conduit`
+//               built with CONDUIT_SIMULATED_HOST also know the simulated host (tests/hostsim)
 //   PCI root    host bridge 00:00.0, ECAM at layout.pciEcam(), and 0xCF8-0xCFF on the PIO bus when
 //               the platform has port I/O
 //   backends    one VfioBackend per backend kind in use, each with a DmaMapper registered on guest
@@ -18,7 +18,7 @@
 //
 // Teardown (destructor, in this order): KVM VFIO entries removed, devices off the bus and
 // destroyed (IRQs off, memslots and bus ranges removed, P2P DMA unmapped, fds closed), DmaMappers
-// unregistered (guest RAM unmapped), backends closed, PCI root off the buses, simulated host last.
+// unregistered (guest RAM unmapped), backends closed, PCI root off the buses, the host last.
 #pragma once
 
 #include <map>
@@ -40,11 +40,8 @@
 #include "vmm/config.h"
 #include "vmm/kvm_pci_platform.h"
 #include "vmm/kvm_vfio_device.h"
+#include "vmm/vfio_host.h"
 #include "vmm/vm.h"
-
-namespace conduit::hostsim {
-class SimHost;
-}
 
 namespace conduit::vmm {
 
@@ -59,14 +56,15 @@ public:
         const arch::Platform& platform;  // INTx lines, the port-I/O window
     };
 
-    static Result<std::unique_ptr<Passthrough>> create(const VmConfig& config, Env env);
+    // `hosts` opens the host config.vfioHost names.
+    static Result<std::unique_ptr<Passthrough>> create(const VmConfig& config, Env env, const VfioHostFactory& hosts);
     ~Passthrough() override;
     Passthrough(const Passthrough&) = delete;
     Passthrough& operator=(const Passthrough&) = delete;
 
     devices::pci::PciRoot& root() { return *root_; }
-    // The simulated host when "vfio_host" is simulated (tests inspect its devices), else null.
-    hostsim::SimHost* simHost() { return sim_.get(); }
+    // Where the devices come from (tests reach the simulated host through it).
+    VfioHost& host() { return *host_; }
 
     struct Assigned {
         std::shared_ptr<devices::vfio_pci::VfioPciDevice> device;
@@ -81,7 +79,7 @@ public:
 
 private:
     explicit Passthrough(Env env);
-    Result<void> build(const VmConfig& config);
+    Result<void> build(const VmConfig& config, const VfioHostFactory& hosts);
     Result<std::string> resolveHost(const VfioPciConfig& d);
     Result<vfio::VfioBackend*> backendFor(vfio::BackendKind kind);
     Result<void> placeBars(devices::vfio_pci::VfioPciDevice& dev, vfio::VfioOps& ops);
@@ -96,10 +94,7 @@ private:
     };
 
     Env env_;
-    std::unique_ptr<hostsim::SimHost> sim_;
-    std::unique_ptr<vfio::HostInterface> lockedSim_;
-    vfio::HostInterface* host_ = nullptr;
-    vfio::HostPaths paths_;
+    std::unique_ptr<VfioHost> host_;
     KvmGuestMapper mapper_;
     KvmMsiRouter msiRouter_;
     KvmIntxRouter intxRouter_;

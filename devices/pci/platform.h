@@ -2,7 +2,7 @@
 //   GuestMapper  put host memory (an mmapped BAR area) into guest-physical space (a KVM memslot)
 //   MsiRouter    an MSI message as an interrupt route (KVM GSI + irqfd) whose eventfd a device
 //                (or VFIO on its behalf) signals; masking edits the route, not the device
-//   IntxRouter   an IOAPIC pin fed by an eventfd, with a resample eventfd signalled on EOI
+//   IntxRouter   an irqchip pin fed by an eventfd, with a resample eventfd signalled on EOI
 // vmm/kvm_pci_platform.* implements them over Vm / GsiRoutingTable / IrqFd; unit tests use fakes.
 #pragma once
 
@@ -60,7 +60,7 @@ public:
     virtual std::unique_ptr<MsiRouteBatch> batch() { return std::make_unique<MsiRouteBatch>(); }
 };
 
-// A level-triggered line into an IOAPIC pin: trigger asserts it; the resample fd is signalled when
+// A level-triggered line into an irqchip pin: trigger asserts it; the resample fd is signalled when
 // the guest EOIs the interrupt (so the source can re-check and unmask) without a VMM exit.
 class IntxRoute {
 public:

@@ -25,6 +25,7 @@
 #include "tests/common/require_kvm.h"
 #include "tests/faultinject/host_call_faults.h"
 #include "vmm/config.h"
+#include "tests/hostsim/vmm_hosts.h"
 #include "vmm/machine.h"
 
 namespace fs = std::filesystem;
@@ -141,7 +142,7 @@ protected:
         });
         faultinject::startCounting(failAt);
         {
-            auto machine = vmm::Machine::create(config_);
+            auto machine = vmm::Machine::create(config_, hostsim::simulatedVfioHosts());
             if (!machine) {
                 o.error = machine.error().describe();
             } else {

@@ -22,6 +22,7 @@
 #include "tests/hostsim/sim_host.h"
 #include "tests/integration/test_env.h"
 #include "vmm/config.h"
+#include "tests/hostsim/vmm_hosts.h"
 #include "vmm/machine.h"
 
 namespace conduit::test {
@@ -56,10 +57,10 @@ TEST_P(GuestIsolation, HostileRegisterTrafficKeepsTheVmmAliveAndDmaInsideWhatIsM
     auto config = vmm::parseConfig(json, "isolation.json");
     ASSERT_TRUE(config.ok()) << config.error().describe();
     log::setLevel("error");  // the hostile traffic is meant to provoke warnings; thousands of them
-    auto created = vmm::Machine::create(*config);
+    auto created = vmm::Machine::create(*config, hostsim::simulatedVfioHosts());
     ASSERT_TRUE(created.ok()) << created.error().describe();
     vmm::Machine& m = **created;
-    hostsim::SimHost& sim = *m.passthrough().simHost();
+    hostsim::SimHost& sim = *hostsim::simHostOf(m.passthrough());
 
     Reachable ram;
     for (auto& r : m.memory().regions()) ram.ranges.push_back({r->host(), r->gpa().size});

@@ -13,6 +13,7 @@
 #include "base/event_fd.h"
 #include "tests/integration/test_env.h"
 #include "vmm/config.h"
+#include "tests/hostsim/vmm_hosts.h"
 #include "vmm/machine.h"
 
 namespace conduit::test {
@@ -55,7 +56,7 @@ TEST(MsiInjection, SignalMsiAndIrqfdRouteBothReachTheGuestHandler) {
     config.serial.output = vmm::SerialOutput::File;
     config.serial.path = log;
 
-    auto machine = vmm::Machine::create(config);
+    auto machine = vmm::Machine::create(config, hostsim::simulatedVfioHosts());
     ASSERT_TRUE(machine.ok()) << machine.error().describe();
     vmm::Machine& m = **machine;
 

@@ -12,6 +12,7 @@
 #include "kvm_test_util.h"
 #include "tests/hostsim/sim_host.h"
 #include "vmm/kvm_pci_platform.h"
+#include "tests/hostsim/vmm_hosts.h"
 #include "vmm/machine.h"
 
 using namespace conduit;
@@ -83,7 +84,7 @@ TEST(PassthroughMachine, SimulatedHostDevicesOnBusZero) {
                   {"type": "vfio-pci", "host": "/dev/vfio/devices/vfio1", "backend": "auto"}]})";
     auto cfg = parseConfig(json, dir / "vm.json");
     ASSERT_TRUE(cfg.ok()) << cfg.error().describe();
-    auto m = Machine::create(*cfg);
+    auto m = Machine::create(*cfg, hostsim::simulatedVfioHosts());
     ASSERT_TRUE(m.ok()) << m.error().describe();
     auto s = (*m)->stats()["passthrough"];
     EXPECT_EQ(s["host"], "simulated");
@@ -129,7 +130,7 @@ TEST(PassthroughMachine, UnknownHostDeviceIsAClearError) {
       "devices": [{"type": "vfio-pci", "host": "0000:01:00.0"}]})", dir / "vm.json");
     ASSERT_TRUE(cfg.ok()) << cfg.error().describe();
     cfg->devices[0].vfioPci->host = cfg->devices[0].vfioPci->bdf = "0000:05:00.0";
-    auto m = Machine::create(*cfg);
+    auto m = Machine::create(*cfg, hostsim::simulatedVfioHosts());
     ASSERT_FALSE(m.ok());
     EXPECT_THAT(m.error().describe(), ::testing::HasSubstr("no PCI device 0000:05:00.0 on this simulated host"));
     std::filesystem::remove_all(dir);
