@@ -141,8 +141,8 @@ private:
     uint32_t type_;
 };
 
-// A nested HWPT on a vIOMMU: the guest's STE as the kernel accepted it. Issue 13's stage-1 walk
-// starts here (steConfig(), S1ContextPtr and S1CDMax of ste()).
+// A nested HWPT on a vIOMMU: the guest's STE as the kernel keeps it (no V: zeroes, an abort; EATS
+// cleared). Issue 13's stage-1 walk starts here (config(), S1ContextPtr and S1CDMax of ste()).
 class NestedHwpt final : public Hwpt {
 public:
     NestedHwpt(std::shared_ptr<const Viommu> viommu, IommuObject obj, smmuv3::Ste ste)

@@ -342,9 +342,11 @@ Result<std::shared_ptr<NestedHwpt>> IommufdBackend::allocNestedHwpt(const VfioDe
     TRY(ioctlPtr(host_, iommufd(), IOMMU_HWPT_ALLOC, &a, "IOMMU_HWPT_ALLOC(nested)",
                  fmt::format("{} (device {}) on {} vSTE {:#018x} {:#018x}", dev.name(), st->devId, viommu->what(),
                              ste[0], ste[1])));
-    // The kernel keeps a vSTE without V as all zeroes and EATS aside (arm_vsmmu_alloc_domain_nested()).
+    // What the kernel keeps (arm_vsmmu_alloc_domain_nested()): a vSTE without V as all zeroes,
+    // EATS cleared (ATS follows it through the domain's enable_ats).
     smmuv3::Ste kept = ste;
     if (!(kept[0] & smmuv3::kSte0V)) kept = {0, 0};
+    kept[1] &= ~smmuv3::kSte1Eats;
     return std::make_shared<NestedHwpt>(
         std::move(viommu), IommuObject(this, a.out_hwpt_id, fmt::format("nested HWPT {}", a.out_hwpt_id)), kept);
 }

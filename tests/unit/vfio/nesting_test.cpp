@@ -254,7 +254,11 @@ TEST(Nesting, VsteBitsOutsideTheKernelsMasksAreEio) {
     // Every allowed field at once passes (EATS 1 is accepted, then kept aside by the kernel).
     const smmu::Ste allowed{(smmu::kSte0NestingAllowed & ~smmu::kSte0Cfg) | smmu::prep(smmu::kSte0Cfg, smmu::kCfgS1Trans),
                             (smmu::kSte1NestingAllowed & ~smmu::kSte1Eats) | smmu::prep(smmu::kSte1Eats, 1)};
-    EXPECT_TRUE(n->allocNestedHwpt(f.dev(), viommu, allowed).ok());
+    auto all = n->allocNestedHwpt(f.dev(), viommu, allowed);
+    ASSERT_TRUE(all.ok()) << all.error().describe();
+    EXPECT_EQ((*all)->ste()[0], allowed[0]);
+    EXPECT_EQ((*all)->ste()[1], allowed[1] & ~smmu::kSte1Eats);
+    EXPECT_EQ(f.host.iommufdObjectCount(), objects + 1);
     // No V: whatever else is set, it is an abort STE (the kernel zeroes it).
     auto invalid = n->allocNestedHwpt(f.dev(), viommu, {~smmu::kSte0V, ~0ull});
     ASSERT_TRUE(invalid.ok()) << invalid.error().describe();
