@@ -188,11 +188,13 @@ TEST(Arm64Fdt, CarriesTheValuesLinuxReads) {
               (std::vector<uint32_t>{0, 0x0700'0000, 0, 0x1'0000, 0, 0x0710'0000, 0, 0x4'0000}));
     EXPECT_EQ(cells("/chosen", "linux,initrd-start"), (std::vector<uint32_t>{0, 0x4f00'0000}));
     EXPECT_EQ(cells("/chosen", "linux,initrd-end"), (std::vector<uint32_t>{0, 0x4f12'3400}));
-    // interrupt-map: 32 slots x 4 pins, 10 cells each; slot 1 INTA is on SPI 17 (swizzled).
+    // interrupt-map: 32 slots x 4 pins, 10 cells each; every pin of slot 1 is on SPI 17.
     auto map = cells("/pcie@30000000", "interrupt-map");
     ASSERT_EQ(map.size(), 32u * 4 * 10);
     EXPECT_EQ(std::vector<uint32_t>(map.begin() + 40, map.begin() + 50),
               (std::vector<uint32_t>{1 << 11, 0, 0, 1, gic, 0, 0, kFdtIrqSpi, 17, kFdtIrqLevelHigh}));
+    EXPECT_EQ(std::vector<uint32_t>(map.begin() + 70, map.begin() + 80),
+              (std::vector<uint32_t>{1 << 11, 0, 0, 4, gic, 0, 0, kFdtIrqSpi, 17, kFdtIrqLevelHigh}));
 }
 
 TEST(Arm64Fdt, CpusWithAff3GetTwoAddressCells) {

@@ -74,18 +74,17 @@ TEST(Arm64Layout, RefusesWhatDoesNotFit) {
     EXPECT_FALSE(Layout::create(Layout::kMaxRam + GiB, 1));
 }
 
-TEST(Arm64Layout, IntxPinsSwizzleAcrossTheirSpis) {
-    EXPECT_EQ(Layout::intxSpi(0, 1), Layout::kPciIntxSpiBase);
-    EXPECT_EQ(Layout::intxSpi(1, 1), Layout::kPciIntxSpiBase + 1);
-    EXPECT_EQ(Layout::intxSpi(0, 2), Layout::kPciIntxSpiBase + 1);
-    for (unsigned slot = 0; slot < 32; ++slot)
-        for (unsigned pin = 1; pin <= 4; ++pin) {
-            uint32_t spi = Layout::intxSpi(slot, pin);
-            EXPECT_GE(spi, Layout::kPciIntxSpiBase);
-            EXPECT_LT(spi, Layout::kPciIntxSpiBase + Layout::kPciIntxSpiCount);
-            EXPECT_LT(spi, Layout::kSpiCount);
-            EXPECT_NE(spi, Layout::kUartSpi);
-        }
+TEST(Arm64Layout, EachSlotHasItsOwnIntxSpi) {
+    EXPECT_EQ(Layout::intxSpi(0), Layout::kPciIntxSpiBase);
+    EXPECT_EQ(Layout::intxSpi(1), Layout::kPciIntxSpiBase + 1);
+    EXPECT_EQ(Layout::intxSpi(16), Layout::kPciIntxSpiBase);  // 16 SPIs, shared from slot 16 on
+    for (unsigned slot = 0; slot < 32; ++slot) {
+        uint32_t spi = Layout::intxSpi(slot);
+        EXPECT_GE(spi, Layout::kPciIntxSpiBase);
+        EXPECT_LT(spi, Layout::kPciIntxSpiBase + Layout::kPciIntxSpiCount);
+        EXPECT_LT(spi, Layout::kSpiCount);
+        EXPECT_NE(spi, Layout::kUartSpi);
+    }
 }
 
 }  // namespace

@@ -17,7 +17,7 @@ FdtDescription describeBoard(const Layout& layout, const BoardOptions& options) 
     pci.mmio32 = layout.mmio32Window();
     pci.mmio64 = layout.mmio64Window();
     for (unsigned slot = 0; slot < 32; ++slot)
-        for (unsigned pin = 1; pin <= 4; ++pin) pci.intx.push_back({slot, pin, Layout::intxSpi(slot, pin)});
+        for (unsigned pin = 1; pin <= 4; ++pin) pci.intx.push_back({slot, pin, Layout::intxSpi(slot)});
     d.pci = std::move(pci);
     d.chosen.bootargs = options.bootargs;
     d.chosen.initrd = options.initrd;

@@ -1,6 +1,6 @@
 // The arm64 machine as the guest sees it, turned into a device-tree description: the Layout's
 // ranges, one cpu node per vCPU (from the MPIDRs KVM gives the vCPUs), the UART as console, and
-// the PCIe host bridge with every slot's INTx pins wired as Layout::intxSpi() says.
+// the PCIe host bridge with all four INTx pins of each slot on Layout::intxSpi(slot).
 #pragma once
 
 #include <cstdint>

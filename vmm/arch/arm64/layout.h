@@ -60,7 +60,7 @@ public:
 
     // SPIs (GIC INTID = 32 + SPI). MSIs go through the ITS as LPIs and use no SPI.
     static constexpr uint32_t kUartSpi = 1;
-    static constexpr uint32_t kPciIntxSpiBase = 16;  // INTx of PCI slots: 16 SPIs from here
+    static constexpr uint32_t kPciIntxSpiBase = 16;  // INTx of PCI slots: 16 SPIs from here, one per slot (mod 16)
     static constexpr uint32_t kPciIntxSpiCount = 16;
     static constexpr uint32_t kSpiCount = 64;        // SPIs the vGIC is created with (a multiple of 32)
 
@@ -88,11 +88,10 @@ public:
     uint64_t end() const { return mmio64_.end(); }
     bool isRam(uint64_t gpa, uint64_t len) const { return ram_.contains(gpa, len); }
 
-    // The SPI a PCI slot's INTx pin (1 = INTA .. 4 = INTD) is wired to: the usual swizzle, so
-    // neighbouring slots spread over different SPIs. The device tree's interrupt-map says the same.
-    static uint32_t intxSpi(unsigned slot, unsigned pin) {
-        return kPciIntxSpiBase + (slot + pin - 1) % kPciIntxSpiCount;
-    }
+    // The SPI (and GSI: the vGIC's default routes map GSI n to SPI n) a device in `slot` of bus 0
+    // raises INTx on, whichever pin it uses: one level-triggered line per slot, as on x86. The
+    // device tree's interrupt-map says the same to the guest.
+    static uint32_t intxSpi(unsigned slot) { return kPciIntxSpiBase + slot % kPciIntxSpiCount; }
 
 private:
     unsigned vcpus_ = 0;
