@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 namespace conduit::vmm::arm64 {
@@ -159,6 +161,29 @@ TEST(Arm64Image, LoadImageCopiesKernelAndInitrdIntoGuestRam) {
     std::vector<uint8_t> backInitrd(initrd.size());
     ASSERT_TRUE(mem->read(l->placement.initrd->base, backInitrd));
     EXPECT_EQ(backInitrd, initrd);
+}
+
+// Debian's arm64 cloud kernel, when tests/integration/fetch-debian-kernel.sh --arch arm64 has
+// fetched it (the arm64 bed's guest): a real header, placed in 256 MiB with a 2 MiB initrd.
+TEST(Arm64Image, ParsesDebiansCloudKernel) {
+    const char* home = std::getenv("HOME");
+    std::string path = home ? std::string(home) + "/.cache/conduit/arm64-guest/current/Image" : "";
+    FILE* f = path.empty() ? nullptr : std::fopen(path.c_str(), "rb");
+    if (!f) GTEST_SKIP() << "no arm64 guest kernel at " << path;
+    std::vector<uint8_t> image;
+    uint8_t buf[1 << 16];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) image.insert(image.end(), buf, buf + n);
+    std::fclose(f);
+    auto h = parseImageHeader(image);
+    ASSERT_TRUE(h) << h.error().describe();
+    EXPECT_FALSE(h->legacy);
+    EXPECT_GE(h->imageSize, image.size());
+    EXPECT_EQ(h->pageSizeKiB, 4u);
+    auto p = placeBoot(*h, image.size(), kRam256, 2 * MiB);
+    ASSERT_TRUE(p) << p.error().describe();
+    EXPECT_EQ(p->kernel, 0x4000'0000u + h->textOffset);
+    std::printf("%s: %s\n", path.c_str(), h->describe().c_str());
 }
 
 }  // namespace
