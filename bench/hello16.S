@@ -2,7 +2,7 @@
  * Prints the hello payload's first line on COM1 (0x3f8), polling LSR.THRE like a firmware would,
  * then stops the VM through the machine's exit device:
  *   conduit (--defsym BENCH_QEMU=0): image loaded and linked at 0x8000, payload mode "real16",
- *       exit device port 0x700 (vmm/x86/payload_abi.h), value 0 -> `conduit run` exits 0;
+ *       exit device port 0x700 (vmm/arch/x86_64/payload_abi.h), value 0 -> `conduit run` exits 0;
  *   qemu    (--defsym BENCH_QEMU=1): a 64 KiB -bios image; the CPU starts at f000:fff0 (CS base
  *       0xffff0000), where .reset jumps back to `start`; isa-debug-exit at port 0xf4, value 0 ->
  *       qemu exits (0 << 1) | 1 = 1.

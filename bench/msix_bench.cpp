@@ -258,7 +258,7 @@ int main(int argc, char** argv) {
         // The route KVM holds for vector 0: the message KVM_SIGNAL_MSI sends too.
         std::optional<vmm::MsiMessage> msg;
         uint32_t routeGsi = 0;
-        for (uint32_t gsi = vmm::GsiRoutingTable::kIrqchipGsis; gsi < 4096 && !msg; ++gsi)
+        for (uint32_t gsi = m.vm().routing().firstMsiGsi(); gsi < 4096 && !msg; ++gsi)
             if (auto r = m.vm().routing().msi(gsi); r && (r->data & 0xff) == kVector) {
                 msg = *r;
                 routeGsi = gsi;

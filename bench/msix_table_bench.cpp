@@ -28,6 +28,7 @@
 #include "devices/vfio_pci/vfio_pci_device.h"
 #include "tests/hostsim/sim_host.h"
 #include "vfio/backend.h"
+#include "vmm/arch/x86_64/kvm_x86.h"
 #include "vmm/kvm.h"
 #include "vmm/kvm_pci_platform.h"
 #include "vmm/vm.h"
@@ -62,7 +63,7 @@ struct Cost {
 // One round: a fresh VM and device, the guest's MSI-X setup timed.
 Cost round(vmm::Kvm& kvm, const Case& c) {
     auto vm = must(vmm::Vm::create(kvm), "VM");
-    if (auto r = vm->createIrqchip(); !r) throw std::runtime_error(r.error().describe());
+    if (auto r = vmm::x86::createIrqchip(*vm); !r) throw std::runtime_error(r.error().describe());
     hostsim::SimHostConfig hc;
     hc.dynamicMsix = c.dynamicMsix;
     hostsim::SimHost sim(hc);

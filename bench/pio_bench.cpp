@@ -34,6 +34,9 @@
 #include "bench/bench_util.h"
 #include "devices/bus.h"
 #include "devices/bus_device.h"
+#include "vmm/arch/x86_64/exits.h"
+#include "vmm/arch/x86_64/kvm_x86.h"
+#include "vmm/arch/x86_64/layout.h"
 #include "vmm/exit_stats.h"
 #include "vmm/kvm.h"
 #include "vmm/vcpu.h"
@@ -197,7 +200,7 @@ struct RawVm {
         kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
         if (kvm < 0) fail("open /dev/kvm: " + errnoText(errno));
         vm = xioctl(kvm, KVM_CREATE_VM, 0, "KVM_CREATE_VM");
-        xioctl(vm, KVM_SET_TSS_ADDR, vmm::Vm::kTssAddr, "KVM_SET_TSS_ADDR");
+        xioctl(vm, KVM_SET_TSS_ADDR, vmm::x86::kTssAddr, "KVM_SET_TSS_ADDR");
         ram = mmap(nullptr, kRamSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (ram == MAP_FAILED) fail("mmap guest RAM: " + errnoText(errno));
         std::memcpy(static_cast<uint8_t*>(ram) + kCodeGpa, code.data(), code.size());
@@ -238,6 +241,7 @@ struct ConduitVm {
     devices::Bus pio{"pio"};
     devices::Bus mmio{"mmio"};
     vmm::ExitStats stats;
+    vmm::x86::X86Exits arch{pio, stats};
     std::shared_ptr<HandoffDevice> handoff = std::make_shared<HandoffDevice>();
     std::unique_ptr<vmm::VcpuRunner> runner;
 
@@ -253,16 +257,16 @@ struct ConduitVm {
     ConduitVm(const std::vector<uint8_t>& code, ExitClock& clock)
         : kvm(take(vmm::Kvm::open(), "Kvm::open")) {
         vm = take(vmm::Vm::create(kvm), "Vm::create");
-        check(vm->setTssAddr(), "setTssAddr");
+        check(vmm::x86::setTssAddr(*vm), "setTssAddr");
         ram = take(Mapping::map(kRamSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0,
                                 "guest RAM"),
                    "mmap");
         std::memcpy(ram.data() + kCodeGpa, code.data(), code.size());
         slot.emplace(take(vm->mapMemory(0, kRamSize, ram.data(), "bench RAM"), "mapMemory"));
         vcpu = take(vm->createVcpu(0), "createVcpu");
-        auto s = take(vcpu->getSregs(), "getSregs");
+        auto s = take(vmm::x86::getSregs(*vcpu), "getSregs");
         setRealMode(s);
-        check(vcpu->setSregs(s), "setSregs");
+        check(vmm::x86::setSregs(*vcpu, s), "setSregs");
         check(pio.insert(std::make_shared<NullDevice>("uart@0x3f8"), 0x3f8, 8), "bus insert uart");
         check(pio.insert(std::make_shared<CountingDevice>(clock), kPort, 1), "bus insert bench");
         check(pio.insert(handoff, kSyncPort, 1), "bus insert handoff");
@@ -281,8 +285,8 @@ struct ConduitVm {
 
     // Starts the vCPU thread; it runs the first segment at once.
     void start() {
-        check(vcpu->setRegs(startRegs()), "setRegs");
-        runner = std::make_unique<vmm::VcpuRunner>(std::vector<vmm::Vcpu*>{vcpu.get()}, pio, mmio, stats);
+        check(vmm::x86::setRegs(*vcpu, startRegs()), "setRegs");
+        runner = std::make_unique<vmm::VcpuRunner>(std::vector<vmm::Vcpu*>{vcpu.get()}, mmio, stats, &arch);
         check(runner->start(), "VcpuRunner::start");
     }
     void checkRunning() {

@@ -1,5 +1,5 @@
 // The exit device: how a payload or a test ends the VM with a status. A 32-bit port at
-// CONDUIT_EXIT_PORT (vmm/x86/payload_abi.h): writing V with outb/outw/outl at offset 0 calls the
+// CONDUIT_EXIT_PORT (vmm/arch/x86_64/payload_abi.h): writing V with outb/outw/outl at offset 0 calls the
 // owner's onExit(V zero-extended); `conduit run` then stops the VM and exits with V & 0xff.
 // Reads return 0. Other offsets or widths are ignored (and logged), so a stray access does not
 // end the VM with a garbage status.

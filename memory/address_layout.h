@@ -1,13 +1,8 @@
-// The guest-physical address map of an x86_64 machine. Everything that places something in guest
-// physical space (RAM regions, e820, PCI BARs, the ECAM window, DMA mappings) asks this one object,
-// so RAM never overlaps MMIO and BARs never land in a platform range.
-//
-//   0                      low RAM (up to 3 GiB)
-//   0xC000_0000            32-bit PCI MMIO window (512 MiB), BARs below 4 GiB
-//   0xE000_0000            PCI ECAM / MMCONFIG (256 MiB: 256 buses x 32 dev x 8 fn x 4 KiB)
-//   0xF000_0000            platform: IOAPIC 0xFEC0_0000, LAPIC/MSI 0xFEE0_0000, firmware 0xFFFF_0000
-//   0x1_0000_0000          high RAM (what does not fit below 3 GiB)
-//   align_up(end, 1 GiB)   64-bit PCI MMIO window (64 GiB)
+// The guest-physical address map of a machine, as data. The architecture's platform
+// (vmm/arch/<arch>/) produces it; everything that places something in guest physical space (RAM
+// regions, firmware tables, PCI BARs, the ECAM window, DMA mappings) asks this one object, so RAM
+// never overlaps MMIO and BARs never land in a platform range. Nothing here knows an architecture:
+// the map is a list of named ranges that create() checks for overlaps.
 #pragma once
 
 #include <cstdint>
@@ -19,7 +14,14 @@
 
 namespace conduit::memory {
 
-enum class RangeKind { Ram, Mmio32, Mmio64, PciEcam, Platform };
+enum class RangeKind {
+    Ram,
+    Mmio32,        // PCI BARs below 4 GiB
+    Mmio64,        // PCI BARs above RAM
+    PciEcam,       // PCI configuration space (ECAM / MMCONFIG)
+    Platform,      // interrupt controllers, firmware, platform devices: neither RAM nor BAR space
+    ReservedIova,  // addresses a device's DMA must never be mapped at (e.g. an MSI doorbell window)
+};
 
 struct NamedRange {
     std::string name;
@@ -29,43 +31,53 @@ struct NamedRange {
 
 class AddressLayout {
 public:
-    static constexpr uint64_t kLowRamLimit = 0xC000'0000;      // 3 GiB
-    static constexpr uint64_t kMmio32Base = 0xC000'0000;
-    static constexpr uint64_t kMmio32Size = 512 * MiB;
-    static constexpr uint64_t kEcamBase = 0xE000'0000;
-    static constexpr uint64_t kEcamSize = 256 * MiB;
-    static constexpr uint64_t kIoApicBase = 0xFEC0'0000;
-    static constexpr uint64_t kLapicBase = 0xFEE0'0000;
-    static constexpr uint64_t kMsiWindowBase = 0xFEE0'0000;    // MSI writes: never RAM, never IOVA
-    static constexpr uint64_t kMsiWindowSize = 1 * MiB;
-    static constexpr uint64_t kHighRamBase = 4 * GiB;
-    static constexpr uint64_t kMmio64Size = 64 * GiB;
+    // The RAM sizes any platform accepts (configs are checked against these before a platform
+    // is chosen); a platform may refuse more.
     static constexpr uint64_t kMinRam = 2 * MiB;
     static constexpr uint64_t kMaxRam = 1024 * GiB;
 
-    // Lays out `ramBytes` of RAM (a multiple of 4 KiB, between kMinRam and kMaxRam).
-    static Result<AddressLayout> x86_64(uint64_t ramBytes);
+    // What a platform lays out. RAM ranges in ascending order; their sizes add up to ramBytes.
+    struct Spec {
+        uint64_t ramBytes = 0;
+        std::vector<NamedRange> ram;
+        NamedRange mmio32{"pci-mmio32", RangeKind::Mmio32, {}};
+        NamedRange mmio64{"pci-mmio64", RangeKind::Mmio64, {}};
+        NamedRange ecam{"pci-ecam", RangeKind::PciEcam, {}};
+        std::vector<NamedRange> platform;
+        // May overlap platform ranges (x86's MSI window is the LAPIC's), never RAM or a BAR window.
+        std::vector<NamedRange> reservedIova;
+    };
 
-    uint64_t ramBytes() const { return ramBytes_; }
-    // RAM ranges in ascending order: one below the hole, and one above 4 GiB when RAM exceeds 3 GiB.
+    // Checks the spec: RAM adds up, no range is empty, RAM ranges ascend, and no two of RAM, the
+    // windows, the ECAM and the platform ranges overlap; no reserved IOVA range overlaps RAM or a
+    // BAR window.
+    static Result<AddressLayout> create(Spec spec);
+    // kMinRam <= ramBytes <= kMaxRam, a multiple of 4 KiB: platforms call it before laying out.
+    static Result<void> checkRamSize(uint64_t ramBytes);
+
+    uint64_t ramBytes() const { return spec_.ramBytes; }
+    // RAM ranges in ascending order.
     const std::vector<AddressRange>& ramRanges() const { return ram_; }
-    AddressRange mmio32Window() const { return {kMmio32Base, kMmio32Size}; }
-    AddressRange mmio64Window() const { return mmio64_; }
-    AddressRange pciEcam() const { return {kEcamBase, kEcamSize}; }
-    // Platform ranges that are neither RAM nor available to BARs (IOAPIC, LAPIC/MSI, firmware).
-    const std::vector<NamedRange>& platformRanges() const { return platform_; }
-    // Every range of the map, named, sorted by base: for logs and for collision checks.
+    AddressRange mmio32Window() const { return spec_.mmio32.range; }
+    AddressRange mmio64Window() const { return spec_.mmio64.range; }
+    AddressRange pciEcam() const { return spec_.ecam.range; }
+    // Platform ranges that are neither RAM nor available to BARs.
+    const std::vector<NamedRange>& platformRanges() const { return spec_.platform; }
+    // IOVA ranges never to be DMA-mapped (and so never to hold a BAR that P2P would map).
+    const std::vector<NamedRange>& reservedIova() const { return spec_.reservedIova; }
+    // Every range of the map except the reserved IOVA ranges, named, sorted by base: for logs and
+    // for collision checks.
     std::vector<NamedRange> describe() const;
     // The highest guest-physical address anything is mapped at (exclusive).
-    uint64_t end() const { return mmio64_.end(); }
+    uint64_t end() const;
 
     bool isRam(uint64_t gpa, uint64_t len) const;
 
 private:
-    uint64_t ramBytes_ = 0;
+    explicit AddressLayout(Spec spec);
+
+    Spec spec_;
     std::vector<AddressRange> ram_;
-    AddressRange mmio64_;
-    std::vector<NamedRange> platform_;
 };
 
 }  // namespace conduit::memory

@@ -23,7 +23,7 @@ struct MemoryConfig {
 
 // Who decompresses a bzImage's kernel (JSON: kernel.unpack). "guest" is the standard boot
 // protocol: the bzImage's own decompressor runs in the guest. "host": Conduit decompresses it and
-// enters the kernel proper directly (vmm/x86/kernel_unpack.h says why and what differs).
+// enters the kernel proper directly (vmm/arch/x86_64/kernel_unpack.h says why and what differs).
 enum class KernelUnpack { Guest, Host };
 
 struct KernelConfig {  // boot a Linux kernel (bzImage or ELF vmlinux, detected from the file)
@@ -56,7 +56,7 @@ struct SerialConfig {
 };
 
 struct ExitDeviceConfig {
-    bool enabled = true;  // port CONDUIT_EXIT_PORT (vmm/x86/payload_abi.h)
+    bool enabled = true;  // where it sits is the platform's payload ABI (vmm/arch/<arch>/)
 };
 
 // A "vfio-pci" device: a host PCI function assigned to the guest (docs/config.md).

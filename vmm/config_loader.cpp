@@ -22,7 +22,6 @@
 #include "base/printable.h"
 #include "base/unique_fd.h"
 #include "vmm/config_positions.h"
-#include "vmm/x86/payload_abi.h"
 #include "vfio/sysfs.h"
 
 namespace conduit::vmm {
@@ -34,7 +33,7 @@ namespace {
 // Ordered so the first error reported is the first one in the file.
 using Json = nlohmann::ordered_json;
 
-// Guest-physical addresses beyond 48 bits are certainly a typo: no x86 guest we build has more.
+// Guest-physical addresses beyond 48 bits are certainly a typo: no guest we build has more.
 constexpr uint64_t kMaxGuestAddress = 1ull << 48;
 constexpr uint64_t kMinMemoryMib = memory::AddressLayout::kMinRam >> 20;
 constexpr uint64_t kMaxMemoryMib = memory::AddressLayout::kMaxRam >> 20;
@@ -860,7 +859,7 @@ std::string describeConfig(const VmConfig& c) {
     case SerialOutput::None: s += ", serial output discarded"; break;
     }
     if (c.serial.input == SerialInput::Stdin) s += ", serial input from stdin";
-    s += c.exitDevice.enabled ? fmt::format(", exit device at {:#x}", CONDUIT_EXIT_PORT) : ", no exit device";
+    s += c.exitDevice.enabled ? ", exit device" : ", no exit device";  // where it is, is the platform's
     if (c.onReboot == RebootAction::Error) s += ", a guest reboot is an error";
     for (const auto& d : c.devices) {
         if (d.vfioPci)

@@ -11,29 +11,17 @@
 
 namespace conduit::vmm {
 
-namespace {
+GsiRoutingTable::GsiRoutingTable(int vmFd, uint32_t maxGsis, IrqchipRoutes irqchip)
+    : vmFd_(vmFd), maxGsis_(maxGsis), irqchip_(std::move(irqchip)) {}
 
-kvm_irq_routing_entry irqchipEntry(uint32_t gsi, uint32_t chip, uint32_t pin) {
-    kvm_irq_routing_entry e{};
-    e.gsi = gsi;
-    e.type = KVM_IRQ_ROUTING_IRQCHIP;
-    e.u.irqchip.irqchip = chip;
-    e.u.irqchip.pin = pin;
-    return e;
+bool GsiRoutingTable::isIrqchipGsi(uint32_t gsi) const {
+    for (auto& e : irqchip_.entries)
+        if (e.gsi == gsi) return true;
+    return false;
 }
 
-}  // namespace
-
-GsiRoutingTable::GsiRoutingTable(int vmFd, uint32_t maxGsis) : vmFd_(vmFd), maxGsis_(maxGsis) {}
-
 std::vector<kvm_irq_routing_entry> GsiRoutingTable::entriesLocked() const {
-    std::vector<kvm_irq_routing_entry> out;
-    // Same as the kernel's default table (kvm_setup_default_irq_routing): ISA IRQs reach both the
-    // PIC and the IOAPIC, whichever the guest has enabled.
-    for (uint32_t gsi = 0; gsi < kIrqchipGsis; ++gsi) {
-        out.push_back(irqchipEntry(gsi, KVM_IRQCHIP_IOAPIC, gsi));
-        if (gsi < 16) out.push_back(irqchipEntry(gsi, gsi < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE, gsi % 8));
-    }
+    std::vector<kvm_irq_routing_entry> out = irqchip_.entries;
     for (auto& [gsi, m] : msi_) {
         kvm_irq_routing_entry e{};
         e.gsi = gsi;
@@ -71,7 +59,7 @@ Result<void> GsiRoutingTable::commit() {
 
 Result<uint32_t> GsiRoutingTable::addMsi(const MsiMessage& msi) {
     std::lock_guard lock(mutex_);
-    uint32_t gsi = kIrqchipGsis;
+    uint32_t gsi = irqchip_.firstMsiGsi;
     for (auto& [used, m] : msi_) {
         if (used != gsi) break;
         ++gsi;

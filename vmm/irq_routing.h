@@ -1,6 +1,6 @@
 // The VM's GSI routing table. KVM_SET_GSI_ROUTING replaces the whole table, so this object keeps
-// the complete picture: the irqchip entries KVM installs by default (GSIs 0-15 on the PIC and the
-// IOAPIC, 16-23 on the IOAPIC only; dropping them would silently break KVM_IRQ_LINE) plus the MSI
+// the complete picture: the irqchip routes the platform gives (what KVM installs by default for
+// its irqchip; dropping them would silently break KVM_IRQ_LINE and INTx irqfds) plus the MSI
 // routes devices add, and pushes all of it on every change. Thread-safe: MSI-X table writes arrive
 // on vCPU threads.
 #pragma once
@@ -24,14 +24,23 @@ struct MsiMessage {
     bool operator==(const MsiMessage&) const = default;
 };
 
+// The irqchip's part of the table, from the platform (vmm/arch/platform.h): KVM_IRQ_ROUTING_IRQCHIP
+// entries (a GSI may have several, e.g. PIC and IOAPIC), and the first GSI MSI routes may use.
+struct IrqchipRoutes {
+    std::vector<kvm_irq_routing_entry> entries;
+    uint32_t firstMsiGsi = 0;
+};
+
 class GsiRoutingTable {
 public:
-    static constexpr uint32_t kIrqchipGsis = 24;  // IOAPIC pins; MSI GSIs are allocated above
-
     // `vmFd` must outlive the table. `maxGsis` bounds allocation (KVM_CAP_IRQ_ROUTING answer).
-    GsiRoutingTable(int vmFd, uint32_t maxGsis);
+    GsiRoutingTable(int vmFd, uint32_t maxGsis, IrqchipRoutes irqchip);
 
-    // Allocates the lowest free GSI >= 24, routes it to `msi` and pushes the table.
+    // True when `gsi` is routed to an irqchip pin (INTx and line interrupts go there).
+    bool isIrqchipGsi(uint32_t gsi) const;
+    uint32_t firstMsiGsi() const { return irqchip_.firstMsiGsi; }
+
+    // Allocates the lowest free GSI >= firstMsiGsi(), routes it to `msi` and pushes the table.
     Result<uint32_t> addMsi(const MsiMessage& msi);
     // Re-targets an allocated MSI GSI (e.g. the guest rewrote an MSI-X entry) and pushes.
     Result<void> updateMsi(uint32_t gsi, const MsiMessage& msi);
@@ -71,6 +80,7 @@ private:
 
     int vmFd_;
     uint32_t maxGsis_;
+    const IrqchipRoutes irqchip_;
     mutable std::mutex mutex_;
     std::map<uint32_t, MsiMessage> msi_;
     unsigned deferrals_ = 0;

@@ -9,7 +9,6 @@
 #include <fmt/format.h>
 
 #include "base/log.h"
-#include "vmm/kvm_uapi.h"
 
 namespace conduit::vmm {
 
@@ -60,13 +59,13 @@ std::string capabilityName(unsigned cap) {
 }
 
 const std::vector<unsigned>& Kvm::requiredCapabilities() {
-    // What Vm/Vcpu/Machine call unconditionally. Optional features (split irqchip, x2APIC API)
-    // are probed where they are used.
+    // What Vm/Vcpu/Machine call unconditionally on every architecture. The platform's own
+    // (x86: irqchip, PIT2, TSS, identity map, CPUID) are checked by the platform; optional
+    // features (split irqchip, x2APIC API) are probed where they are used.
     static const std::vector<unsigned> caps = {
-        KVM_CAP_USER_MEMORY,   KVM_CAP_IRQCHIP,     KVM_CAP_PIT2,           KVM_CAP_SET_TSS_ADDR,
-        KVM_CAP_SET_IDENTITY_MAP_ADDR, KVM_CAP_EXT_CPUID, KVM_CAP_MP_STATE, KVM_CAP_IRQ_ROUTING,
-        KVM_CAP_IRQFD,         KVM_CAP_IRQFD_RESAMPLE, KVM_CAP_IOEVENTFD,   KVM_CAP_SIGNAL_MSI,
-        KVM_CAP_IMMEDIATE_EXIT, KVM_CAP_DEVICE_CTRL,
+        KVM_CAP_USER_MEMORY, KVM_CAP_MP_STATE,       KVM_CAP_IRQ_ROUTING, KVM_CAP_IRQFD,
+        KVM_CAP_IRQFD_RESAMPLE, KVM_CAP_IOEVENTFD,   KVM_CAP_SIGNAL_MSI,  KVM_CAP_IMMEDIATE_EXIT,
+        KVM_CAP_DEVICE_CTRL,
     };
     return caps;
 }
@@ -90,21 +89,8 @@ Result<Kvm> Kvm::open(const std::string& path) {
     int slots = TRY(kvm.checkExtension(KVM_CAP_NR_MEMSLOTS));
     if (slots > 0) kvm.maxMemslots_ = static_cast<unsigned>(slots);
 
-    // KVM_GET_SUPPORTED_CPUID answers E2BIG while the buffer is too small (and this host's KVM
-    // answers EINVAL for 64 entries): start at KVM_MAX_CPUID_ENTRIES (256) and grow on E2BIG.
-    for (unsigned n = 256;; n *= 2) {
-        auto buf = uapi::flexBuffer<kvm_cpuid_entry2>(n, nullptr, n);
-        auto r = kvmIoctl(kvm.fd(), uapi::kGetSupportedCpuid, buf.data(), "KVM_GET_SUPPORTED_CPUID", path,
-                          fmt::format("{} entries", n));
-        if (!r) {
-            if (r.error().code() == E2BIG && n < 4096) continue;
-            return std::move(r).error();
-        }
-        kvm.cpuid_ = uapi::flexEntries<kvm_cpuid_entry2>(buf);
-        break;
-    }
-    log::get("vmm").debug("{}: API {}, vcpu mmap {} bytes, {} memslots, {} supported CPUID entries", path, version,
-                          kvm.vcpuMmapSize_, kvm.maxMemslots_, kvm.cpuid_.size());
+    log::get("vmm").debug("{}: API {}, vcpu mmap {} bytes, {} memslots", path, version, kvm.vcpuMmapSize_,
+                          kvm.maxMemslots_);
     return kvm;
 }
 

@@ -1,5 +1,5 @@
-// The /dev/kvm system handle: API version check, capability queries, the host's supported CPUID
-// and the size of each vCPU's kvm_run mapping. Everything else (VMs, vCPUs) is created from it.
+// The /dev/kvm system handle: API version check, capability queries and the size of each vCPU's
+// kvm_run mapping (architecture-specific queries, e.g. x86's supported CPUID, are the platform's). Everything else (VMs, vCPUs) is created from it.
 #pragma once
 
 #include <linux/kvm.h>
@@ -34,8 +34,8 @@ class Kvm {
 public:
     static constexpr int kApiVersion = 12;
 
-    // Opens the device, checks KVM_GET_API_VERSION == 12 and every capability Conduit needs
-    // (requiredCapabilities()), reads KVM_GET_SUPPORTED_CPUID and KVM_GET_VCPU_MMAP_SIZE.
+    // Opens the device, checks KVM_GET_API_VERSION == 12 and every capability Conduit needs on any
+    // architecture (requiredCapabilities()), reads KVM_GET_VCPU_MMAP_SIZE.
     static Result<Kvm> open(const std::string& path = "/dev/kvm");
 
     Kvm(Kvm&&) = default;
@@ -48,10 +48,10 @@ public:
     Result<int> checkExtension(unsigned cap) const;
     // Error "KVM capability KVM_CAP_X (n) is not supported by <path>" when absent.
     Result<void> requireExtension(unsigned cap) const;
-    // The capabilities Machine relies on, in the order they are checked.
+    // The capabilities generic code relies on, in the order they are checked (the platform checks
+    // its own in arch::Platform::vmType()).
     static const std::vector<unsigned>& requiredCapabilities();
 
-    const std::vector<kvm_cpuid_entry2>& supportedCpuid() const { return cpuid_; }
     size_t vcpuMmapSize() const { return vcpuMmapSize_; }
     // KVM_CAP_NR_MEMSLOTS (falls back to 32 when the kernel answers 0).
     unsigned maxMemslots() const { return maxMemslots_; }
@@ -61,7 +61,6 @@ private:
 
     UniqueFd fd_;
     std::string path_;
-    std::vector<kvm_cpuid_entry2> cpuid_;
     size_t vcpuMmapSize_ = 0;
     unsigned maxMemslots_ = 32;
 };

@@ -1,5 +1,6 @@
-// devices::InterruptLine over KVM_IRQ_LINE: a device's wire to one GSI of the in-kernel irqchip
-// (IOAPIC pin, and PIC input for GSIs 0-15). Failures are logged: a device cannot act on them.
+// devices::InterruptLine over KVM_IRQ_LINE: a device's wire to one input of the in-kernel irqchip,
+// numbered as the architecture's KVM_IRQ_LINE defines (the platform creates the lines of its own
+// devices). Failures are logged: a device cannot act on them.
 #pragma once
 
 #include <cstdint>
@@ -13,7 +14,7 @@ class Vm;
 class KvmInterruptLine : public devices::InterruptLine {
 public:
     // `vm` must outlive the line.
-    KvmInterruptLine(Vm& vm, uint32_t gsi) : vm_(vm), gsi_(gsi) {}
+    KvmInterruptLine(Vm& vm, uint32_t line) : vm_(vm), gsi_(line) {}
     void setLevel(bool asserted) override;
     uint32_t gsi() const { return gsi_; }
 

@@ -121,8 +121,8 @@ std::unique_ptr<devices::pci::MsiRouteBatch> KvmMsiRouter::batch() {
 }
 
 Result<std::unique_ptr<devices::pci::IntxRoute>> KvmIntxRouter::createRoute(uint32_t gsi, const std::string& name) {
-    if (gsi >= GsiRoutingTable::kIrqchipGsis)
-        return Error(fmt::format("{}: GSI {} is not an IOAPIC pin (0..23)", name, gsi), EINVAL);
+    if (!vm_.routing().isIrqchipGsi(gsi))
+        return Error(fmt::format("{}: GSI {} is not routed to an irqchip pin", name, gsi), EINVAL);
     auto trigger = TRY(EventFd::create());
     auto resample = TRY(EventFd::create());
     auto irqfd = TRY_CTX(vm_.registerResampleIrqfd(trigger, gsi, resample), name);

@@ -6,7 +6,7 @@
 //                   (kvm_irqfd_assign() polls the eventfd). No VFIO call on mask or unmask.
 //                   Batches defer the routing table's pushes (an irqfd may be bound to a GSI KVM
 //                   learns of at the batch's end: KVM re-resolves irqfds whenever the table changes).
-//   KvmIntxRouter   an irqfd with KVM_IRQFD_FLAG_RESAMPLE on an IOAPIC GSI: KVM de-asserts the
+//   KvmIntxRouter   an irqfd with KVM_IRQFD_FLAG_RESAMPLE on an irqchip GSI: KVM de-asserts the
 //                   line and signals the resample eventfd on EOI, VFIO unmasks the device there.
 // The Vm must outlive everything these hand out.
 #pragma once

@@ -22,8 +22,7 @@ struct FlexHeader {
 };
 static_assert(sizeof(FlexHeader) == 8);
 
-inline constexpr unsigned long kGetSupportedCpuid = _IOWR(KVMIO, 0x05, FlexHeader);  // KVM_GET_SUPPORTED_CPUID
-inline constexpr unsigned long kSetCpuid2 = _IOW(KVMIO, 0x90, FlexHeader);           // KVM_SET_CPUID2
+// (x86's CPUID ioctls are spelled the same way in vmm/arch/x86_64/kvm_x86.h.)
 inline constexpr unsigned long kSetGsiRouting = _IOW(KVMIO, 0x6a, FlexHeader);       // KVM_SET_GSI_ROUTING
 
 // A header followed by `entries` laid out as the kernel expects (entries at offset 8).

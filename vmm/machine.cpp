@@ -9,12 +9,7 @@
 #include <fmt/format.h>
 
 #include "base/log.h"
-#include "devices/acpi_pm.h"
-#include "devices/exit_device.h"
 #include "devices/uart16550.h"
-#include "vmm/kvm_interrupt_line.h"
-#include "vmm/x86/boot.h"
-#include "vmm/x86/payload_abi.h"
 
 namespace conduit::vmm {
 
@@ -58,9 +53,6 @@ private:
     struct sigaction oldTerm_ {};
 };
 
-constexpr uint64_t kUartPort = CONDUIT_UART_PORT;
-constexpr uint32_t kUartGsi = CONDUIT_UART_IRQ;
-
 Result<UniqueFd> openSerialOutput(const SerialConfig& serial) {
     switch (serial.output) {
         case SerialOutput::Stdout: {
@@ -79,33 +71,20 @@ Result<UniqueFd> openSerialOutput(const SerialConfig& serial) {
     return UniqueFd();
 }
 
-// LAPIC LINT0 = ExtINT (the PIC's output, for virtual-wire mode) and LINT1 = NMI, as a PC
-// firmware leaves them; Linux expects this before it switches to the IOAPIC.
-Result<void> setupLint(Vcpu& vcpu) {
-    auto lapic = TRY(vcpu.getLapic());
-    auto patch = [&](size_t offset, uint32_t mode) {
-        uint32_t v;
-        std::memcpy(&v, lapic.regs + offset, 4);
-        v = (v & ~0x700u) | (mode << 8);
-        std::memcpy(lapic.regs + offset, &v, 4);
-    };
-    patch(0x350, 7);  // LVT LINT0: ExtINT
-    patch(0x360, 4);  // LVT LINT1: NMI
-    return vcpu.setLapic(lapic);
-}
-
 }  // namespace
 
-Machine::Machine(const VmConfig& config, memory::AddressLayout layout, EventFd wake)
-    : config_(config), layout_(std::move(layout)), wake_(std::move(wake)) {}
+Machine::Machine(const VmConfig& config, std::unique_ptr<arch::Platform> platform, memory::AddressLayout layout,
+                 EventFd wake)
+    : config_(config), platform_(std::move(platform)), layout_(std::move(layout)), wake_(std::move(wake)) {}
 
 Result<std::unique_ptr<Machine>> Machine::create(const VmConfig& config) {
     if (config.vcpus == 0 || config.vcpus > kMaxVcpus)
         return Error(fmt::format("machine: {} vCPUs requested (1..{})", config.vcpus, kMaxVcpus));
     if (!config.kernel == !config.payload) return Error("machine: exactly one of kernel and payload must be set");
-    auto layout = TRY_CTX(memory::AddressLayout::x86_64(config.memory.sizeBytes), "machine: address layout");
+    auto platform = arch::hostPlatform();
+    auto layout = TRY_CTX(platform->addressLayout(config.memory.sizeBytes), "machine: address layout");
     auto wake = TRY(EventFd::create());
-    std::unique_ptr<Machine> m(new Machine(config, std::move(layout), std::move(wake)));
+    std::unique_ptr<Machine> m(new Machine(config, std::move(platform), std::move(layout), std::move(wake)));
     TRY(m->build());
     TRY(m->boot());
     return m;
@@ -115,7 +94,8 @@ Result<void> Machine::build() {
     auto& log = log::get("vmm");
     // KVM first: a host without it fails here, before guest RAM is allocated (and prefaulted).
     kvm_ = std::make_unique<Kvm>(TRY(Kvm::open()));
-    vm_ = TRY(Vm::create(*kvm_));
+    vm_ = TRY(Vm::create(*kvm_, TRY(platform_->vmType(*kvm_))));
+    log.info("platform: {}", platform_->name());
     for (auto& r : layout_.describe()) log.info("layout: {:<10} {}", r.name, r.range.toString());
 
     memory::GuestMemoryOptions options{config_.memory.hugePages, config_.memory.prefault};
@@ -124,64 +104,38 @@ Result<void> Machine::build() {
     log.info("memory: {} MiB in {} region(s){}", memory_->totalBytes() >> 20, memory_->regions().size(),
              options.prefault ? ", prefaulted" : "");
 
-    // The order matters: PIT2 needs the irqchip, and the irqchip must exist before any vCPU.
-    TRY(vm_->setIdentityMapAddr());
-    TRY(vm_->setTssAddr());
-    TRY(vm_->createIrqchip());
-    TRY(vm_->createPit2());
+    // The platform's VM-wide objects and irqchip exist before any memslot or vCPU.
+    TRY(platform_->setupVm(*kvm_, *vm_));
     TRY_CTX(memory_->addListener(vm_.get()), "machine: mapping guest RAM into KVM");
     memoryListening_ = true;
 
     pio_ = std::make_unique<devices::Bus>("pio");
     mmio_ = std::make_unique<devices::Bus>("mmio");
 
-    auto output = TRY(openSerialOutput(config_.serial));
-    uart_ = std::make_shared<devices::Uart16550>(std::make_shared<KvmInterruptLine>(*vm_, kUartGsi), std::move(output));
-    TRY(pio_->insert(uart_, kUartPort, devices::Uart16550::kPortCount));
-    if (config_.exitDevice.enabled) {
-        exitDevice_ = std::make_shared<devices::ExitDevice>([this](uint32_t v) { onExitDevice(v); });
-        TRY(pio_->insert(exitDevice_, CONDUIT_EXIT_PORT, CONDUIT_EXIT_PORT_SIZE));
+    arch::MachineEvents events{
+        [this](std::string reason, bool reset) { onGuestPowerEvent(std::move(reason), reset); },
+        [this](uint32_t v) { onExitDevice(v); }};
+    devices_ = TRY(platform_->createDevices(
+        {*vm_, *pio_, *mmio_, layout_, config_, TRY(openSerialOutput(config_.serial)), std::move(events)}));
+    passthrough_ =
+        TRY_CTX(Passthrough::create(config_, {*vm_, *memory_, *pio_, *mmio_, layout_, *platform_}), "machine");
+
+    for (unsigned i = 0; i < config_.vcpus; ++i) {
+        vcpus_.push_back(TRY(vm_->createVcpu(i)));
+        TRY(platform_->initVcpu(*vcpus_.back(), config_.vcpus));
     }
-
-    // Power-off and reset for guests that use ACPI (the FADT points here) or the keyboard controller.
-    acpiPm_ = std::make_shared<devices::AcpiPm>(devices::AcpiPm::Callbacks{
-        [this] { onGuestPowerEvent("guest powered off (ACPI S5)", false); },
-        [this](const std::string& how) { onGuestPowerEvent("guest reset (" + how + ")", true); }});
-    TRY(pio_->insert(acpiPm_, devices::AcpiPm::kBase, devices::AcpiPm::kSize));
-    kbdReset_ = std::make_shared<devices::KeyboardControllerReset>(
-        [this](const std::string& how) { onGuestPowerEvent("guest reset (" + how + ")", true); });
-    TRY(pio_->insert(kbdReset_, devices::KeyboardControllerReset::kCommandPort, 1));
-    passthrough_ = TRY_CTX(Passthrough::create(config_, {*vm_, *memory_, *pio_, *mmio_, layout_}), "machine");
-
-    for (unsigned i = 0; i < config_.vcpus; ++i) vcpus_.push_back(TRY(vm_->createVcpu(i)));
+    std::vector<Vcpu*> vcpus;
+    for (auto& v : vcpus_) vcpus.push_back(v.get());
+    TRY(platform_->finalizeIrqchip(*vm_, vcpus));
     log.info("vcpus: {}", vcpus_.size());
     return success();
 }
 
 Result<void> Machine::boot() {
-    const unsigned n = static_cast<unsigned>(vcpus_.size());
-    x86::BootPlan plan = config_.kernel ? TRY_CTX(x86::loadLinux(*memory_, layout_, *config_.kernel, n), "boot")
-                                        : TRY_CTX(x86::loadPayload(*memory_, layout_, *config_.payload, n), "boot");
-    if (plan.vcpus.size() != n)
-        return Error(fmt::format("boot: the boot plan has {} vCPU states for {} vCPUs", plan.vcpus.size(), n));
-    bootDescription_ = plan.description;
-    log::get("vmm").info("boot: {}", plan.description);
-
-    for (unsigned i = 0; i < n; ++i) {
-        Vcpu& vcpu = *vcpus_[i];
-        const auto& state = plan.vcpus[i];
-        TRY(vcpu.setCpuid(x86::buildCpuid(kvm_->supportedCpuid(), i, n)));
-        TRY(setupLint(vcpu));
-        if (i > 0 && !state.runnable) continue;  // waits for the guest's INIT/SIPI
-        kvm_fpu fpu{};
-        fpu.fcw = 0x37f;      // x87 default control word (FNINIT)
-        fpu.mxcsr = 0x1f80;   // SSE default: all exceptions masked
-        TRY(vcpu.setFpu(fpu));
-        TRY(vcpu.setSregs(state.sregs));
-        TRY(vcpu.setRegs(state.regs));
-        // With the in-kernel irqchip an AP starts UNINITIALIZED; KVM_RUN would block forever.
-        if (i > 0) TRY(vcpu.setMpState(KVM_MP_STATE_RUNNABLE));
-    }
+    std::vector<Vcpu*> vcpus;
+    for (auto& v : vcpus_) vcpus.push_back(v.get());
+    bootDescription_ = TRY_CTX(platform_->boot({*memory_, layout_, config_, vcpus}), "boot");
+    log::get("vmm").info("boot: {}", bootDescription_);
     return success();
 }
 
@@ -193,20 +147,12 @@ Machine::~Machine() {
         runner_->join();
         runner_.reset();
     }
+    exitHandler_.reset();
     stopSerialInput();
     // 2. Devices off the buses (the UART's interrupt line refers to the Vm). Passthrough first:
     //    its devices hold memslots, routes and DMA mappings on the Vm and on guest RAM.
     passthrough_.reset();
-    if (pio_) {
-        if (uart_) (void)pio_->remove(kUartPort);
-        if (exitDevice_) (void)pio_->remove(CONDUIT_EXIT_PORT);
-        if (acpiPm_) (void)pio_->remove(devices::AcpiPm::kBase);
-        if (kbdReset_) (void)pio_->remove(devices::KeyboardControllerReset::kCommandPort);
-    }
-    uart_.reset();
-    exitDevice_.reset();
-    acpiPm_.reset();
-    kbdReset_.reset();
+    devices_.reset();
     pio_.reset();
     mmio_.reset();
     // 3. vCPUs, 4. memslots (through the listener), 5. the VM, 6. guest RAM.
@@ -283,7 +229,7 @@ void Machine::startSerialReader() {
         uint8_t buf[256];
         for (;;) {
             // Back-pressure: while the UART's buffer is full, leave the bytes in stdin.
-            size_t room = std::min(sizeof buf, uart_->rxFree());
+            size_t room = std::min(sizeof buf, uart().rxFree());
             pollfd fds[2] = {{serialStop_->fd(), POLLIN, 0}, {STDIN_FILENO, POLLIN, 0}};
             int r = ::poll(fds, room ? 2 : 1, room ? -1 : 10);
             if (r < 0 && errno == EINTR) continue;
@@ -299,7 +245,7 @@ void Machine::startSerialReader() {
                 log.debug("serial-in: stdin closed");
                 return;
             }
-            uart_->receive(std::span<const uint8_t>(buf, static_cast<size_t>(n)));
+            uart().receive(std::span<const uint8_t>(buf, static_cast<size_t>(n)));
         }
     });
 }
@@ -320,7 +266,8 @@ Result<int> Machine::run() {
 
     std::vector<Vcpu*> vcpus;
     for (auto& v : vcpus_) vcpus.push_back(v.get());
-    runner_ = std::make_unique<VcpuRunner>(std::move(vcpus), *pio_, *mmio_, exitStats_,
+    exitHandler_ = platform_->exitHandler(*pio_, exitStats_);
+    runner_ = std::make_unique<VcpuRunner>(std::move(vcpus), *mmio_, exitStats_, exitHandler_.get(),
                                            [this](const Vcpu&, const VcpuOutcome&) { (void)wake_.signal(); });
     activeRunner_.store(runner_.get());
     if (stopRequested_.load()) runner_->requestStop();
@@ -329,8 +276,8 @@ Result<int> Machine::run() {
     TRY(runner_->start());
 
     // Decide what ended the run. Priority: the guest's own exit value, then its power-off or reset
-    // through a device, then a vCPU failure, then a signal, then a stop request, then a guest
-    // shutdown (triple fault).
+    // through a device, then a vCPU failure, then a signal, then a stop request, then a power-off
+    // or reset through a KVM system event or a triple fault.
     std::optional<Result<int>> result;
     while (!result) {
         pollfd fds[2] = {{wake_.fd(), POLLIN, 0}, {signalEvent.fd(), POLLIN, 0}};
@@ -341,7 +288,7 @@ Result<int> Machine::run() {
         wake_.consume();
         bool signalled = signalEvent.consume() > 0;
 
-        std::optional<VcpuOutcome> failed, shutdown;
+        std::optional<VcpuOutcome> failed, shutdown, powerOff;
         size_t ended = 0, halted = 0;
         for (size_t i = 0; i < runner_->size(); ++i) {
             auto o = runner_->outcome(i);
@@ -349,6 +296,7 @@ Result<int> Machine::run() {
             ++ended;
             if (o->kind == VcpuStop::Failed && !failed) failed = o;
             if (o->kind == VcpuStop::Shutdown && !shutdown) shutdown = o;
+            if (o->kind == VcpuStop::PowerOff && !powerOff) powerOff = o;
             if (o->kind == VcpuStop::Halted) ++halted;
         }
 
@@ -369,6 +317,8 @@ Result<int> Machine::run() {
         } else if (stopRequested_.load()) {
             log.info("exit: stopped by request");
             result = Error("stopped by request", EINTR);
+        } else if (powerOff) {
+            result = guestEnded("guest powered off: " + powerOff->message, false);
         } else if (shutdown) {
             result = guestEnded("guest shut down or reset: " + shutdown->message, true);
         } else if (halted > 0 && halted == ended && ended == runner_->size()) {
@@ -389,7 +339,7 @@ nlohmann::json Machine::stats() const {
     j["vcpus"] = vcpus_.size();
     j["memory_bytes"] = memory_ ? memory_->totalBytes() : 0;
     j["memslots"] = vm_ ? vm_->regionSlots().size() : 0;
-    if (uart_) j["uart"] = {{"bytes_transmitted", uart_->bytesTransmitted()}};
+    if (devices_) j["uart"] = {{"bytes_transmitted", devices_->console().bytesTransmitted()}};
     if (passthrough_) j["passthrough"] = passthrough_->stats();
     if (exitFired_.load()) j["exit_value"] = exitValue_.load();
     j["boot"] = bootDescription_;

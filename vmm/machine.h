@@ -1,7 +1,9 @@
-// A whole virtual machine assembled from a validated VmConfig:
-//   AddressLayout -> GuestMemory -> Kvm/Vm (TSS/identity map, irqchip, PIT, memslots through the
-//   GuestMemory listener) -> PIO and MMIO buses -> devices (16550 UART at 0x3f8 on GSI 4, exit
-//   device, ACPI PM block and the keyboard controller's reset port) -> vCPUs (CPUID, boot state from vmm::x86) -> vCPU threads in run().
+// A whole virtual machine assembled from a validated VmConfig, on the platform of the build's
+// architecture (vmm/arch/platform.h says what it provides and when it is called):
+//   platform's AddressLayout -> Kvm/Vm (platform VM set-up and irqchip) -> GuestMemory (memslots
+//   through the listener) -> PIO and MMIO buses -> platform devices (console UART, exit device,
+//   power controls) -> PCI and passthrough -> vCPUs (platform init) -> irqchip finalisation ->
+//   boot (platform) -> vCPU threads in run().
 // Teardown runs in the reverse order, spelled out in ~Machine.
 #pragma once
 
@@ -20,6 +22,7 @@
 #include "devices/bus.h"
 #include "memory/address_layout.h"
 #include "memory/guest_memory.h"
+#include "vmm/arch/platform.h"
 #include "vmm/config.h"
 #include "vmm/exit_stats.h"
 #include "vmm/kvm.h"
@@ -27,13 +30,6 @@
 #include "vmm/vcpu.h"
 #include "vmm/vcpu_runner.h"
 #include "vmm/vm.h"
-
-namespace conduit::devices {
-class Uart16550;
-class ExitDevice;
-class AcpiPm;
-class KeyboardControllerReset;
-}  // namespace conduit::devices
 
 namespace conduit::vmm {
 
@@ -46,8 +42,9 @@ public:
 
     // Runs the vCPUs until one of:
     //  - the exit device fires: returns the value written;
-    //  - the guest powers off (ACPI S5) or resets (ACPI reset register, keyboard controller,
-    //    triple fault): logs which, returns 0 (a reset with "on_reboot": "error": an Error);
+    //  - the guest powers off or resets through a platform device (ACPI S5, reset register,
+    //    keyboard controller), a KVM system event (PSCI SYSTEM_OFF / SYSTEM_RESET) or a triple
+    //    fault: logs which, returns 0 (a reset with "on_reboot": "error": an Error);
     //  - requestStop(), SIGINT or SIGTERM: returns an Error "stopped by request" / "interrupted by
     //    signal SIGINT" (errno EINTR);
     //  - a vCPU fails: returns an Error with its one-line reason, e.g.
@@ -60,7 +57,8 @@ public:
     Vm& vm() { return *vm_; }
     const memory::GuestMemory& memory() const { return *memory_; }
     const memory::AddressLayout& layout() const { return layout_; }
-    devices::Uart16550& uart() { return *uart_; }
+    devices::Uart16550& uart() { return devices_->console(); }
+    const arch::Platform& platform() const { return *platform_; }
     devices::Bus& pioBus() { return *pio_; }
     devices::Bus& mmioBus() { return *mmio_; }
     // PCI root and assigned devices (always present: the host bridge exists without devices).
@@ -70,7 +68,8 @@ public:
     nlohmann::json stats() const;
 
 private:
-    Machine(const VmConfig& config, memory::AddressLayout layout, EventFd wake);
+    Machine(const VmConfig& config, std::unique_ptr<arch::Platform> platform, memory::AddressLayout layout,
+            EventFd wake);
     Result<void> build();
     Result<void> boot();
     void onExitDevice(uint32_t value);
@@ -86,6 +85,7 @@ private:
     void stopSerialInput();
 
     VmConfig config_;
+    std::unique_ptr<arch::Platform> platform_;
     memory::AddressLayout layout_;
     std::unique_ptr<memory::GuestMemory> memory_;
     std::unique_ptr<Kvm> kvm_;
@@ -93,13 +93,11 @@ private:
     bool memoryListening_ = false;
     std::unique_ptr<devices::Bus> pio_;
     std::unique_ptr<devices::Bus> mmio_;
-    std::shared_ptr<devices::Uart16550> uart_;
-    std::shared_ptr<devices::ExitDevice> exitDevice_;
-    std::shared_ptr<devices::AcpiPm> acpiPm_;
-    std::shared_ptr<devices::KeyboardControllerReset> kbdReset_;
+    std::unique_ptr<arch::PlatformDevices> devices_;
     std::unique_ptr<Passthrough> passthrough_;
     std::vector<std::unique_ptr<Vcpu>> vcpus_;
     ExitStats exitStats_;
+    std::unique_ptr<VcpuExitHandler> exitHandler_;  // the platform's exits, for runner_
     std::unique_ptr<VcpuRunner> runner_;
     std::atomic<VcpuRunner*> activeRunner_{nullptr};  // runner_ as seen by requestStop()/onExitDevice()
     std::string bootDescription_;

@@ -6,7 +6,6 @@
 
 #include "base/log.h"
 #include "tests/hostsim/sim_host.h"
-#include "vmm/x86/pci_irq.h"
 
 namespace conduit::vmm {
 
@@ -74,7 +73,7 @@ nlohmann::json areasJson(const std::vector<devices::vfio_pci::BarArea>& areas) {
 Passthrough::Passthrough(Env env)
     : env_(env), mapper_(env.vm), msiRouter_(env.vm), intxRouter_(env.vm),
       mmio32_("mmio32", env.layout.mmio32Window()), mmio64_("mmio64", env.layout.mmio64Window()),
-      io_("io", {x86::kPciIoWindowBase, x86::kPciIoWindowSize}, 4) {}
+      io_("io", env.platform.pciIoPortWindow().value_or(memory::AddressRange{}), 4) {}
 
 Result<std::unique_ptr<Passthrough>> Passthrough::create(const VmConfig& config, Env env) {
     std::unique_ptr<Passthrough> p(new Passthrough(env));
@@ -85,15 +84,19 @@ Result<std::unique_ptr<Passthrough>> Passthrough::create(const VmConfig& config,
 Result<void> Passthrough::build(const VmConfig& config) {
     auto& log = log::get("vmm");
     root_ = std::make_unique<devices::pci::PciRoot>();
-    TRY_CTX(env_.pio.insert(root_->configPorts(), devices::pci::PciRoot::kConfigAddressPort,
-                            devices::pci::PciRoot::kConfigPortCount),
-            "PCI config ports");
-    portsOnBus_ = true;
+    if (env_.platform.pciIoPortWindow()) {  // the 0xCF8 mechanism exists where port I/O does
+        TRY_CTX(env_.pio.insert(root_->configPorts(), devices::pci::PciRoot::kConfigAddressPort,
+                                devices::pci::PciRoot::kConfigPortCount),
+                "PCI config ports");
+        portsOnBus_ = true;
+    }
     TRY_CTX(env_.mmio.insert(root_->ecam(), env_.layout.pciEcam().base, env_.layout.pciEcam().size), "PCI ECAM");
     ecamOnBus_ = true;
-    for (auto& r : env_.layout.platformRanges()) {
-        mmio32_.exclude(r.range);
-        mmio64_.exclude(r.range);
+    for (const auto* ranges : {&env_.layout.platformRanges(), &env_.layout.reservedIova()}) {
+        for (auto& r : *ranges) {
+            mmio32_.exclude(r.range);
+            mmio64_.exclude(r.range);
+        }
     }
 
     const auto& hostCfg = config.vfioHost;
@@ -135,7 +138,7 @@ Result<void> Passthrough::build(const VmConfig& config) {
         platform.mapper = &mapper_;
         platform.msi = &msiRouter_;
         platform.intx = &intxRouter_;
-        platform.intxGsi = x86::pciIntxGsi(slot);
+        platform.intxGsi = env_.platform.pciIntxGsi(slot);
         platform.dma = d.p2p ? static_cast<vfio::VfioOps*>(backend) : nullptr;
         auto dev = TRY(VfioPciDevice::create(std::move(vdev), platform, name));
         TRY(placeBars(*dev, *backend));
@@ -209,6 +212,11 @@ Result<void> Passthrough::placeBars(VfioPciDevice& dev, vfio::VfioOps& ops) {
         const std::string what = fmt::format("{} BAR{}", dev.name(), i);
         uint64_t at = 0;
         if (b.type == devices::pci::BarType::Io) {
+            if (!env_.platform.pciIoPortWindow()) {
+                // No port I/O on this platform: the BAR stays unassigned, as firmware leaves it.
+                log::get("vmm").info("passthrough: {} not placed (the platform has no port I/O)", what);
+                continue;
+            }
             at = TRY(io_.allocate(b.size, what));
         } else {
             auto low = b.size <= 256 * memory::MiB ? mmio32_.allocate(b.size, what) : Result<uint64_t>(Error("too large"));

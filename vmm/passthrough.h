@@ -4,13 +4,15 @@
 //   host        the real kernel (vfio::realHost()) or the simulated host (tests/hostsim, library
 //               conduit_hostsim, linked into conduit_vmm) as "vfio_host" says; the simulated one is
 //               wrapped so vCPU threads reach it one at a time
-//   PCI root    host bridge 00:00.0, 0xCF8-0xCFF on the PIO bus, ECAM at layout.pciEcam()
+//   PCI root    host bridge 00:00.0, ECAM at layout.pciEcam(), and 0xCF8-0xCFF on the PIO bus when
+//               the platform has port I/O
 //   backends    one VfioBackend per backend kind in use, each with a DmaMapper registered on guest
 //               RAM after its first device is open (type1 sets the IOMMU with the first group;
 //               iommufd narrows the IOVA ranges on attach)
 //   devices     VfioPciDevice per "vfio-pci" entry on bus 0, BARs placed by BarAllocators (32-bit
-//               window first, 64-bit window for large 64-bit BARs, I/O 0xC000-0xFFFF), never over a
-//               reserved IOVA range; INTx on IOAPIC pin 16 + slot % 8
+//               window first, 64-bit window for large 64-bit BARs, I/O in the platform's port
+//               window), never over a platform or reserved IOVA range; INTx on the platform's
+//               GSI for the slot
 //   KVM VFIO    the pseudo-device, fed group fds (type1) or device cdev fds (iommufd) on a real host,
 //               each before its device is opened or bound (the backends call add())
 //
@@ -34,6 +36,7 @@
 #include "memory/dma_mapper.h"
 #include "memory/guest_memory.h"
 #include "vfio/backend.h"
+#include "vmm/arch/platform.h"
 #include "vmm/config.h"
 #include "vmm/kvm_pci_platform.h"
 #include "vmm/kvm_vfio_device.h"
@@ -53,6 +56,7 @@ public:
         devices::Bus& pio;
         devices::Bus& mmio;
         const memory::AddressLayout& layout;
+        const arch::Platform& platform;  // INTx lines, the port-I/O window
     };
 
     static Result<std::unique_ptr<Passthrough>> create(const VmConfig& config, Env env);

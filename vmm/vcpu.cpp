@@ -8,7 +8,6 @@
 #include <fmt/format.h>
 
 #include "vmm/kvm.h"
-#include "vmm/kvm_uapi.h"
 
 namespace conduit::vmm {
 
@@ -23,37 +22,22 @@ Result<std::unique_ptr<Vcpu>> Vcpu::create(int vmFd, unsigned index, size_t mmap
     return std::unique_ptr<Vcpu>(new Vcpu(index, std::move(owned), std::move(mapping)));
 }
 
-Result<kvm_regs> Vcpu::getRegs() const {
-    kvm_regs r{};
-    TRY(KVM_IOCTL(fd(), KVM_GET_REGS, &r, name_));
-    return r;
-}
-Result<void> Vcpu::setRegs(const kvm_regs& regs) {
-    TRY(KVM_IOCTL(fd(), KVM_SET_REGS, const_cast<kvm_regs*>(&regs), name_));
-    return success();
-}
-Result<kvm_sregs> Vcpu::getSregs() const {
-    kvm_sregs s{};
-    TRY(KVM_IOCTL(fd(), KVM_GET_SREGS, &s, name_));
-    return s;
-}
-Result<void> Vcpu::setSregs(const kvm_sregs& sregs) {
-    TRY(KVM_IOCTL(fd(), KVM_SET_SREGS, const_cast<kvm_sregs*>(&sregs), name_));
-    return success();
-}
-Result<kvm_fpu> Vcpu::getFpu() const {
-    kvm_fpu f{};
-    TRY(KVM_IOCTL(fd(), KVM_GET_FPU, &f, name_));
-    return f;
-}
-Result<void> Vcpu::setFpu(const kvm_fpu& fpu) {
-    TRY(KVM_IOCTL(fd(), KVM_SET_FPU, const_cast<kvm_fpu*>(&fpu), name_));
-    return success();
+Result<uint64_t> Vcpu::getOneReg(uint64_t id) const {
+    const uint64_t size = 1ull << ((id & KVM_REG_SIZE_MASK) >> KVM_REG_SIZE_SHIFT);
+    if (size > sizeof(uint64_t))
+        return Error(fmt::format("KVM_GET_ONE_REG on {}: register {:#x} is wider than 64 bits", name_, id), EINVAL);
+    uint64_t value = 0;
+    kvm_one_reg reg{id, reinterpret_cast<uint64_t>(&value)};
+    TRY(KVM_IOCTL(fd(), KVM_GET_ONE_REG, &reg, name_, fmt::format("register {:#x}", id)));
+    return value;  // little-endian: a narrower register fills the low bytes
 }
 
-Result<void> Vcpu::setCpuid(const std::vector<kvm_cpuid_entry2>& entries) {
-    auto buf = uapi::flexBuffer(static_cast<uint32_t>(entries.size()), entries.data(), entries.size());
-    TRY(kvmIoctl(fd(), uapi::kSetCpuid2, buf.data(), "KVM_SET_CPUID2", name_, fmt::format("{} entries", entries.size())));
+Result<void> Vcpu::setOneReg(uint64_t id, uint64_t value) {
+    const uint64_t size = 1ull << ((id & KVM_REG_SIZE_MASK) >> KVM_REG_SIZE_SHIFT);
+    if (size > sizeof(uint64_t))
+        return Error(fmt::format("KVM_SET_ONE_REG on {}: register {:#x} is wider than 64 bits", name_, id), EINVAL);
+    kvm_one_reg reg{id, reinterpret_cast<uint64_t>(&value)};
+    TRY(KVM_IOCTL(fd(), KVM_SET_ONE_REG, &reg, name_, fmt::format("register {:#x} = {:#x}", id, value)));
     return success();
 }
 
@@ -67,16 +51,6 @@ Result<void> Vcpu::setMpState(uint32_t state) {
     TRY(KVM_IOCTL(fd(), KVM_SET_MP_STATE, &s, name_, fmt::format("mp_state {}", state)));
     return success();
 }
-Result<kvm_lapic_state> Vcpu::getLapic() const {
-    kvm_lapic_state l{};
-    TRY(KVM_IOCTL(fd(), KVM_GET_LAPIC, &l, name_));
-    return l;
-}
-Result<void> Vcpu::setLapic(const kvm_lapic_state& lapic) {
-    TRY(KVM_IOCTL(fd(), KVM_SET_LAPIC, const_cast<kvm_lapic_state*>(&lapic), name_));
-    return success();
-}
-
 Result<void> Vcpu::runOnce() {
     if (::ioctl(fd(), KVM_RUN, 0) < 0) return Error::fromErrno(fmt::format("KVM_RUN on {}", name_));
     return success();

@@ -1,5 +1,7 @@
-// One KVM vCPU: its fd, its mmapped kvm_run, and state accessors. Not thread-safe by itself: the
-// vCPU's own thread runs it; other threads only touch kvm_run->immediate_exit (see VcpuRunner).
+// One KVM vCPU: its fd, its mmapped kvm_run, and the state accessors every architecture has
+// (KVM_GET/SET_ONE_REG, the MP state). Architecture-specific state (x86's regs, sregs, CPUID,
+// LAPIC, FPU) is reached through fd() by vmm/arch/<arch>/. Not thread-safe by itself: the vCPU's
+// own thread runs it; other threads only touch kvm_run->immediate_exit (see VcpuRunner).
 // Note (KVM vcpu mutex): any vCPU ioctl from another thread blocks while KVM_RUN is in progress.
 #pragma once
 
@@ -7,7 +9,6 @@
 
 #include <memory>
 #include <string>
-#include <vector>
 
 #include "base/mapping.h"
 #include "base/result.h"
@@ -25,17 +26,13 @@ public:
     int fd() const { return fd_.get(); }
     kvm_run* run() const { return reinterpret_cast<kvm_run*>(mapping_.data()); }
 
-    Result<kvm_regs> getRegs() const;
-    Result<void> setRegs(const kvm_regs& regs);
-    Result<kvm_sregs> getSregs() const;
-    Result<void> setSregs(const kvm_sregs& sregs);
-    Result<kvm_fpu> getFpu() const;
-    Result<void> setFpu(const kvm_fpu& fpu);
-    Result<void> setCpuid(const std::vector<kvm_cpuid_entry2>& entries);
+    // KVM_GET_ONE_REG / KVM_SET_ONE_REG of a register of up to 64 bits (`id` carries its size,
+    // KVM_REG_SIZE_U32/U64; smaller ones are zero-extended).
+    Result<uint64_t> getOneReg(uint64_t id) const;
+    Result<void> setOneReg(uint64_t id, uint64_t value);
+    // KVM_GET/SET_MP_STATE (x86 INIT/SIPI states; arm64 PSCI power state).
     Result<kvm_mp_state> getMpState() const;
     Result<void> setMpState(uint32_t state);
-    Result<kvm_lapic_state> getLapic() const;
-    Result<void> setLapic(const kvm_lapic_state& lapic);
 
     // One KVM_RUN. EINTR (a kick, or immediate_exit) and EAGAIN come back as Errors carrying that
     // errno; the caller decides (the run loop retries both).

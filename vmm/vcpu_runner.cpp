@@ -49,16 +49,10 @@ const char* internalSuberrorName(uint32_t suberror) {
     }
 }
 
-std::string ripOf(const Vcpu& vcpu) {
-    auto regs = vcpu.getRegs();
-    return regs ? fmt::format("{:#x}", regs->rip) : std::string("<unknown: ") + regs.error().describe() + ">";
-}
-
-std::string describeInternalError(const Vcpu& vcpu) {
+std::string describeInternalError(const Vcpu& vcpu, const std::string& at) {
     const kvm_run* run = vcpu.run();
     uint32_t sub = run->internal.suberror;
-    std::string msg = fmt::format("{}: KVM_EXIT_INTERNAL_ERROR ({}) at rip {}", vcpu.name(), internalSuberrorName(sub),
-                                  ripOf(vcpu));
+    std::string msg = fmt::format("{}: KVM_EXIT_INTERNAL_ERROR ({}){}", vcpu.name(), internalSuberrorName(sub), at);
     const auto& ef = run->emulation_failure;
     if (sub == KVM_INTERNAL_ERROR_EMULATION && ef.ndata >= 3 &&
         (ef.flags & KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES)) {
@@ -76,11 +70,11 @@ std::string describeInternalError(const Vcpu& vcpu) {
 
 int VcpuRunner::kickSignal() { return SIGRTMIN; }
 
-VcpuRunner::VcpuRunner(std::vector<Vcpu*> vcpus, devices::Bus& pio, devices::Bus& mmio, ExitStats& stats,
+VcpuRunner::VcpuRunner(std::vector<Vcpu*> vcpus, devices::Bus& mmio, ExitStats& stats, VcpuExitHandler* arch,
                        OnFinish onFinish)
     : vcpus_(std::move(vcpus)),
-      pio_(pio),
       mmio_(mmio),
+      arch_(arch),
       stats_(stats),
       onFinish_(std::move(onFinish)),
       handles_(vcpus_.size()),
@@ -177,23 +171,9 @@ std::optional<VcpuOutcome> VcpuRunner::outcome(size_t index) const {
     return outcomes_.at(index);
 }
 
-bool VcpuRunner::handleIo(Vcpu& vcpu) {
-    kvm_run* run = vcpu.run();
-    const auto& io = run->io;
-    uint8_t* base = reinterpret_cast<uint8_t*>(run) + io.data_offset;
-    const bool write = io.direction == KVM_EXIT_IO_OUT;
-    // count > 1 for rep ins/outs: consecutive elements of `size` bytes, all at the same port.
-    for (uint32_t i = 0; i < io.count; ++i) {
-        std::span<uint8_t> data(base + i * io.size, io.size);
-        bool claimed = write ? pio_.write(io.port, data) : pio_.read(io.port, data);
-        stats_.countAccess(BusSpace::Pio, io.port, write, claimed);
-        if (!claimed) {
-            if (!write) std::memset(data.data(), 0xff, data.size());
-            log::get("vmm").debug("{}: unclaimed PIO {} port {:#x} size {}", vcpu.name(), write ? "write" : "read",
-                                  io.port, io.size);
-        }
-    }
-    return true;
+std::string VcpuRunner::at(const Vcpu& vcpu) const {
+    std::string where = arch_ ? arch_->where(vcpu) : std::string();
+    return where.empty() ? std::string() : " at " + where;
 }
 
 bool VcpuRunner::handleMmio(Vcpu& vcpu) {
@@ -243,9 +223,6 @@ VcpuOutcome VcpuRunner::loop(size_t index) {
 
         stats_.countExit(run->exit_reason);
         switch (run->exit_reason) {
-            case KVM_EXIT_IO:
-                handleIo(vcpu);
-                break;
             case KVM_EXIT_MMIO:
                 handleMmio(vcpu);
                 break;
@@ -253,30 +230,38 @@ VcpuOutcome VcpuRunner::loop(size_t index) {
             case KVM_EXIT_IRQ_WINDOW_OPEN:
                 break;
             case KVM_EXIT_HLT:
-                return {VcpuStop::Halted, fmt::format("{}: halted (KVM_EXIT_HLT) at rip {}", vcpu.name(), ripOf(vcpu))};
+                return {VcpuStop::Halted, fmt::format("{}: halted (KVM_EXIT_HLT){}", vcpu.name(), at(vcpu))};
             case KVM_EXIT_SHUTDOWN:
                 return {VcpuStop::Shutdown,
-                        fmt::format("{}: KVM_EXIT_SHUTDOWN (triple fault or reset) at rip {}", vcpu.name(), ripOf(vcpu))};
+                        fmt::format("{}: KVM_EXIT_SHUTDOWN (triple fault or reset){}", vcpu.name(), at(vcpu))};
             case KVM_EXIT_SYSTEM_EVENT: {
+                // The guest asked the platform's firmware (PSCI, ...) to power off or reset.
                 uint32_t type = run->system_event.type;
-                const char* what = type == KVM_SYSTEM_EVENT_SHUTDOWN ? "shutdown"
-                                   : type == KVM_SYSTEM_EVENT_RESET  ? "reset"
-                                   : type == KVM_SYSTEM_EVENT_CRASH  ? "crash"
-                                                                     : "other";
-                if (type == KVM_SYSTEM_EVENT_CRASH)
-                    return {VcpuStop::Failed, fmt::format("{}: KVM_EXIT_SYSTEM_EVENT (crash)", vcpu.name())};
-                return {VcpuStop::Shutdown, fmt::format("{}: KVM_EXIT_SYSTEM_EVENT ({}, type {})", vcpu.name(), what, type)};
+                std::string call = arch_ ? arch_->systemEvent(vcpu) : std::string();
+                if (!call.empty()) call = ", " + call;
+                switch (type) {
+                    case KVM_SYSTEM_EVENT_SHUTDOWN:
+                        return {VcpuStop::PowerOff, fmt::format("{}: KVM_EXIT_SYSTEM_EVENT (shutdown{})", vcpu.name(), call)};
+                    case KVM_SYSTEM_EVENT_RESET:
+                        return {VcpuStop::Shutdown, fmt::format("{}: KVM_EXIT_SYSTEM_EVENT (reset{})", vcpu.name(), call)};
+                    case KVM_SYSTEM_EVENT_CRASH:
+                        return {VcpuStop::Failed, fmt::format("{}: KVM_EXIT_SYSTEM_EVENT (crash{})", vcpu.name(), call)};
+                    default:
+                        return {VcpuStop::Failed,
+                                fmt::format("{}: KVM_EXIT_SYSTEM_EVENT (unknown type {}{})", vcpu.name(), type, call)};
+                }
             }
             case KVM_EXIT_INTERNAL_ERROR:
-                return {VcpuStop::Failed, describeInternalError(vcpu)};
+                return {VcpuStop::Failed, describeInternalError(vcpu, at(vcpu))};
             case KVM_EXIT_FAIL_ENTRY:
                 return {VcpuStop::Failed,
-                        fmt::format("{}: KVM_EXIT_FAIL_ENTRY (hardware entry failure reason {:#x}, cpu {}) at rip {}",
+                        fmt::format("{}: KVM_EXIT_FAIL_ENTRY (hardware entry failure reason {:#x}, cpu {}){}",
                                     vcpu.name(), run->fail_entry.hardware_entry_failure_reason, run->fail_entry.cpu,
-                                    ripOf(vcpu))};
+                                    at(vcpu))};
             default:
-                return {VcpuStop::Failed, fmt::format("{}: unexpected exit KVM_EXIT_{} ({}) at rip {}", vcpu.name(),
-                                                      exitReasonName(run->exit_reason), run->exit_reason, ripOf(vcpu))};
+                if (arch_ && arch_->handle(vcpu)) break;
+                return {VcpuStop::Failed, fmt::format("{}: unexpected exit KVM_EXIT_{} ({}){}", vcpu.name(),
+                                                      exitReasonName(run->exit_reason), run->exit_reason, at(vcpu))};
         }
     }
 }

@@ -1,5 +1,7 @@
 // The vCPU threads: one thread per vCPU, named "vcpu<N>", each in a KVM_RUN loop that dispatches
-// port I/O to the PIO bus and MMIO to the MMIO bus and ends on shutdown, failure or a stop request.
+// MMIO to the MMIO bus, leaves the architecture's own exits (x86 port I/O) to a VcpuExitHandler
+// from the platform, and ends on power-off, shutdown, failure or a stop request. Without a handler
+// the loop is MMIO-only.
 //
 // Stopping and pausing: a flag is set, then each vCPU thread is kicked with a real-time signal
 // whose handler does nothing but set kvm_run->immediate_exit. The loop clears immediate_exit,
@@ -31,7 +33,8 @@ namespace conduit::vmm {
 
 enum class VcpuStop {
     Requested,  // requestStop()
-    Shutdown,   // KVM_EXIT_SHUTDOWN (triple fault) or KVM_EXIT_SYSTEM_EVENT shutdown/reset
+    PowerOff,   // KVM_EXIT_SYSTEM_EVENT shutdown (e.g. PSCI SYSTEM_OFF)
+    Shutdown,   // KVM_EXIT_SHUTDOWN (triple fault) or KVM_EXIT_SYSTEM_EVENT reset: the guest reset
     Halted,     // KVM_EXIT_HLT (only without the in-kernel irqchip)
     Failed,     // internal error, failed entry, unexpected exit or KVM_RUN error
 };
@@ -41,13 +44,27 @@ struct VcpuOutcome {
     std::string message;  // one line, starts with the vCPU name
 };
 
+// What the architecture adds to the generic loop (arch::Platform::exitHandler()).
+class VcpuExitHandler {
+public:
+    virtual ~VcpuExitHandler() = default;
+    // An exit reason the generic loop does not handle, on the vCPU's thread. true: handled, the
+    // loop goes on; false: unexpected (the vCPU fails, naming the exit).
+    virtual bool handle(Vcpu& vcpu) = 0;
+    // Where the vCPU is, for messages: "rip 0x100004", "pc 0x40080000"; empty when unknown.
+    virtual std::string where(const Vcpu& vcpu) const = 0;
+    // The firmware call behind the KVM_EXIT_SYSTEM_EVENT in the vCPU's kvm_run, for messages
+    // ("PSCI SYSTEM_OFF"); empty when the platform cannot say.
+    virtual std::string systemEvent(const Vcpu&) const { return {}; }
+};
+
 class VcpuRunner {
 public:
     // Called on the vCPU's thread when its loop ends, before the thread exits.
     using OnFinish = std::function<void(const Vcpu& vcpu, const VcpuOutcome& outcome)>;
 
-    // The vCPUs, buses and stats must outlive the runner.
-    VcpuRunner(std::vector<Vcpu*> vcpus, devices::Bus& pio, devices::Bus& mmio, ExitStats& stats,
+    // The vCPUs, bus, stats and exit handler (may be null: MMIO only) must outlive the runner.
+    VcpuRunner(std::vector<Vcpu*> vcpus, devices::Bus& mmio, ExitStats& stats, VcpuExitHandler* arch,
                OnFinish onFinish = {});
     ~VcpuRunner();  // requestStop() + join()
     VcpuRunner(const VcpuRunner&) = delete;
@@ -74,13 +91,14 @@ public:
 
 private:
     VcpuOutcome loop(size_t index);
-    bool handleIo(Vcpu& vcpu);
     bool handleMmio(Vcpu& vcpu);
+    // " at rip 0x..." from the exit handler, or "" when it cannot say.
+    std::string at(const Vcpu& vcpu) const;
     void kick(size_t index);
 
     std::vector<Vcpu*> vcpus_;
-    devices::Bus& pio_;
     devices::Bus& mmio_;
+    VcpuExitHandler* arch_;
     ExitStats& stats_;
     OnFinish onFinish_;
 

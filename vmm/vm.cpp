@@ -25,9 +25,8 @@ void MemorySlot::reset() {
     vm_ = nullptr;
 }
 
-Result<std::unique_ptr<Vm>> Vm::create(const Kvm& kvm) {
-    // Type 0: the default x86 VM (no SEV/TDX).
-    int fd = TRY(KVM_IOCTL(kvm.fd(), KVM_CREATE_VM, 0, kvm.path()));
+Result<std::unique_ptr<Vm>> Vm::create(const Kvm& kvm, unsigned long type) {
+    int fd = TRY(KVM_IOCTL(kvm.fd(), KVM_CREATE_VM, type, kvm.path(), fmt::format("type {:#x}", type)));
     UniqueFd owned(fd);
     int gsis = TRY(KVM_IOCTL(fd, KVM_CHECK_EXTENSION, static_cast<unsigned long>(KVM_CAP_IRQ_ROUTING), "vm",
                              "KVM_CAP_IRQ_ROUTING"));
@@ -60,31 +59,9 @@ Result<int> Vm::checkExtension(unsigned cap) const {
     return KVM_IOCTL(fd(), KVM_CHECK_EXTENSION, static_cast<unsigned long>(cap), "vm", capabilityName(cap));
 }
 
-Result<void> Vm::setTssAddr(uint64_t gpa) {
-    TRY(KVM_IOCTL(fd(), KVM_SET_TSS_ADDR, static_cast<unsigned long>(gpa), "vm", fmt::format("{:#x}", gpa)));
-    return success();
-}
-
-Result<void> Vm::setIdentityMapAddr(uint64_t gpa) {
-    uint64_t addr = gpa;
-    TRY(KVM_IOCTL(fd(), KVM_SET_IDENTITY_MAP_ADDR, &addr, "vm", fmt::format("{:#x}", gpa)));
-    return success();
-}
-
-Result<void> Vm::createIrqchip() {
-    if (routing_) return Error("KVM_CREATE_IRQCHIP on vm: irqchip already created", EEXIST);
-    TRY(KVM_IOCTL(fd(), KVM_CREATE_IRQCHIP, 0, "vm"));
-    routing_ = std::make_unique<GsiRoutingTable>(fd(), maxGsis_);
-    return success();
-}
-
-Result<void> Vm::createPit2() {
-    // KVM answers ENOENT without the irqchip; say why instead.
-    if (!routing_) return Error("KVM_CREATE_PIT2 on vm: the in-kernel irqchip must be created first", ENOENT);
-    kvm_pit_config config{};
-    config.flags = KVM_PIT_SPEAKER_DUMMY;  // port 0x61 answered by KVM, no speaker emulation needed
-    TRY(KVM_IOCTL(fd(), KVM_CREATE_PIT2, &config, "vm"));
-    pit_ = true;
+Result<void> Vm::enableIrqRouting(IrqchipRoutes irqchip) {
+    if (routing_) return Error("vm: the GSI routing table already exists", EEXIST);
+    routing_ = std::make_unique<GsiRoutingTable>(fd(), maxGsis_, std::move(irqchip));
     return success();
 }
 
@@ -168,11 +145,11 @@ size_t Vm::slotsInUse() const {
     return n;
 }
 
-Result<void> Vm::irqLine(uint32_t gsi, bool level) {
+Result<void> Vm::irqLine(uint32_t line, bool level) {
     kvm_irq_level irq{};
-    irq.irq = gsi;
+    irq.irq = line;
     irq.level = level ? 1 : 0;
-    TRY(KVM_IOCTL(fd(), KVM_IRQ_LINE, &irq, "vm", fmt::format("GSI {} level {}", gsi, irq.level)));
+    TRY(KVM_IOCTL(fd(), KVM_IRQ_LINE, &irq, "vm", fmt::format("line {:#x} level {}", line, irq.level)));
     return success();
 }
 
@@ -187,7 +164,7 @@ Result<int> Vm::signalMsi(const MsiMessage& m) {
 GsiRoutingTable& Vm::routing() {
     // Programming error, not a runtime condition: every Machine creates the irqchip first.
     if (!routing_) {
-        log::get("vmm").critical("GSI routing table used before KVM_CREATE_IRQCHIP");
+        log::get("vmm").critical("GSI routing table used before the platform created the irqchip");
         std::abort();
     }
     return *routing_;

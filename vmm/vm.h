@@ -1,6 +1,7 @@
-// A KVM virtual machine (KVM_CREATE_VM) and the VM-wide kernel objects hanging off it: memory
-// slots, the in-kernel irqchip and PIT, the GSI routing table, irqfds, ioeventfds, MSI injection,
-// the KVM VFIO pseudo-device and vCPU creation.
+// A KVM virtual machine (KVM_CREATE_VM) and the VM-wide kernel objects hanging off it that every
+// architecture has: memory slots, the GSI routing table, irqfds, ioeventfds, MSI injection, the
+// KVM VFIO pseudo-device and vCPU creation. Architecture-specific VM set-up (irqchip creation,
+// x86's TSS and PIT, arm64's vGIC) is the platform's (vmm/arch/<arch>/), through fd().
 //
 // The Vm is also a memory::GuestMemoryListener: registered with a GuestMemory, every RAM region
 // becomes one memslot and follows hot add/remove. Held by unique_ptr (listeners and slots point
@@ -33,12 +34,8 @@ namespace conduit::vmm {
 
 class Vm : public memory::GuestMemoryListener {
 public:
-    // Where KVM_SET_IDENTITY_MAP_ADDR (1 page) and KVM_SET_TSS_ADDR (3 pages) go: the platform
-    // hole below the firmware, never RAM or a BAR window. Intel needs them for real-mode emulation.
-    static constexpr uint64_t kIdentityMapAddr = 0xFFFB'C000;
-    static constexpr uint64_t kTssAddr = 0xFFFB'D000;
-
-    static Result<std::unique_ptr<Vm>> create(const Kvm& kvm);
+    // KVM_CREATE_VM with the platform's machine type (arch::Platform::vmType(); 0 is the default).
+    static Result<std::unique_ptr<Vm>> create(const Kvm& kvm, unsigned long type = 0);
     ~Vm() override;
     Vm(const Vm&) = delete;
     Vm& operator=(const Vm&) = delete;
@@ -47,15 +44,11 @@ public:
     // KVM_CHECK_EXTENSION on the VM fd (some answers are per-VM).
     Result<int> checkExtension(unsigned cap) const;
 
-    // ---- platform set-up (before creating vCPUs) ----
-    Result<void> setTssAddr(uint64_t gpa = kTssAddr);
-    Result<void> setIdentityMapAddr(uint64_t gpa = kIdentityMapAddr);
-    // KVM_CREATE_IRQCHIP: PIC + IOAPIC + a LAPIC per vCPU; creates the routing table object.
-    Result<void> createIrqchip();
-    // KVM_CREATE_PIT2; refused with a clear message when the irqchip does not exist yet.
-    Result<void> createPit2();
+    // ---- the irqchip (created by the platform, vmm/arch/) ----
+    // Creates the GSI routing table over the irqchip the platform has just created, with the
+    // routes KVM installed for it. Once.
+    Result<void> enableIrqRouting(IrqchipRoutes irqchip);
     bool hasIrqchip() const { return routing_ != nullptr; }
-    bool hasPit() const { return pit_; }
 
     // ---- memory ----
     // Maps [gpa, gpa + size) to host memory at `host` in the lowest free slot.
@@ -75,11 +68,12 @@ public:
     size_t slotsInUse() const;
 
     // ---- interrupts ----
-    // KVM_IRQ_LINE on a GSI (with the irqchip, GSI n is IOAPIC pin n / ISA IRQ n).
-    Result<void> irqLine(uint32_t gsi, bool level);
+    // KVM_IRQ_LINE. `line` is the irq field as the architecture defines it (on x86 a GSI; the
+    // platform creates the devices' lines, so generic code never encodes one).
+    Result<void> irqLine(uint32_t line, bool level);
     // KVM_SIGNAL_MSI: returns >0 delivered, 0 blocked by the guest (e.g. LAPIC disabled).
     Result<int> signalMsi(const MsiMessage& msi);
-    // The routing table (requires createIrqchip()).
+    // The routing table (requires enableIrqRouting()).
     GsiRoutingTable& routing();
     Result<IrqFd> registerIrqfd(const EventFd& event, uint32_t gsi) { return IrqFd::assign(fd(), event.fd(), gsi); }
     Result<IrqFd> registerResampleIrqfd(const EventFd& event, uint32_t gsi, const EventFd& resample) {
@@ -110,7 +104,6 @@ private:
     std::vector<std::tuple<uint32_t, uint64_t, std::string>> undeleted_;
     uint32_t maxGsis_;
     std::unique_ptr<GsiRoutingTable> routing_;
-    bool pit_ = false;
 };
 
 }  // namespace conduit::vmm

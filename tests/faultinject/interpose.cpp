@@ -18,6 +18,7 @@
 
 #include "tests/faultinject/host_call_faults.h"
 #include "tests/hostsim/host_call_observer.h"
+#include "vmm/arch/x86_64/kvm_x86.h"
 #include "vmm/kvm_uapi.h"
 
 using namespace conduit;
@@ -32,7 +33,7 @@ int __real_memfd_create(const char* name, unsigned flags);
 
 namespace {
 
-// The KVM ioctls Conduit makes, by number (vmm/kvm_uapi.h for the three that <linux/kvm.h>
+// The KVM ioctls Conduit makes, by number (vmm/kvm_uapi.h and vmm/arch/x86_64/kvm_x86.h for the three that <linux/kvm.h>
 // numbers wrongly under C++).
 const std::map<unsigned long, const char*>& kvmIoctlNames() {
     static const std::map<unsigned long, const char*> names = {
@@ -44,8 +45,8 @@ const std::map<unsigned long, const char*>& kvmIoctlNames() {
         N(KVM_SET_REGS), N(KVM_GET_SREGS), N(KVM_SET_SREGS), N(KVM_GET_FPU), N(KVM_SET_FPU), N(KVM_GET_LAPIC),
         N(KVM_SET_LAPIC), N(KVM_GET_MP_STATE), N(KVM_SET_MP_STATE), N(KVM_SET_MSRS), N(KVM_GET_MSRS),
 #undef N
-        {vmm::uapi::kGetSupportedCpuid, "KVM_GET_SUPPORTED_CPUID"},
-        {vmm::uapi::kSetCpuid2, "KVM_SET_CPUID2"},
+        {vmm::x86::kGetSupportedCpuid, "KVM_GET_SUPPORTED_CPUID"},
+        {vmm::x86::kSetCpuid2, "KVM_SET_CPUID2"},
         {vmm::uapi::kSetGsiRouting, "KVM_SET_GSI_ROUTING"},
     };
     return names;

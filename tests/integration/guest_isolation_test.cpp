@@ -17,7 +17,7 @@
 #include <cstring>
 
 #include "base/log.h"
-#include "vmm/x86/payload_abi.h"
+#include "vmm/arch/x86_64/payload_abi.h"
 #include "memory/address_layout.h"
 #include "tests/hostsim/sim_host.h"
 #include "tests/integration/test_env.h"

@@ -19,7 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "vmm/x86/payload_abi.h"
+#include "vmm/arch/x86_64/payload_abi.h"
 
 /* ---------------------------------------------------------------------------------------------
  * Exit statuses (the low byte is what `conduit run` exits with). 0 = success. Payload-specific

@@ -1,5 +1,6 @@
 // Helpers for vmm unit tests on the real /dev/kvm: a VM with RAM at GPA 0 and a long-mode vCPU
-// set-up written here (GDT, identity page tables), so tiny hand-assembled guests can run.
+// set-up written here (GDT, identity page tables), so tiny hand-assembled guests can run. The
+// guests are x86 code: the x86 platform's KVM helpers (vmm/arch/x86_64/kvm_x86.h) set them up.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -11,6 +12,7 @@
 
 #include "memory/guest_memory.h"
 #include "tests/common/require_kvm.h"
+#include "vmm/arch/x86_64/kvm_x86.h"
 #include "vmm/kvm.h"
 #include "vmm/vcpu.h"
 #include "vmm/vm.h"
@@ -43,7 +45,7 @@ struct TestVm {
         ASSERT_TRUE(v.ok()) << v.error().describe();
         vm = std::move(v).value();
         if (withIrqchip) {
-            auto r = vm->createIrqchip();
+            auto r = x86::createIrqchip(*vm);
             ASSERT_TRUE(r.ok()) << r.error().describe();
             irqchip = true;
         }
@@ -80,8 +82,8 @@ struct TestVm {
         EXPECT_TRUE(c.ok()) << c.error().describe();
         if (!c.ok()) return nullptr;
         auto vcpu = std::move(c).value();
-        EXPECT_TRUE(vcpu->setCpuid(kvm->supportedCpuid()).ok());
-        kvm_sregs s = vcpu->getSregs().value();
+        EXPECT_TRUE(x86::setCpuid(*vcpu, x86::supportedCpuid(*kvm).value()).ok());
+        kvm_sregs s = x86::getSregs(*vcpu).value();
         kvm_segment code{};
         code.base = 0;
         code.limit = 0xffffffff;
@@ -106,13 +108,13 @@ struct TestVm {
         s.cr3 = kPml4;
         s.cr4 = 0x6a0;
         s.efer = 0x500;
-        EXPECT_TRUE(vcpu->setSregs(s).ok());
+        EXPECT_TRUE(x86::setSregs(*vcpu, s).ok());
         kvm_regs r{};
         r.rip = rip;
         r.rsp = kStackTop - index * 0x1000;
         r.rflags = 2;
         r.rsi = index;
-        EXPECT_TRUE(vcpu->setRegs(r).ok());
+        EXPECT_TRUE(x86::setRegs(*vcpu, r).ok());
         if (irqchip && index > 0) {
             EXPECT_TRUE(vcpu->setMpState(KVM_MP_STATE_RUNNABLE).ok());
         }

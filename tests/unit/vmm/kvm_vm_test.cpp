@@ -19,9 +19,12 @@ TEST(Kvm, OpensChecksCapabilitiesAndReadsCpuid) {
     EXPECT_TRUE(kvm->requireExtension(KVM_CAP_IRQFD).ok());
     EXPECT_GE(kvm->vcpuMmapSize(), sizeof(kvm_run));
     EXPECT_GT(kvm->maxMemslots(), 2u);
-    ASSERT_FALSE(kvm->supportedCpuid().empty());
+    for (unsigned cap : x86::requiredCapabilities()) EXPECT_TRUE(kvm->requireExtension(cap).ok()) << capabilityName(cap);
+    auto cpuid = x86::supportedCpuid(*kvm);
+    ASSERT_TRUE(cpuid.ok()) << cpuid.error().describe();
+    ASSERT_FALSE(cpuid->empty());
     bool leaf0 = false;
-    for (auto& e : kvm->supportedCpuid()) leaf0 |= e.function == 0;
+    for (auto& e : *cpuid) leaf0 |= e.function == 0;
     EXPECT_TRUE(leaf0) << "KVM_GET_SUPPORTED_CPUID has no leaf 0";
 }
 
@@ -47,20 +50,23 @@ TEST(Vm, PitNeedsIrqchipFirst) {
     REQUIRE_KVM();
     auto kvm = Kvm::open().value();
     auto vm = Vm::create(kvm).value();
-    auto early = vm->createPit2();
+    auto early = x86::createPit2(*vm);
     ASSERT_FALSE(early.ok());
     EXPECT_THAT(early.error().describe(), HasSubstr("irqchip must be created first"));
-    EXPECT_FALSE(vm->hasPit());
+    EXPECT_FALSE(vm->hasIrqchip());
 
-    ASSERT_TRUE(vm->setIdentityMapAddr().ok());
-    ASSERT_TRUE(vm->setTssAddr().ok());
-    auto chip = vm->createIrqchip();
+    ASSERT_TRUE(x86::setIdentityMapAddr(*vm).ok());
+    ASSERT_TRUE(x86::setTssAddr(*vm).ok());
+    auto chip = x86::createIrqchip(*vm);
     ASSERT_TRUE(chip.ok()) << chip.error().describe();
-    auto pit = vm->createPit2();
+    EXPECT_TRUE(vm->hasIrqchip());
+    EXPECT_TRUE(vm->routing().isIrqchipGsi(23));
+    EXPECT_FALSE(vm->routing().isIrqchipGsi(24));
+    EXPECT_EQ(vm->routing().firstMsiGsi(), 24u);
+    auto pit = x86::createPit2(*vm);
     ASSERT_TRUE(pit.ok()) << pit.error().describe();
-    EXPECT_TRUE(vm->hasPit());
     // A kernel refusal names the ioctl, the object and errno.
-    auto again = vm->createPit2();
+    auto again = x86::createPit2(*vm);
     ASSERT_FALSE(again.ok());
     EXPECT_THAT(again.error().describe(), HasSubstr("KVM_CREATE_PIT2 on vm"));
     EXPECT_NE(again.error().code(), 0);
@@ -143,7 +149,7 @@ TEST(GsiRouting, KeepsIrqchipEntriesAndManagesMsiRoutes) {
     REQUIRE_KVM();
     auto kvm = Kvm::open().value();
     auto vm = Vm::create(kvm).value();
-    ASSERT_TRUE(vm->createIrqchip().ok());
+    ASSERT_TRUE(x86::createIrqchip(*vm).ok());
     auto& table = vm->routing();
 
     auto countType = [&](uint32_t type, uint32_t chip) {
@@ -190,7 +196,7 @@ TEST(GsiRouting, DeferralPushesOnceWhenTheLastOneEnds) {
     REQUIRE_KVM();
     auto kvm = Kvm::open().value();
     auto vm = Vm::create(kvm).value();
-    ASSERT_TRUE(vm->createIrqchip().ok());
+    ASSERT_TRUE(x86::createIrqchip(*vm).ok());
     auto& table = vm->routing();
     const uint64_t start = table.pushes();
     ASSERT_TRUE(table.addMsi({0xfee00000, 0x30}).ok());
@@ -222,8 +228,8 @@ TEST(GsiRouting, AllocationIsBounded) {
     REQUIRE_KVM();
     auto kvm = Kvm::open().value();
     auto vm = Vm::create(kvm).value();
-    ASSERT_TRUE(vm->createIrqchip().ok());
-    GsiRoutingTable small(vm->fd(), 26);
+    ASSERT_TRUE(x86::createIrqchip(*vm).ok());
+    GsiRoutingTable small(vm->fd(), 26, x86::irqchipRoutes());
     EXPECT_TRUE(small.addMsi({0xfee00000, 1}).ok());
     EXPECT_TRUE(small.addMsi({0xfee00000, 2}).ok());
     auto full = small.addMsi({0xfee00000, 3});
@@ -236,7 +242,7 @@ TEST(IrqFd, RegistersAndUnregisters) {
     REQUIRE_KVM();
     auto kvm = Kvm::open().value();
     auto vm = Vm::create(kvm).value();
-    ASSERT_TRUE(vm->createIrqchip().ok());
+    ASSERT_TRUE(x86::createIrqchip(*vm).ok());
     uint32_t gsi = vm->routing().addMsi({0xfee00000, 0x40}).value();
     auto ev = EventFd::create().value();
     {
@@ -260,7 +266,7 @@ TEST(IrqFd, ResampleOnIoapicPin) {
     REQUIRE_KVM();
     auto kvm = Kvm::open().value();
     auto vm = Vm::create(kvm).value();
-    ASSERT_TRUE(vm->createIrqchip().ok());
+    ASSERT_TRUE(x86::createIrqchip(*vm).ok());
     auto ev = EventFd::create().value();
     auto resample = EventFd::create().value();
     auto fd = vm->registerResampleIrqfd(ev, 10, resample);
@@ -326,15 +332,15 @@ TEST(Vcpu, StateRoundTrips) {
     auto vcpu = t.longModeVcpu(0, 0x123456);
     ASSERT_TRUE(vcpu);
     EXPECT_EQ(vcpu->name(), "vcpu0");
-    EXPECT_EQ(vcpu->getRegs()->rip, 0x123456u);
-    EXPECT_EQ(vcpu->getSregs()->cr3, kPml4);
+    EXPECT_EQ(x86::getRegs(*vcpu)->rip, 0x123456u);
+    EXPECT_EQ(x86::getSregs(*vcpu)->cr3, kPml4);
     EXPECT_EQ(vcpu->getMpState()->mp_state, uint32_t(KVM_MP_STATE_RUNNABLE));
-    auto lapic = vcpu->getLapic();
+    auto lapic = x86::getLapic(*vcpu);
     ASSERT_TRUE(lapic.ok());
-    EXPECT_TRUE(vcpu->setLapic(*lapic).ok());
-    auto fpu = vcpu->getFpu();
+    EXPECT_TRUE(x86::setLapic(*vcpu, *lapic).ok());
+    auto fpu = x86::getFpu(*vcpu);
     ASSERT_TRUE(fpu.ok());
-    EXPECT_TRUE(vcpu->setFpu(*fpu).ok());
+    EXPECT_TRUE(x86::setFpu(*vcpu, *fpu).ok());
     // The AP starts uninitialized with the in-kernel irqchip (until made runnable).
     auto ap = t.vm->createVcpu(1);
     ASSERT_TRUE(ap.ok());

@@ -1,4 +1,4 @@
-// Machine end to end on real KVM with tiny flat 64-bit payloads (vmm/x86 payload boot).
+// Machine end to end on real KVM with tiny flat 64-bit payloads (vmm/arch/x86_64 payload boot).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>

@@ -11,17 +11,21 @@ constexpr uint64_t kPsciVariant2 = 1;
 }  // namespace
 
 SystemEvent decodeSystemEvent(uint32_t type, uint64_t flags) {
+    bool v2 = flags & kPsciVariant2;
     switch (type) {
-        case KVM_SYSTEM_EVENT_SHUTDOWN:
-            return {SystemEventKind::PowerOff,
-                    (flags & kPsciVariant2) ? "guest powered off (PSCI SYSTEM_OFF2)" : "guest powered off (PSCI SYSTEM_OFF)"};
-        case KVM_SYSTEM_EVENT_RESET:
-            return {SystemEventKind::Reset,
-                    (flags & kPsciVariant2) ? "guest reset (PSCI SYSTEM_RESET2)" : "guest reset (PSCI SYSTEM_RESET)"};
+        case KVM_SYSTEM_EVENT_SHUTDOWN: {
+            std::string call = v2 ? "PSCI SYSTEM_OFF2" : "PSCI SYSTEM_OFF";
+            return {SystemEventKind::PowerOff, call, "guest powered off (" + call + ")"};
+        }
+        case KVM_SYSTEM_EVENT_RESET: {
+            std::string call = v2 ? "PSCI SYSTEM_RESET2" : "PSCI SYSTEM_RESET";
+            return {SystemEventKind::Reset, call, "guest reset (" + call + ")"};
+        }
         case KVM_SYSTEM_EVENT_CRASH:
-            return {SystemEventKind::Crash, "guest crashed (KVM_SYSTEM_EVENT_CRASH)"};
+            return {SystemEventKind::Crash, "crash", "guest crashed (KVM_SYSTEM_EVENT_CRASH)"};
         default:
-            return {SystemEventKind::Other, fmt::format("KVM_EXIT_SYSTEM_EVENT type {} flags {:#x}", type, flags)};
+            return {SystemEventKind::Other, fmt::format("type {} flags {:#x}", type, flags),
+                    fmt::format("KVM_EXIT_SYSTEM_EVENT type {} flags {:#x}", type, flags)};
     }
 }
 

@@ -15,6 +15,7 @@ enum class SystemEventKind { PowerOff, Reset, Crash, Other };
 
 struct SystemEvent {
     SystemEventKind kind;
+    std::string call;    // the firmware call behind it: "PSCI SYSTEM_OFF"
     std::string reason;  // "guest powered off (PSCI SYSTEM_OFF)", for the log and the exit status
 };
 
