@@ -12,9 +12,13 @@
 # would cost minutes and find nothing new) and "realkernel" (the normal pass runs them).
 # Benchmarks are not built there.
 #
+# Last, the arm64 build (build-arm64: ARCH=arm64 scripts/build.sh, cross-compiled with Debian's
+# aarch64 toolchain and :arm64 libraries, cmake/aarch64-linux-gnu.cmake) and its unit tests, run by
+# qemu-user (label unit: the generic rooms' tests; KVM tests cannot run under qemu-user).
+#
 # The run ends with "KVM tests: N on host KVM, M in the nested bed, K skipped"; a KVM test that was
 # skipped fails the run. Local use only, never in CI: CONDUIT_KVM=skip skips the KVM tests (and the
-# run says so), CONDUIT_SKIP_SANITIZE=1 / CONDUIT_SKIP_FUZZ=1 skip a pass.
+# run says so), CONDUIT_SKIP_SANITIZE=1 / CONDUIT_SKIP_FUZZ=1 / CONDUIT_SKIP_ARM64=1 skip a pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t_start=$(date +%s)
@@ -37,6 +41,12 @@ if [ "${CONDUIT_SKIP_FUZZ:-0}" != 1 ]; then
         -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ >/dev/null
   cmake --build build-fuzz --target fuzz -j"$(nproc)"
   ctest --test-dir build-fuzz --output-on-failure -L fuzz || failed+=(fuzz)  # tests/fuzz/CMakeLists.txt: 20000 runs or 30 s each
+fi
+
+if [ "${CONDUIT_SKIP_ARM64:-0}" != 1 ]; then
+  echo "== arm64 cross build (build-arm64) and its unit tests under qemu-user =="
+  ARCH=arm64 scripts/build.sh
+  ctest --test-dir build-arm64 --output-on-failure --timeout 300 -j2 -L unit || failed+=(arm64)
 fi
 
 # Where the KVM tests ran (tests/bed/kvm-test.sh files one line per test: host|bed|skip, run|skip).

@@ -237,16 +237,18 @@ VcpuOutcome VcpuRunner::loop(size_t index) {
             case KVM_EXIT_SYSTEM_EVENT: {
                 // The guest asked the platform's firmware (PSCI, ...) to power off or reset.
                 uint32_t type = run->system_event.type;
+                std::string call = arch_ ? arch_->systemEvent(vcpu) : std::string();
+                if (!call.empty()) call = ", " + call;
                 switch (type) {
                     case KVM_SYSTEM_EVENT_SHUTDOWN:
-                        return {VcpuStop::PowerOff, fmt::format("{}: KVM_EXIT_SYSTEM_EVENT (shutdown)", vcpu.name())};
+                        return {VcpuStop::PowerOff, fmt::format("{}: KVM_EXIT_SYSTEM_EVENT (shutdown{})", vcpu.name(), call)};
                     case KVM_SYSTEM_EVENT_RESET:
-                        return {VcpuStop::Shutdown, fmt::format("{}: KVM_EXIT_SYSTEM_EVENT (reset)", vcpu.name())};
+                        return {VcpuStop::Shutdown, fmt::format("{}: KVM_EXIT_SYSTEM_EVENT (reset{})", vcpu.name(), call)};
                     case KVM_SYSTEM_EVENT_CRASH:
-                        return {VcpuStop::Failed, fmt::format("{}: KVM_EXIT_SYSTEM_EVENT (crash)", vcpu.name())};
+                        return {VcpuStop::Failed, fmt::format("{}: KVM_EXIT_SYSTEM_EVENT (crash{})", vcpu.name(), call)};
                     default:
                         return {VcpuStop::Failed,
-                                fmt::format("{}: KVM_EXIT_SYSTEM_EVENT (unknown type {})", vcpu.name(), type)};
+                                fmt::format("{}: KVM_EXIT_SYSTEM_EVENT (unknown type {}{})", vcpu.name(), type, call)};
                 }
             }
             case KVM_EXIT_INTERNAL_ERROR:

@@ -53,6 +53,9 @@ public:
     virtual bool handle(Vcpu& vcpu) = 0;
     // Where the vCPU is, for messages: "rip 0x100004", "pc 0x40080000"; empty when unknown.
     virtual std::string where(const Vcpu& vcpu) const = 0;
+    // The firmware call behind the KVM_EXIT_SYSTEM_EVENT in the vCPU's kvm_run, for messages
+    // ("PSCI SYSTEM_OFF"); empty when the platform cannot say.
+    virtual std::string systemEvent(const Vcpu&) const { return {}; }
 };
 
 class VcpuRunner {

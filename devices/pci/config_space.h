@@ -7,6 +7,7 @@
 // Little-endian throughout, as PCI is. Not thread-safe: the owning device serialises access.
 #pragma once
 
+#include <bit>
 #include <cstdint>
 #include <cstring>
 #include <span>
@@ -71,6 +72,9 @@ public:
     }
 
 private:
+    // PCI config space is little-endian, and so are the hosts Conduit builds for (x86_64, aarch64):
+    // the n low bytes of a value are its first n bytes in memory.
+    static_assert(std::endian::native == std::endian::little, "getN/setN copy host integers as PCI's little-endian");
     uint64_t getN(uint32_t off, unsigned n) const {
         uint64_t v = 0;
         std::memcpy(&v, &shadow_[off], n);

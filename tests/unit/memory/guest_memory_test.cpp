@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
+#include <cstdlib>
 #include <vector>
 
 namespace conduit::memory {
@@ -89,10 +91,14 @@ TEST(GuestMemory, RefusesOverlapAndMisalignment) {
 }
 
 TEST(GuestMemory, PrefaultPopulatesEveryPage) {
+    if (std::getenv("CONDUIT_QEMU_USER"))  // set by the arm64 build's emulator (cmake/aarch64-linux-gnu.cmake)
+        GTEST_SKIP() << "qemu-user answers MADV_POPULATE_WRITE with 0 and populates nothing (its madvise "
+                        "passes only MADV_DONTNEED/WIPEONFORK/KEEPONFORK to the host); the arm64 bed runs this";
     auto mem = GuestMemory::create({{0, 4 * MiB}}, {HugePages::Transparent, true});
     ASSERT_TRUE(mem.ok()) << mem.error().describe();
     const GuestRegion* r = mem->findRegion(0);
-    std::vector<unsigned char> vec(4 * MiB / 4096);
+    // mincore() reports per host page: 4 KiB on x86_64, 4, 16 or 64 KiB on arm64 kernels.
+    std::vector<unsigned char> vec(4 * MiB / ::sysconf(_SC_PAGESIZE));
     ASSERT_EQ(::mincore(r->host(), 4 * MiB, vec.data()), 0);
     for (size_t i = 0; i < vec.size(); ++i) ASSERT_TRUE(vec[i] & 1) << "page " << i << " not resident";
 }
