@@ -1,7 +1,18 @@
 #!/usr/bin/env bash
 # Installs what Conduit needs to build and test, from Debian's packages only. Idempotent: when every
 # package is already installed it does nothing (no apt-get update, no network).
+#
+# --arm64 adds what the arm64 bed needs (tests/bed/bed.sh --arch arm64, docs/testing.md): arm64 as a
+# foreign architecture of dpkg (`dpkg --add-architecture arm64`, for the `:arm64` packages and
+# downloads), the aarch64 cross compilers (the L1 kernel, the probe, Conduit's arm64 build),
+# device-tree-compiler (FDT golden tests), and QEMU 10's qemu-system-arm and qemu-user from
+# bookworm-backports. The static arm64 busybox and bash of the bed's initramfs images are NOT
+# installed: busybox-static:arm64 would replace this machine's busybox-static, which the x86 bed and
+# guests need; scripts/arm64-static.sh fetches them with `apt-get download` and unpacks them into the
+# cache with `dpkg-deb -x`.
 set -euo pipefail
+arm64=0
+[ "${1:-}" = --arm64 ] && arm64=1
 
 packages=(
   cmake make g++ gcc binutils                 # toolchain (gcc/ld/objcopy also build the guest payloads)
@@ -14,17 +25,34 @@ packages=(
   acpica-tools                                # iasl: the ACPI tables test disassembles what Conduit generates
 )
 
-missing=()
+# The arm64 bed's tools (--arm64); QEMU comes from bookworm-backports (bookworm's 7.2 is too old).
+arm64_packages=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross device-tree-compiler)
+arm64_backports=(qemu-system-arm qemu-user)
+[ $arm64 = 1 ] && packages+=("${arm64_packages[@]}")
+
+missing=() missing_bpo=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if [ ${#missing[@]} -eq 0 ]; then
-  echo "install-deps: all ${#packages[@]} packages present"
+if [ $arm64 = 1 ]; then
+  for p in "${arm64_backports[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing_bpo+=("$p")
+  done
+fi
+foreign=1
+[ $arm64 = 0 ] || dpkg --print-foreign-architectures | grep -qx arm64 || foreign=0
+if [ ${#missing[@]} -eq 0 ] && [ ${#missing_bpo[@]} -eq 0 ] && [ $foreign = 1 ]; then
+  echo "install-deps: all ${#packages[@]} packages present$([ $arm64 = 1 ] && echo ", and the arm64 bed's")"
   exit 0
 fi
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-echo "install-deps: installing ${missing[*]}"
+[ $foreign = 1 ] || { echo "install-deps: dpkg --add-architecture arm64"; $SUDO dpkg --add-architecture arm64; }
+if [ ${#missing_bpo[@]} -gt 0 ] && ! grep -rqs '^[^#]*bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+  echo 'deb http://deb.debian.org/debian bookworm-backports main' | $SUDO tee /etc/apt/sources.list.d/bookworm-backports.list > /dev/null
+fi
+echo "install-deps: installing ${missing[*]} ${missing_bpo[*]}"
 $SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+[ ${#missing[@]} -eq 0 ] || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+[ ${#missing_bpo[@]} -eq 0 ] || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends -t bookworm-backports "${missing_bpo[@]}"
