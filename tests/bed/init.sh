@@ -24,7 +24,8 @@
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-arg() { for a in $(cat /proc/cmdline); do case $a in "$1"=*) echo "${a#*=}" ;; esac; done; }
+# The last value of a kernel argument wins, so BED_APPEND can override one (bed.vfio= binds nothing).
+arg() { local v=; for a in $(cat /proc/cmdline); do case $a in "$1"=*) v=${a#*=} ;; esac; done; echo "$v"; }
 die() { echo "BED: failed: $*"; poweroff -f; }
 
 for d in $(arg bed.vfio | tr , ' '); do
