@@ -26,7 +26,12 @@ packages=(
 )
 
 # The arm64 bed's tools (--arm64); QEMU comes from bookworm-backports (bookworm's 7.2 is too old).
-arm64_packages=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross device-tree-compiler)
+arm64_packages=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross device-tree-compiler
+  # Conduit's arm64 build (multiarch). Not libfdt-dev:arm64: bookworm's libfdt-dev is not
+  # Multi-Arch: same, so installing it removes libfdt-dev (amd64) and the x86 build loses libfdt.a;
+  # the arm64 build must take its libfdt.a from `apt-get download libfdt-dev:arm64` + `dpkg-deb -x`.
+  libspdlog-dev:arm64 libfmt-dev:arm64 libgtest-dev:arm64 libgmock-dev:arm64 liblz4-dev:arm64
+  zlib1g-dev:arm64 liblzma-dev:arm64 libzstd-dev:arm64 libboost-dev:arm64)
 arm64_backports=(qemu-system-arm qemu-user)
 [ $arm64 = 1 ] && packages+=("${arm64_packages[@]}")
 
