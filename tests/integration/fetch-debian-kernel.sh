@@ -28,7 +28,7 @@ while [ $# -gt 0 ]; do
 done
 case $arch in
   amd64) current=current ;;
-  arm64) current=current-arm64 ;;
+  arm64) current="current-arm64" ;;
   *) echo "fetch-debian-kernel: no cloud kernel for '$arch' (amd64 or arm64)" >&2; exit 2 ;;
 esac
 cache_root="${CONDUIT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/conduit}/debian-kernel"
