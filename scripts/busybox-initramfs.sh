@@ -1,17 +1,30 @@
 #!/usr/bin/env bash
-# busybox-initramfs.sh OUT [INIT [FILE...]] - a minimal initramfs for a Linux guest: Debian's static busybox
-# (package busybox-static) and an /init script (INIT, or a default that mounts /proc, /sys and
-# /dev, prints the CPUs and PCI devices the guest sees, and gives a shell on the console; `poweroff -f`
-# ends the VM and `conduit run` with 0), and each FILE at the root (modules to insmod, say).
-# Uncompressed newc cpio, which every kernel accepts.
+# busybox-initramfs.sh [--arch amd64|arm64] OUT [INIT [FILE...]] - a minimal initramfs for a Linux
+# guest: Debian's static busybox (package busybox-static: this machine's own for amd64, the default;
+# busybox-static:arm64 unpacked into the cache by scripts/arm64-static.sh for arm64) and an /init
+# script (INIT, or a default that mounts /proc, /sys and /dev, prints the CPUs and PCI devices the
+# guest sees, and gives a shell on the console; `poweroff -f` ends the VM and `conduit run` with 0),
+# and each FILE at the root (modules to insmod, say). Uncompressed newc cpio, which every kernel accepts.
 set -euo pipefail
-out=${1:?usage: busybox-initramfs.sh OUT [INIT]}
-[ -x /bin/busybox ] && /bin/busybox --help 2>&1 | head -1 | grep -q BusyBox ||
-  { echo "busybox-initramfs: /bin/busybox is missing (apt-get install busybox-static)" >&2; exit 1; }
+here=$(cd "$(dirname "$0")" && pwd)
+busybox=/bin/busybox
+if [ "${1:-}" = --arch ]; then
+  case ${2:-} in
+    amd64) ;;
+    arm64) busybox=$("$here/arm64-static.sh" busybox) ;;
+    *) echo "busybox-initramfs: --arch amd64|arm64" >&2; exit 2 ;;
+  esac
+  shift 2
+fi
+out=${1:?usage: busybox-initramfs.sh [--arch amd64|arm64] OUT [INIT [FILE...]]}
+if [ "$busybox" = /bin/busybox ]; then
+  [ -x /bin/busybox ] && /bin/busybox --help 2>&1 | head -1 | grep -q BusyBox ||
+    { echo "busybox-initramfs: /bin/busybox is missing (apt-get install busybox-static)" >&2; exit 1; }
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/bin"
-cp /bin/busybox "$work/bin/busybox"
+cp "$busybox" "$work/bin/busybox"
 if [ -n "${2:-}" ]; then
   cp "$2" "$work/init"
 else

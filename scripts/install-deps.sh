@@ -8,6 +8,9 @@
 # REMOVES the amd64 one. busybox-static:arm64 is never installed (the x86 bed's L1 runs the amd64
 # busybox); libfdt-dev:arm64 is fetched (`apt-get download`) and unpacked under
 # ${CONDUIT_CACHE_DIR:-~/.cache/conduit}/arm64-sysroot, where the toolchain file finds its libfdt.a.
+# The arm64 bed (tests/bed/bed.sh --arch arm64) adds qemu-system-arm 10 (bookworm-backports) and
+# device-tree-compiler (FDT golden tests); the static arm64 busybox and bash of its initramfs images
+# are fetched by scripts/arm64-static.sh with `apt-get download` and unpacked into the cache.
 set -euo pipefail
 
 packages=(
@@ -21,10 +24,10 @@ packages=(
   acpica-tools                                # iasl: the ACPI tables test disassembles what Conduit generates
 )
 # The arm64 build: cross compilers, the arm64 builds of the libraries above, qemu-user for its tests.
-packages+=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu)
+packages+=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross device-tree-compiler)
 packages+=(libspdlog-dev:arm64 libfmt-dev:arm64 libgtest-dev:arm64 libgmock-dev:arm64
            liblz4-dev:arm64 zlib1g-dev:arm64 liblzma-dev:arm64 libzstd-dev:arm64 libboost-dev:arm64)
-backports=(qemu-user)                         # from bookworm-backports (QEMU 10)
+backports=(qemu-user qemu-system-arm)         # from bookworm-backports (QEMU 10)
 sysroot="${CONDUIT_CACHE_DIR:-$HOME/.cache/conduit}/arm64-sysroot"
 unpacked=(libfdt-dev:arm64)                   # into $sysroot (see above)
 

@@ -11,12 +11,21 @@ function(conduit_kvm_tests target)
     DISCOVERY_TIMEOUT 60)
 endfunction()
 
-# conduit_bed_test(NAME name LABEL label COMMAND ...): a test that runs only inside the bed (it needs
-# L1's real VFIO devices), whatever this machine has.
+# conduit_bed_test(NAME name LABEL label [ARCH arm64] COMMAND ...): a test that runs only inside the
+# bed (it needs L1's real VFIO devices), whatever this machine has. ARCH arm64: inside the arm64 bed
+# (fixture kvm_bed_arm64; the command runs in an arm64 L1, so it names arm64 programs or scripts).
 function(conduit_bed_test)
-  cmake_parse_arguments(arg "" "NAME;LABEL;TIMEOUT" "COMMAND" ${ARGN})
-  add_test(NAME ${arg_NAME} COMMAND ${CONDUIT_BED_DIR}/kvm-test.sh ${PROJECT_BINARY_DIR} bed ${arg_COMMAND})
-  set_tests_properties(${arg_NAME} PROPERTIES LABELS ${arg_LABEL} FIXTURES_REQUIRED kvm_bed)
+  cmake_parse_arguments(arg "" "NAME;LABEL;TIMEOUT;ARCH" "COMMAND" ${ARGN})
+  set(place bed)
+  set(fixture kvm_bed)
+  if(arg_ARCH STREQUAL "arm64")
+    set(place arm64)
+    set(fixture kvm_bed_arm64)
+  elseif(arg_ARCH)
+    message(FATAL_ERROR "conduit_bed_test(${arg_NAME}): no bed for ARCH ${arg_ARCH}")
+  endif()
+  add_test(NAME ${arg_NAME} COMMAND ${CONDUIT_BED_DIR}/kvm-test.sh ${PROJECT_BINARY_DIR} ${place} ${arg_COMMAND})
+  set_tests_properties(${arg_NAME} PROPERTIES LABELS "${arg_LABEL}" FIXTURES_REQUIRED ${fixture})
   if(arg_TIMEOUT)
     set_tests_properties(${arg_NAME} PROPERTIES TIMEOUT ${arg_TIMEOUT})
   endif()

@@ -17,6 +17,12 @@
 #                               exits with CMD's status (scripts/demo.sh, bench/run.sh)
 #   bed.sh shell                L1 with a shell on this terminal (`chroot /host bash` for the tree)
 #
+# bed.sh --arch arm64 ... (or BED_ARCH=arm64): the same commands on the arm64 bed: an arm64 L1 under
+# qemu-system-aarch64 (-M virt, virtualization=on for EL2 and KVM in VHE mode, GICv3 + ITS, an
+# SMMUv3) with an emulated NVMe on vfio-pci and the host's directories at their own paths (no
+# chroot: L1 runs arm64 programs, such as Conduit's static arm64 build, by path; init.sh). Its
+# fixture runs the tests placed `arm64` (kvm-test.sh) and files them under BUILD_DIR/bed-arm64,
+# with one L1 of two vCPUs unless BED_LANES says otherwise; BED_MEM defaults to 4G there.
 # Everything comes from Debian's packages (QEMU 10 from bookworm-backports, busybox-static, the
 # kernel's source from trixie-backports through a separate apt list) and is cached under
 # ${CONDUIT_CACHE_DIR:-~/.cache/conduit}/bed: the kernel (built once, about 6 minutes on 2 cores)
@@ -29,6 +35,14 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+arch=${BED_ARCH:-x86_64}
+if [ "${1:-}" = --arch ]; then arch=${2:-}; shift 2 || true; fi
+# Per architecture: the QEMU, and where a build directory keeps the bed's last run.
+case $arch in
+    x86_64) qemu_bin=qemu-system-x86_64 bed_dir=bed ;;
+    arm64) qemu_bin=qemu-system-aarch64 bed_dir=bed-arm64 ;;
+    *) echo "bed.sh: no bed for architecture '$arch' (x86_64 or arm64)" >&2; exit 2 ;;
+esac
 cache=${CONDUIT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/conduit}/bed
 mkdir -p "$cache/logs"
 t_start=$(date +%s.%N)
@@ -54,8 +68,9 @@ where() {  # where BUILD_DIR: prints host|bed; the probe's reason goes to $cache
 
 # ---- what L1 needs: QEMU >= 10 (bookworm's 7.2 hangs booting recent kernels), a static busybox,
 # the kernel's build tools; then the kernel and the initramfs
-qemu_major() { qemu-system-x86_64 --version 2>/dev/null | sed -n 's/.*version \([0-9]*\)\..*/\1/p'; }
+qemu_major() { $qemu_bin --version 2>/dev/null | sed -n 's/.*version \([0-9]*\)\..*/\1/p'; }
 install_packages() {
+    [ "$arch" = arm64 ] && { install_packages_arm64; return; }
     local need=() p
     [ "$(qemu_major)" -ge 10 ] 2>/dev/null || need+=(qemu)
     for p in busybox-static cpio flex bison bc libelf-dev libssl-dev make gcc xz-utils; do
@@ -75,10 +90,36 @@ install_packages() {
     } > "$cache/logs/apt.log" 2>&1 || { tail -20 "$cache/logs/apt.log"; echo "bed.sh: installing packages failed" >&2; exit 1; }
     [ "$(qemu_major)" -ge 10 ] 2>/dev/null || { echo "bed.sh: need qemu-system-x86_64 >= 10, have $(qemu-system-x86_64 --version | head -1)" >&2; exit 1; }
 }
+# The arm64 bed: QEMU's aarch64 system emulator (qemu-system-arm, from bookworm-backports like the
+# x86 one), the cross compiler for its kernel and probe, and arm64 as a foreign architecture of dpkg
+# for the static arm64 busybox and bash (scripts/arm64-static.sh downloads them, never installs).
+install_packages_arm64() {
+    local need=() p
+    [ "$(qemu_major)" -ge 10 ] 2>/dev/null || need+=(qemu-system-arm)
+    for p in gcc-aarch64-linux-gnu libc6-dev-arm64-cross cpio flex bison bc libelf-dev libssl-dev make gcc xz-utils; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+    done
+    dpkg --print-foreign-architectures | grep -qx arm64 || need+=(arch:arm64)
+    [ ${#need[@]} -eq 0 ] && return 0
+    say "installing ${need[*]} (Debian packages; QEMU from bookworm-backports)"
+    if ! grep -rqs '^[^#]*bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        echo 'deb http://deb.debian.org/debian bookworm-backports main' |
+            $sudo_ tee /etc/apt/sources.list.d/bookworm-backports.list > /dev/null
+    fi
+    {
+        $sudo_ dpkg --add-architecture arm64 &&
+        $sudo_ apt-get update -qq &&
+        $sudo_ apt-get install -y -qq --no-install-recommends gcc-aarch64-linux-gnu libc6-dev-arm64-cross \
+            cpio flex bison bc libelf-dev libssl-dev make gcc xz-utils &&
+        $sudo_ apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-system-arm
+    } > "$cache/logs/apt.log" 2>&1 || { tail -20 "$cache/logs/apt.log"; echo "bed.sh: installing packages failed" >&2; exit 1; }
+    [ "$(qemu_major)" -ge 10 ] 2>/dev/null || { echo "bed.sh: need $qemu_bin >= 10, have $($qemu_bin --version | head -1)" >&2; exit 1; }
+}
 kernel=
 initrd=
 prepare() {
     install_packages
+    if [ "$arch" = arm64 ]; then prepare_arm64; return; fi
     kernel=${BED_KERNEL:-$("$here/kernel.sh" "$cache")}
     local key
     key=$(cat "$here/init.sh" /bin/busybox | sha256sum | cut -c1-12)
@@ -88,6 +129,28 @@ prepare() {
         stage=$(mktemp -d "$cache/stage.XXXXXX")
         mkdir -p "$stage/bin"
         cp /bin/busybox "$stage/bin/busybox"
+        cp "$here/init.sh" "$stage/init"
+        chmod +x "$stage/init"
+        (cd "$stage" && find . | cpio -o -H newc --quiet | gzip -1 > "$initrd.tmp") && mv "$initrd.tmp" "$initrd"
+        rm -rf "$stage"
+    fi
+}
+
+# The arm64 L1: the cross-built Image, and an initramfs of init.sh with arm64 static busybox and bash
+# (bash runs the job scripts and kvm-test.sh, as the host's bash does in the x86 bed's chroot).
+prepare_arm64() {
+    kernel=${BED_KERNEL:-$(KERNEL_NICE=${KERNEL_NICE:-0} "$here/kernel.sh" "$cache" arm64)}
+    local busybox bash key
+    busybox=$("$root/scripts/arm64-static.sh" busybox)
+    bash=$("$root/scripts/arm64-static.sh" bash)
+    key=$(cat "$here/init.sh" "$busybox" "$bash" | sha256sum | cut -c1-12)
+    initrd=$cache/initrd-arm64-$key.gz
+    if [ ! -f "$initrd" ]; then
+        local stage
+        stage=$(mktemp -d "$cache/stage.XXXXXX")
+        mkdir -p "$stage/bin"
+        cp "$busybox" "$stage/bin/busybox"
+        cp "$bash" "$stage/bin/bash"
         cp "$here/init.sh" "$stage/init"
         chmod +x "$stage/init"
         (cd "$stage" && find . | cpio -o -H newc --quiet | gzip -1 > "$initrd.tmp") && mv "$initrd.tmp" "$initrd"
@@ -118,6 +181,7 @@ kept_paths() {
     local IFS=,; echo "${out[*]}"
 }
 machine() {  # machine RESULTS_DIR KERNEL_ARGS [VCPUS]
+    [ "$arch" = arm64 ] && { machine_arm64 "$@"; return; }
     local lane disk
     lane=$(echo "$2" | sed -n 's/.*bed\.lane=\([0-9]*\).*/\1/p')
     disk=$cache/nvme-lane${lane:-0}.img
@@ -138,13 +202,39 @@ machine() {  # machine RESULTS_DIR KERNEL_ARGS [VCPUS]
         -append "console=ttyS0 intel_iommu=on iommu=pt no_timer_check panic=-1 quiet bed.vfio=$VFIO_DEVICES bed.results=$1 bed.keep=$(kept_paths) $2 ${BED_APPEND:-}")
 }
 
+# The arm64 machine: QEMU's virt board with EL2 (KVM in L1 runs at EL2 in VHE mode), GICv3 (its ITS
+# carries the NVMe's MSI-X) and an SMMUv3 in front of the PCIe root bus; `pauth-impdef=on` only
+# makes TCG faster. The NVMe at 00:02.0 keeps QEMU's default layout, its MSI-X table and PBA in
+# BAR0 beside the registers (msix-exclusive-bar=off), which a VMM must trap page by page
+# (../shared/arm64bed/REPORT.md); vfio-pci takes it at boot (bed.vfio). iommu.passthrough=1 keeps the
+# virtio-9p devices out of SMMU translation (as iommu=pt on x86); vfio's domains still translate.
+ARM64_NVME=0000:00:02.0
+machine_arm64() {  # machine_arm64 RESULTS_DIR KERNEL_ARGS [VCPUS]
+    local lane disk
+    lane=$(echo "$2" | sed -n 's/.*bed\.lane=\([0-9]*\).*/\1/p')
+    disk=$cache/nvme-arm64-lane${lane:-0}.img
+    [ -f "$disk" ] || truncate -s 64M "$disk"
+    qemu_cmd=(qemu-system-aarch64 -M virt,virtualization=on,gic-version=3,iommu=smmuv3
+        -accel tcg,thread=multi -cpu max,pauth-impdef=on -smp "${3:-2}" -m "${BED_MEM:-4G}"
+        -nodefaults -nographic -serial stdio -no-reboot
+        -drive file="$disk",if=none,id=nvm,format=raw,file.locking=off -device nvme,serial=conduit-bed,drive=nvm,addr=02.0
+        -fsdev local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap
+        -device virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot,addr=03.0
+        -fsdev local,id=results,path="$1",security_model=none,multidevs=remap
+        -device virtio-9p-pci,fsdev=results,mount_tag=results,addr=04.0
+        -kernel "$kernel" -initrd "$initrd"
+        -append "console=ttyAMA0 iommu.passthrough=1 panic=-1 quiet bed.tree=paths bed.vfio=$ARM64_NVME bed.results=$1 bed.keep=$(kept_paths) $2 ${BED_APPEND:-}")
+}
+
 # The job script's head: the caller's environment that tests read, then `job` (one test through
 # kvm-test.sh, see jobs.cmake) and the markers bed.sh reads from the console.
 job_head() {  # job_head RESULTS_DIR
-    echo "# generated by tests/bed/bed.sh; runs inside L1's chroot of the host's tree"
+    echo "# generated by tests/bed/bed.sh; runs inside L1's chroot of the host's tree (arm64: L1's own root)"
     echo "set -u"
     local v
     for v in $(compgen -e); do
+        # The arm64 L1 keeps its own PATH: the host's directories hold x86 programs.
+        [ "$arch" = arm64 ] && [ "$v" = PATH ] && continue
         case $v in HOME|PATH|LANG|USER|LOGNAME|ASAN_*|UBSAN_*|LSAN_*|GTEST_*|CONDUIT_*|XDG_*|RK_*) declare -p "$v" ;; esac
     done
     echo "export CONDUIT_BED_RESULTS=$(printf %q "$1") CONDUIT_IN_BED=1 TERM=dumb"
@@ -195,7 +285,7 @@ finish() {  # finish LOG PID : waits for that QEMU; LOG gets the console without
     return $rc
 }
 describe_boot() {
-    say "booting $1 ($(basename "$(dirname "$kernel")"), $(qemu-system-x86_64 --version | head -1 | cut -d'(' -f1), time limit ${BED_TIMEOUT:-3600}s)"
+    say "booting $1 ($(basename "$(dirname "$kernel")"), $($qemu_bin --version | head -1 | cut -d'(' -f1), time limit ${BED_TIMEOUT:-3600}s)"
 }
 
 # A run that did not end as it should: which job was running, and L1's console tail.
@@ -212,13 +302,16 @@ cmd_fixture() {
     local build
     build=$(cd "$1" && pwd)
     export BED_KEEP_DIR=$build
-    local dir=$build/bed
+    local dir=$build/$bed_dir
     rm -rf "$dir/results" "$dir/tally" "$dir/status" "$dir/status.long" "$dir/retried" "$dir"/console-*.log*
     mkdir -p "$dir/results" "$dir/tally"
     local w places
-    w=$(where "$build")
+    if [ "$arch" = arm64 ]; then w=arm64; else w=$(where "$build"); fi
     echo "$w" > "$dir/where"
-    if [ "$w" = host ]; then
+    if [ "$w" = arm64 ]; then
+        places=arm64
+        say "the arm64 bed runs the tests placed arm64"
+    elif [ "$w" = host ]; then
         places=bed
         say "this machine's KVM runs the KVM tests; the bed runs only the tests that need its devices"
     else
@@ -257,9 +350,12 @@ cmd_fixture() {
     # One L2 at a time per L1: two Conduit guests at once inside one two-vCPU L1 triple-faulted
     # now and then (about 1 run in 15; never with one guest at a time, never with two one-vCPU
     # L1s: docs/testing.md), so the two host cores are used by two L1s instead.
+    # The arm64 bed: one L1 of two vCPUs by default (its guests run two vCPUs; the triple faults of
+    # two guests at once were x86's nested SVM under TCG, docs/testing.md).
     local lanes=${BED_LANES:-2} l t0 rc=0 logs=()
+    [ "$arch" = arm64 ] && lanes=${BED_LANES:-1}
     [ "$njobs" -lt "$lanes" ] && lanes=$njobs
-    describe_boot "$lanes L1 machine(s) of 1 vCPU for $njobs tests; consoles: $dir/console-<n>.log"
+    describe_boot "$lanes $arch L1 machine(s) of $([ "$arch" = arm64 ] && echo 2 || echo 1) vCPU for $njobs tests; consoles: $dir/console-<n>.log"
     echo "L1 did not finish its run: see $dir/console-*.log" > "$dir/status"
     t0=$(date +%s)
     # Each lane is one L1 at a time. A lane whose L1 ended before its jobs did (it stopped
@@ -377,7 +473,9 @@ start_lane() {
     log=$dir/console-$l.log
     [ "$r" = 0 ] || log=$dir/console-$l.$r.log
     rm -f "$log.stalled"
-    machine "$dir/results" "bed.job=$dir/results/jobs.sh bed.lane=$l" 1
+    local vcpus=1
+    [ "$arch" = arm64 ] && vcpus=2
+    machine "$dir/results" "bed.job=$dir/results/jobs.sh bed.lane=$l" $vcpus
     start "$log"
     pid_of[$l]=$started_pid log_of[$l]=$log
     watch_lane "$log" "$started_pid" "$dir/jobs.list" > /dev/null 2>&1 &
@@ -455,6 +553,7 @@ cmd_run() {
     prepare
     machine "$dir" "bed.job=$dir/job.sh"
     local log=$cache/logs/run.log rc=0
+    [ "$arch" = arm64 ] && log=$cache/logs/run-arm64.log
     describe_boot "L1 (console: $log)"
     start "$log"
     local pid=$started_pid

@@ -10,12 +10,22 @@
 #   BED: <job's own lines>
 #   BED: done <status>   the job script ended with <status>
 # then L1 powers off. bed.shell=1 leaves a shell on the console instead (bed.sh shell).
+#
+# bed.tree=paths (the arm64 bed, bed.sh --arch arm64): L1 cannot run the x86 host's programs, so
+# there is no chroot. L1 keeps its own root (busybox, and a static bash for the job scripts and
+# kvm-test.sh, both arm64) and the host's directories appear at their own paths: every top-level
+# directory of the host but the system ones (/bin, /sbin, /lib*, /usr, /dev, /proc, /sys, /tmp, /run)
+# is bound from /host, so the jobs' paths (the build, the source tree, ~/.cache) resolve as on the
+# host and arm64 programs built there run by path: statically linked ones anywhere, dynamically
+# linked ones through the host's multiarch arm64 libraries (libc6:arm64), which /lib and
+# /usr/lib/aarch64-linux-gnu point at.
 /bin/busybox mkdir -p /proc /sys /dev /bin /sbin /usr/bin /usr/sbin /host
 /bin/busybox --install -s
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-arg() { for a in $(cat /proc/cmdline); do case $a in "$1"=*) echo "${a#*=}" ;; esac; done; }
+# The last value of a kernel argument wins, so BED_APPEND can override one (bed.vfio= binds nothing).
+arg() { local v=; for a in $(cat /proc/cmdline); do case $a in "$1"=*) v=${a#*=} ;; esac; done; echo "$v"; }
 die() { echo "BED: failed: $*"; poweroff -f; }
 
 for d in $(arg bed.vfio | tr , ' '); do
@@ -29,32 +39,65 @@ done
 # folder: writable, no cache, so every byte is on the host when L1 powers off.
 p9="trans=virtio,version=9p2000.L,msize=524288"
 mount -t 9p -o "$p9,ro,cache=loose" hostroot /host || die "mounting the host's tree (9p hostroot)"
-mount -t devtmpfs devtmpfs /host/dev
+# R: the root the jobs see: the host's tree (chroot), or L1's own root with the host's paths in it.
+tree=$(arg bed.tree)
+if [ "$tree" = paths ]; then
+    R=
+    for d in /host/*; do
+        n=${d#/host/}
+        case $n in bin|sbin|lib|lib32|lib64|libx32|usr|dev|proc|sys|tmp|run|host|keep|init|lost+found) continue ;; esac
+        [ -d "$d" ] && [ ! -L "$d" ] || continue
+        mkdir -p "/$n" && mount --bind "$d" "/$n" || die "binding the host's /$n"
+    done
+    mkdir -p /lib /usr/lib /tmp /run
+    for l in /lib/ld-linux-aarch64.so.1 /lib/aarch64-linux-gnu /usr/lib/aarch64-linux-gnu; do
+        [ -e "/host$l" ] && ln -sfn "/host$(readlink -f "/host$l" | sed 's|^/host||')" "$l"
+    done
+else
+    R=/host
+    mount -t devtmpfs devtmpfs /host/dev
+    mount -t proc proc /host/proc
+    mount -t sysfs sysfs /host/sys
+fi
 # What udev would add: /dev/fd (bash's process substitution) and the standard streams.
-ln -sf /proc/self/fd /host/dev/fd
-for n in 0:stdin 1:stdout 2:stderr; do ln -sf /proc/self/fd/${n%%:*} /host/dev/${n#*:}; done
-mkdir -p /host/dev/shm /host/dev/pts /host/dev/hugepages 2>/dev/null
-mount -t tmpfs -o mode=1777 tmpfs /host/dev/shm
-mount -t devpts devpts /host/dev/pts
-mount -t hugetlbfs hugetlbfs /host/dev/hugepages
-mount -t proc proc /host/proc
-mount -t sysfs sysfs /host/sys
+ln -sf /proc/self/fd $R/dev/fd
+for n in 0:stdin 1:stdout 2:stderr; do ln -sf /proc/self/fd/${n%%:*} $R/dev/${n#*:}; done
+mkdir -p $R/dev/shm $R/dev/pts $R/dev/hugepages 2>/dev/null
+mount -t tmpfs -o mode=1777 tmpfs $R/dev/shm
+mount -t devpts devpts $R/dev/pts
+mount -t hugetlbfs hugetlbfs $R/dev/hugepages
 # L1 gets a fresh, writable /tmp, /run and /var/tmp; the host directories the jobs need that live
 # under them (bed.keep=: a clone, build or cache in /tmp) are bound back at their own paths.
 keep=$(arg bed.keep | tr , ' ')
 i=0; for p in $keep; do mkdir -p /keep/$i; mount --bind "/host$p" /keep/$i || die "bed.keep: $p"; i=$((i + 1)); done
-for t in tmp run var/tmp; do mount -t tmpfs -o mode=1777 tmpfs /host/$t; done
-i=0; for p in $keep; do mkdir -p "/host$p"; mount --bind /keep/$i "/host$p"; i=$((i + 1)); done
-echo madvise > /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null
+for t in tmp run var/tmp; do [ -d "$R/$t" ] && mount -t tmpfs -o mode=1777 tmpfs $R/$t; done
+i=0; for p in $keep; do mkdir -p "$R$p"; mount --bind /keep/$i "$R$p"; i=$((i + 1)); done
+if [ "$tree" = paths ]; then
+    # THP for anonymous memory and for memfd (shmem) mappings that ask (MADV_HUGEPAGE): THP took the
+    # arm64 L2 boot from a median 4.9 s to 3.4 s (../shared/arm64bed/REPORT.md).
+    echo always > /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null
+    echo advise > /sys/kernel/mm/transparent_hugepage/shmem_enabled 2>/dev/null
+else
+    echo madvise > /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null
+fi
 # Last, so a results folder under /tmp is not hidden by L1's own /tmp; the job script lives in it.
 results=$(arg bed.results)
-mkdir -p "/host$results" 2>/dev/null  # exists on the host; under /tmp only in L1's tmpfs so far
-mount -t 9p -o "$p9" results "/host$results" || die "mounting the results folder $results (9p results)"
+mkdir -p "$R$results" 2>/dev/null  # exists on the host; under /tmp only in L1's tmpfs so far
+mount -t 9p -o "$p9" results "$R$results" || die "mounting the results folder $results (9p results)"
 
-echo "BED: ready at $(cut -d' ' -f1 /proc/uptime)s: $(uname -r), $(nproc) CPUs, $(ls /dev/kvm 2>/dev/null)," \
-     "vfio groups: $(ls /dev/vfio | grep -v vfio | tr '\n' ' ')"
+if [ "$tree" = paths ]; then
+    echo "BED: ready at $(cut -d' ' -f1 /proc/uptime)s: $(uname -r) $(uname -m), $(nproc) CPUs, $(ls /dev/kvm 2>/dev/null)," \
+         "vfio groups: $(ls /dev/vfio | grep -v vfio | grep -v devices | tr '\n' ' ')cdevs: $(ls /dev/vfio/devices 2>/dev/null | tr '\n' ' ')$(ls /dev/iommu 2>/dev/null)"
+else
+    echo "BED: ready at $(cut -d' ' -f1 /proc/uptime)s: $(uname -r), $(nproc) CPUs, $(ls /dev/kvm 2>/dev/null)," \
+         "vfio groups: $(ls /dev/vfio | grep -v vfio | tr '\n' ' ')"
+fi
 if [ "$(arg bed.shell)" = 1 ]; then
-    echo "BED: shell: the host's tree is the root of 'chroot /host bash'"
+    if [ "$tree" = paths ]; then
+        echo "BED: shell: the host's directories are at their own paths (arm64 programs only)"
+    else
+        echo "BED: shell: the host's tree is the root of 'chroot /host bash'"
+    fi
     setsid cttyhack sh
     poweroff -f
 fi
@@ -65,6 +108,10 @@ job=$(arg bed.job)
 if [ -n "$(arg bed.lane)" ]; then
     ( while :; do echo "BED: beat $(cut -d' ' -f1 /proc/uptime)"; sleep 10; done ) &
 fi
-chroot /host /bin/bash "$job"
+if [ "$tree" = paths ]; then
+    PATH=/bin:/sbin:/usr/bin:/usr/sbin /bin/bash "$job"
+else
+    chroot /host /bin/bash "$job"
+fi
 echo "BED: done $?"
 poweroff -f

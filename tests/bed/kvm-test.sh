@@ -7,6 +7,9 @@
 #              inside the nested-KVM bed
 #   PLACE bed  the test needs what only the bed has (real vfio-pci devices under an emulated IOMMU):
 #              it always runs inside the bed
+#   PLACE arm64  the test runs inside the arm64 bed (bed.sh --arch arm64 fixture, ctest's fixture
+#              kvm_bed_arm64), whose results live under BUILD_DIR/bed-arm64; inside that L1 this
+#              script runs under a static arm64 bash with busybox's tools
 #
 # The bed runs as ctest's fixture `kvm_bed` (bed.sh fixture) before any of these tests: it boots L1
 # once, runs every bed test there through this same script (CONDUIT_BED_INSIDE=1: run the test and
@@ -25,6 +28,7 @@ build=$1 place=$2
 shift 2
 here=$(cd "$(dirname "$0")" && pwd)
 bed=$build/bed
+[ "$place" = arm64 ] && bed=$build/bed-arm64
 
 for a in "$@"; do  # gtest_discover_tests lists a binary's tests through here at build time
     [ "$a" = --gtest_list_tests ] && exec "$@"

@@ -13,6 +13,8 @@
 #      L1 (the heartbeat too, as a wedged L1 would) is caught by the console's silence long before
 #      its own timeout; the fixture itself passes. BED_ATTEMPTS=2 keeps the restarts within a lane's 8.
 # Exit 0 iff every expectation held; each prints "selftest: ok ..." or "selftest: FAIL ...".
+# BED_ARCH=arm64 runs the same on the arm64 bed (ctest bed.arm64.selftest): its jobs are placed arm64,
+# run under L1's static bash and busybox, and are filed under bed-arm64/.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/conduit-bed-selftest.XXXXXX")
@@ -23,18 +25,23 @@ bad() { echo "selftest: FAIL $*"; failures=$((failures + 1)); }
 launch="$here/kvm-test.sh"
 # The KVM job runs the build's kvm_probe in L1: it must find a KVM that runs a guest there.
 probe=$(cd "$1" && pwd)/tests/bed/kvm_probe
+place=kvm beddir=bed
+if [ "${BED_ARCH:-x86_64}" = arm64 ]; then
+    place=arm64 beddir=bed-arm64
+    [ -x "$probe-arm64" ] && probe=$probe-arm64  # cross-built (tests/bed/CMakeLists.txt); an arm64 build has its own
+fi
 cat > "$work/CTestTestfile.cmake" <<EOF
-add_test(pass "$launch" "$work" kvm sh -c "echo selftest-output-pass")
-add_test(fail "$launch" "$work" kvm sh -c "echo selftest-output-fail; exit 3")
-add_test(skip "$launch" "$work" kvm sh -c "echo '[  SKIPPED ] selftest skip'")
-add_test(kvm "$launch" "$work" kvm "$probe")
+add_test(pass "$launch" "$work" $place sh -c "echo selftest-output-pass")
+add_test(fail "$launch" "$work" $place sh -c "echo selftest-output-fail; exit 3")
+add_test(skip "$launch" "$work" $place sh -c "echo '[  SKIPPED ] selftest skip'")
+add_test(kvm "$launch" "$work" $place "$probe")
 EOF
 export CONDUIT_KVM=bed
 
 # 1. a healthy L1
 out=$("$here/bed.sh" fixture "$work" 2>&1); rc=$?
 [ $rc = 0 ] && ok "fixture ran 4 jobs" || { bad "fixture exit $rc"; echo "$out"; }
-run() { "$launch" "$work" kvm "$@" 2>&1; }
+run() { "$launch" "$work" $place "$@" 2>&1; }
 o=$(run sh -c "echo selftest-output-pass"); r=$?
 [ $r = 0 ] && grep -q selftest-output-pass <<< "$o" && ok "passing job: status 0 and its output" || bad "passing job: status $r: $o"
 o=$(run sh -c "echo selftest-output-fail; exit 3"); r=$?
@@ -43,7 +50,7 @@ o=$(run sh -c "echo '[  SKIPPED ] selftest skip'"); r=$?
 [ $r = 0 ] && grep -q 'SKIPPED' <<< "$o" && ok "skipping job: its skip line" || bad "skipping job: status $r: $o"
 o=$(run "$probe"); r=$?
 [ $r = 0 ] && grep -q 'exit status 0' <<< "$o" && ok "KVM job: L1's KVM ran a guest" || bad "KVM job: status $r: $o"
-tally=$(cat "$work"/bed/tally/* | sort | uniq -c | tr -s ' ' | tr '\n' ',')
+tally=$(cat "$work/$beddir"/tally/* | sort | uniq -c | tr -s ' ' | tr '\n' ',')
 [ "$tally" = " 3 bed run, 1 bed skip," ] && ok "tally: 3 run and 1 skipped in the bed" || bad "tally: $tally"
 
 # 2. an L1 that never reaches userspace
@@ -64,16 +71,16 @@ poweroff='echo selftest-poweroff; busybox poweroff -f'
 once='f=$CONDUIT_BED_RESULTS/wedged-once; if [ -e $f ]; then echo selftest-second-attempt; else touch $f; kill -STOP $PPID; sleep 600; fi'
 silent='echo selftest-silent; kill -STOP -1; sleep 600'
 cat > "$work/CTestTestfile.cmake" <<EOF
-add_test(stall "$launch" "$work" kvm sh -c "$stall")
+add_test(stall "$launch" "$work" $place sh -c "$stall")
 set_tests_properties(stall PROPERTIES TIMEOUT 5)
-add_test(after-stall "$launch" "$work" kvm sh -c "echo selftest-after-stall")
-add_test(poweroff "$launch" "$work" kvm sh -c "$poweroff")
-add_test(after-poweroff "$launch" "$work" kvm sh -c "echo selftest-after-poweroff")
-add_test(once "$launch" "$work" kvm sh -c "$once")
+add_test(after-stall "$launch" "$work" $place sh -c "echo selftest-after-stall")
+add_test(poweroff "$launch" "$work" $place sh -c "$poweroff")
+add_test(after-poweroff "$launch" "$work" $place sh -c "echo selftest-after-poweroff")
+add_test(once "$launch" "$work" $place sh -c "$once")
 set_tests_properties(once PROPERTIES TIMEOUT 5)
-add_test(silent "$launch" "$work" kvm sh -c "$silent")
+add_test(silent "$launch" "$work" $place sh -c "$silent")
 set_tests_properties(silent PROPERTIES TIMEOUT 1000)
-add_test(after-silent "$launch" "$work" kvm sh -c "echo selftest-after-silent")
+add_test(after-silent "$launch" "$work" $place sh -c "echo selftest-after-silent")
 EOF
 out=$(BED_LANES=1 BED_ATTEMPTS=2 BED_STALL_MARGIN=10 BED_SILENCE=25 BED_TIMEOUT=600 "$here/bed.sh" fixture "$work" 2>&1); rc=$?
 if [ $rc = 0 ] && grep -q 'L1 stopped responding' <<< "$out" && grep -q 'L1 ended before its jobs did' <<< "$out"; then

@@ -1,44 +1,86 @@
 #!/usr/bin/env bash
-# Fetches Debian's cloud kernel (the package linux-image-cloud-amd64 points at) with apt-get download,
-# and prepares both forms the Linux-boot test boots:
+# fetch-debian-kernel.sh [--offline] [--arch amd64|arm64]
+# Fetches Debian's cloud kernel (the package linux-image-cloud-<arch> points at) with apt-get
+# download, and prepares the forms the Linux-boot tests boot. amd64 (the default):
 #   <cache>/<package>/vmlinuz   the bzImage as shipped
 #   <cache>/<package>/vmlinux   the ELF vmlinux, unpacked from the bzImage's compressed payload
 #   <cache>/<package>/modules/  the few modules the Linux-guest tests load (vmxnet3.ko)
+# arm64 (the arm64 bed's L2 guest; `dpkg --add-architecture arm64` and apt-get update first):
+#   <cache>/<package>/Image     the arm64 Image (bookworm ships vmlinuz as a plain Image; a
+#                               gzip-compressed one would be unpacked), its header checked
 # Prints the cache directory of the kernel on stdout. Cached: a second run makes no download.
 # Cache root: $CONDUIT_CACHE_DIR, else ${XDG_CACHE_HOME:-~/.cache}/conduit.
 #
-# --offline: print the kernel the last run prepared (the link <cache>/current) without asking apt,
-# or fail. The Linux-boot tests use it first: ctest's fixture debian_kernel runs this script in full
-# before them (tests/bed/CMakeLists.txt), and inside the nested-KVM bed there is no network and apt's
-# caches are slow to read.
+# --offline: print the kernel the last run prepared (the link <cache>/current, or current-arm64)
+# without asking apt, or fail. The Linux-boot tests use it first: ctest's fixture debian_kernel runs
+# this script in full before them (tests/bed/CMakeLists.txt), and inside the nested-KVM bed there is
+# no network and apt's caches are slow to read.
 set -euo pipefail
 
+offline=0 arch=amd64
+while [ $# -gt 0 ]; do
+  case $1 in
+    --offline) offline=1 ;;
+    --arch) arch=${2:?--arch needs amd64 or arm64}; shift ;;
+    *) echo "usage: fetch-debian-kernel.sh [--offline] [--arch amd64|arm64]" >&2; exit 2 ;;
+  esac
+  shift
+done
+case $arch in
+  amd64) current=current ;;
+  arm64) current="current-arm64" ;;
+  *) echo "fetch-debian-kernel: no cloud kernel for '$arch' (amd64 or arm64)" >&2; exit 2 ;;
+esac
 cache_root="${CONDUIT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/conduit}/debian-kernel"
-if [ "${1:-}" = --offline ]; then
-  dir=$(readlink -f "$cache_root/current" 2>/dev/null) || true
-  [ -n "$dir" ] && [ -s "$dir/vmlinuz" ] && [ -s "$dir/vmlinux" ] && [ -d "$dir/modules" ] || { echo "fetch-debian-kernel: no kernel prepared yet" >&2; exit 1; }
+# What a prepared kernel of this architecture has.
+complete() {
+  if [ "$arch" = arm64 ]; then [ -s "$1/Image" ]; return; fi
+  [ -s "$1/vmlinuz" ] && [ -s "$1/vmlinux" ] && [ -d "$1/modules" ] && for m in "${modules[@]}"; do [ -s "$1/modules/$(basename "$m")" ] || return 1; done
+}
+# Modules the amd64 Linux-guest tests load from their initramfs (the cloud kernel builds in nvme, not these).
+modules=(drivers/net/vmxnet3/vmxnet3.ko)
+if [ $offline = 1 ]; then
+  dir=$(readlink -f "$cache_root/$current" 2>/dev/null) || true
+  [ -n "$dir" ] && complete "$dir" || { echo "fetch-debian-kernel: no $arch kernel prepared yet" >&2; exit 1; }
   echo "$dir"; exit 0
 fi
 mkdir -p "$cache_root"
 
-pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+meta=linux-image-cloud-$arch
+resolve() { apt-cache depends "$meta:$arch" 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {sub(/:.*/, "", $2); print $2; exit}'; }
+pkg=$(resolve)
 if [ -z "$pkg" ]; then
   # The package lists may be missing on a fresh machine.
   apt-get update -qq >&2 || true
-  pkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+  pkg=$(resolve)
 fi
-[ -n "$pkg" ] || { echo "fetch-debian-kernel: cannot resolve linux-image-cloud-amd64" >&2; exit 1; }
+if [ -z "$pkg" ]; then
+  [ "$arch" = arm64 ] && ! dpkg --print-foreign-architectures | grep -qx arm64 &&
+    echo "fetch-debian-kernel: arm64 is not a foreign architecture of dpkg: dpkg --add-architecture arm64 && apt-get update" >&2
+  echo "fetch-debian-kernel: cannot resolve $meta" >&2; exit 1
+fi
 
 dir="$cache_root/$pkg"
-# Modules the Linux-guest tests load from their initramfs (the cloud kernel builds in nvme, not these).
-modules=(drivers/net/vmxnet3/vmxnet3.ko)
-complete() { [ -s "$dir/vmlinuz" ] && [ -s "$dir/vmlinux" ] && for m in "${modules[@]}"; do [ -s "$dir/modules/$(basename "$m")" ] || return 1; done; }
-if complete; then ln -sfn "$pkg" "$cache_root/current"; echo "$dir"; exit 0; fi
+if complete "$dir"; then ln -sfn "$pkg" "$cache_root/$current"; echo "$dir"; exit 0; fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-(cd "$work" && apt-get download -q "$pkg" >&2 2>/dev/null || apt-get download "$pkg" >&2)
+(cd "$work" && apt-get download -q "$pkg:$arch" >&2 2>/dev/null || apt-get download "$pkg:$arch" >&2)
 dpkg-deb -x "$work"/"$pkg"_*.deb "$work/root"
+if [ "$arch" = arm64 ]; then
+  img=$(ls "$work"/root/boot/vmlinuz-* | head -1)
+  [ "$(od -An -t x1 -N 2 "$img" | tr -d ' ')" = 1f8b ] && { gzip -dc < "$img" > "$work/Image"; img=$work/Image; }
+  # The arm64 Image header (Documentation/arch/arm64/booting.rst): magic "ARM\x64" at offset 56.
+  if [ "$(od -An -t x1 -j 56 -N 4 "$img" | tr -d ' ')" != 41524d64 ]; then
+    echo "fetch-debian-kernel: $img is not an arm64 Image (no ARM\\x64 magic at offset 56)" >&2; exit 1
+  fi
+  mkdir -p "$dir"
+  cp "$img" "$dir/Image.tmp" && mv "$dir/Image.tmp" "$dir/Image"
+  cp "$work"/root/boot/config-* "$dir/config" 2>/dev/null || true
+  ln -sfn "$pkg" "$cache_root/$current"
+  echo "$dir"
+  exit 0
+fi
 bz=$(ls "$work"/root/boot/vmlinuz-* | head -1)
 
 # bzImage setup header (Documentation/arch/x86/boot.rst): setup_sects at 0x1f1; payload_offset and
