@@ -154,10 +154,8 @@ Result<void> Vm::irqLine(uint32_t line, bool level) {
 }
 
 Result<int> Vm::signalMsi(const MsiMessage& m) {
-    kvm_msi msi{};
-    msi.address_lo = static_cast<uint32_t>(m.address);
-    msi.address_hi = static_cast<uint32_t>(m.address >> 32);
-    msi.data = m.data;
+    // The same device-id rule as the routes: an ITS needs the id, x86 KVM refuses the flag.
+    kvm_msi msi = kvmMsi(m, routing_ && routing_->deviceIds());
     return KVM_IOCTL(fd(), KVM_SIGNAL_MSI, &msi, "vm", fmt::format("address {:#x} data {:#x}", m.address, m.data));
 }
 

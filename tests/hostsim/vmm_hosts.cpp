@@ -28,6 +28,7 @@ public:
         L l(m_);
         return inner_.pwrite(fd, buf, count, offset);
     }
+    Result<size_t> read(int fd, void* buf, size_t count) override { L l(m_); return inner_.read(fd, buf, count); }
     Result<int> eventfd(unsigned initval, int flags) override { L l(m_); return inner_.eventfd(initval, flags); }
     Result<std::string> readFile(const std::filesystem::path& path) override { L l(m_); return inner_.readFile(path); }
     Result<std::filesystem::path> readLink(const std::filesystem::path& path) override { L l(m_); return inner_.readLink(path); }
