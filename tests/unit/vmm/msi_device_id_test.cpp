@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "kvm_test_util.h"
+#include "vmm/arch/x86_64/kvm_x86.h"
 #include "vmm/irq_routing.h"
 
 using namespace conduit;
@@ -43,7 +44,7 @@ TEST(GsiRouting, MsiRouteCarriesTheDeviceIdOnlyWhenTheVmUsesThemAndTheMessageHas
 // No KVM needed: the table's changes are held back by a deferral, so nothing is pushed to the
 // (absent) VM until its end, which then fails.
 TEST(GsiRouting, TableWithDeviceIdsRoutesThemAndRefusesMessagesWithout) {
-    GsiRoutingTable table(-1, 64);
+    GsiRoutingTable table(-1, 64, IrqchipRoutes{{}, 24});
     table.setDeviceIds(true);
     auto hold = table.defer();
     auto gsi = table.addMsi(kWithId);
@@ -74,7 +75,7 @@ TEST(GsiRouting, X86KvmTakesNoDeviceIds) {
     REQUIRE_KVM();
     auto kvm = Kvm::open().value();
     auto vm = Vm::create(kvm).value();
-    ASSERT_TRUE(vm->createIrqchip().ok());
+    ASSERT_TRUE(x86::createIrqchip(*vm).ok());
     EXPECT_EQ(vm->checkExtension(KVM_CAP_MSI_DEVID).value(), 0);
     auto& table = vm->routing();
     auto gsi = table.addMsi({0xfee00000, 0x41, devices::pciRequesterId(0, 0x18)});
