@@ -40,7 +40,9 @@ std::string capabilityName(unsigned cap) {
         CAP(KVM_CAP_IRQ_INJECT_STATUS)
         CAP(KVM_CAP_SET_IDENTITY_MAP_ADDR)
         CAP(KVM_CAP_IRQFD)
+#ifdef KVM_CAP_PIT2  // x86 only (__KVM_HAVE_PIT)
         CAP(KVM_CAP_PIT2)
+#endif
         CAP(KVM_CAP_IOEVENTFD)
         CAP(KVM_CAP_SIGNAL_MSI)
         CAP(KVM_CAP_IRQFD_RESAMPLE)
