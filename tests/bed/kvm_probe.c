@@ -57,28 +57,8 @@ int main(void) {
     uint8_t* mem = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED) return fail("mmap");
 #if defined(__x86_64__)
+    const uint64_t guestBase = 0x1000;
     mem[0] = 0xf4;  // hlt, at the real-mode entry below
-    struct kvm_userspace_memory_region slot = {
-        .slot = 0, .guest_phys_addr = 0x1000, .memory_size = page, .userspace_addr = (uintptr_t)mem};
-    if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &slot) < 0) return fail("KVM_SET_USER_MEMORY_REGION");
-    int vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
-    if (vcpu < 0) return fail("KVM_CREATE_VCPU");
-    int runSize = ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
-    if (runSize < 0) return fail("KVM_GET_VCPU_MMAP_SIZE");
-    struct kvm_run* run = mmap(NULL, (size_t)runSize, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu, 0);
-    if (run == MAP_FAILED) return fail("mmap kvm_run");
-    struct kvm_sregs sregs;
-    if (ioctl(vcpu, KVM_GET_SREGS, &sregs) < 0) return fail("KVM_GET_SREGS");
-    sregs.cs.base = 0;
-    sregs.cs.selector = 0;
-    if (ioctl(vcpu, KVM_SET_SREGS, &sregs) < 0) return fail("KVM_SET_SREGS");
-    struct kvm_regs regs = {.rip = 0x1000, .rflags = 2};
-    if (ioctl(vcpu, KVM_SET_REGS, &regs) < 0) return fail("KVM_SET_REGS");
-    if (ioctl(vcpu, KVM_RUN, 0) < 0) return fail("KVM_RUN");
-    if (run->exit_reason != KVM_EXIT_HLT) {
-        printf("KVM_RUN: exit reason %u, expected KVM_EXIT_HLT (%u)\n", run->exit_reason, KVM_EXIT_HLT);
-        return 1;
-    }
 #elif defined(__aarch64__)
     // At the guest's reset PC, MMU off, EL1: x2 = 0x100000 (no memslot there), x1 = 42, str x1, [x2].
     const uint64_t guestBase = 0x10000, mmioAddr = 0x100000;
@@ -89,6 +69,10 @@ int main(void) {
         0x14000000,  // b . (never reached: the store exits first)
     };
     memcpy(mem, code, sizeof code);
+#else
+#error "kvm_probe: no guest for this architecture yet"
+#endif
+    // One page of RAM at guestBase holding the code above, and one vCPU with its kvm_run.
     struct kvm_userspace_memory_region slot = {
         .slot = 0, .guest_phys_addr = guestBase, .memory_size = page, .userspace_addr = (uintptr_t)mem};
     if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &slot) < 0) return fail("KVM_SET_USER_MEMORY_REGION");
@@ -98,6 +82,20 @@ int main(void) {
     if (runSize < 0) return fail("KVM_GET_VCPU_MMAP_SIZE");
     struct kvm_run* run = mmap(NULL, (size_t)runSize, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu, 0);
     if (run == MAP_FAILED) return fail("mmap kvm_run");
+#if defined(__x86_64__)
+    struct kvm_sregs sregs;
+    if (ioctl(vcpu, KVM_GET_SREGS, &sregs) < 0) return fail("KVM_GET_SREGS");
+    sregs.cs.base = 0;
+    sregs.cs.selector = 0;
+    if (ioctl(vcpu, KVM_SET_SREGS, &sregs) < 0) return fail("KVM_SET_SREGS");
+    struct kvm_regs regs = {.rip = guestBase, .rflags = 2};
+    if (ioctl(vcpu, KVM_SET_REGS, &regs) < 0) return fail("KVM_SET_REGS");
+    if (ioctl(vcpu, KVM_RUN, 0) < 0) return fail("KVM_RUN");
+    if (run->exit_reason != KVM_EXIT_HLT) {
+        printf("KVM_RUN: exit reason %u, expected KVM_EXIT_HLT (%u)\n", run->exit_reason, KVM_EXIT_HLT);
+        return 1;
+    }
+#elif defined(__aarch64__)
     struct kvm_vcpu_init init;
     memset(&init, 0, sizeof init);
     if (ioctl(vm, KVM_ARM_PREFERRED_TARGET, &init) < 0) return fail("KVM_ARM_PREFERRED_TARGET");
@@ -123,8 +121,6 @@ int main(void) {
     }
     printf("kvm_probe: KVM_ARM_PREFERRED_TARGET target %u, vCPU initialised, KVM_EXIT_MMIO write of %llu at 0x%llx\n",
            init.target, (unsigned long long)value, (unsigned long long)run->mmio.phys_addr);
-#else
-#error "kvm_probe: no guest for this architecture yet"
 #endif
     return 0;
 }
