@@ -18,6 +18,7 @@
 #include "vmm/arch/arm64/kvm_vcpu.h"
 #include "vmm/arch/arm64/layout.h"
 #include "vmm/arch/arm64/psci.h"
+#include "vmm/irq_routing.h"
 #include "vmm/kvm_uapi.h"
 
 namespace conduit::vmm::arm64 {
@@ -111,7 +112,7 @@ TEST(Arm64Kvm, GicPsciBootRegistersAndSystemOff) {
     line.level = 0;
     EXPECT_EQ(::ioctl(v.vm.get(), KVM_IRQ_LINE, &line), 0) << strerror(errno);
     auto entries = defaultSpiRoutes(Layout::kSpiCount);
-    entries.push_back(msiRoute(Layout::kSpiCount, layout->gicIts().base + 0x1'0040, 0, pciDeviceId(0, 1, 0)));
+    entries.push_back(vmm::msiRoutingEntry(Layout::kSpiCount, {layout->gicIts().base + 0x1'0040, 0, pciDeviceId(0, 1, 0)}, true));
     auto buf = uapi::flexBuffer(static_cast<uint32_t>(entries.size()), entries.data(), entries.size());
     EXPECT_EQ(::ioctl(v.vm.get(), uapi::kSetGsiRouting, buf.data()), 0) << strerror(errno);
 

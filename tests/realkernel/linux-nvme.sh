@@ -24,11 +24,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
 conduit=$build/conduit
 NVME=0000:00:06.0 NIC=0000:00:07.0
-failures=0
-check() {  # check NAME DETAIL CONDITION...
-    local name=$1 detail=$2; shift 2
-    if "$@"; then echo "LX: PASS $name: $detail"; else echo "LX: FAIL $name: $detail"; failures=$((failures + 1)); fi
-}
+CHECK_TAG=LX
+. "$here/checks.sh"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -125,10 +122,6 @@ else
 fi
 check power-off "exit $rc, $(grep -o 'exit: guest powered off[^"]*' "$work/err.txt" | head -1)" \
     sh -c "[ $rc = 0 ] && grep -q 'exit: guest powered off (ACPI S5)' '$work/err.txt'"
-# Nothing left in L1: no process holds VFIO or iommufd, the device is still vfio-pci's and can be
-# opened again (a leaked fd or mapping would keep it busy).
-holders=$(ls -l /proc/[0-9]*/fd 2>/dev/null | grep -cE '/dev/vfio/|/dev/iommu')
-check nothing-left "fds on /dev/vfio or /dev/iommu after exit: $holders; driver $(basename "$(readlink /sys/bus/pci/devices/$NVME/driver)")" \
-    sh -c "[ $holders = 0 ] && [ \"\$(basename \"\$(readlink /sys/bus/pci/devices/$NVME/driver)\")\" = vfio-pci ]"
+check_nothing_left "$NVME"
 echo "LX: $mode: $(grep -oE '"(backend|irq_mode|vectors|resets|memslots)": *[^,}]*' "$work/stats.json" | tr '\n' ' ')"
 exit $((failures > 0))

@@ -8,13 +8,16 @@
 //    vGIC's default table routes GSI n to SPI n, which KVM_SET_GSI_ROUTING replaces, so the table
 //    must carry those entries itself.
 //  - MSIs reach the ITS with a device id (KVM_MSI_VALID_DEVID): the PCI requester id, as the
-//    device tree's msi-map says (identity).
+//    device tree's msi-map says (identity). Their KVM encodings are the generic ones
+//    (vmm/irq_routing.h: msiRoutingEntry, kvmMsi, with devices::MsiMessage's device id).
 #pragma once
 
 #include <linux/kvm.h>
 
 #include <cstdint>
 #include <vector>
+
+#include "devices/msi_message.h"
 
 #if defined(__aarch64__)
 #include <asm/kvm.h>
@@ -64,33 +67,10 @@ inline std::vector<kvm_irq_routing_entry> defaultSpiRoutes(uint32_t spis) {
     return v;
 }
 
-// A GSI routed to an MSI written by device `devid` (ITS device id).
-inline kvm_irq_routing_entry msiRoute(uint32_t gsi, uint64_t address, uint32_t data, uint32_t devid) {
-    kvm_irq_routing_entry e{};
-    e.gsi = gsi;
-    e.type = KVM_IRQ_ROUTING_MSI;
-    e.flags = KVM_MSI_VALID_DEVID;
-    e.u.msi.address_lo = static_cast<uint32_t>(address);
-    e.u.msi.address_hi = static_cast<uint32_t>(address >> 32);
-    e.u.msi.data = data;
-    e.u.msi.devid = devid;
-    return e;
-}
-
-// KVM_SIGNAL_MSI's argument for the same.
-inline kvm_msi msiSignal(uint64_t address, uint32_t data, uint32_t devid) {
-    kvm_msi m{};
-    m.address_lo = static_cast<uint32_t>(address);
-    m.address_hi = static_cast<uint32_t>(address >> 32);
-    m.data = data;
-    m.flags = KVM_MSI_VALID_DEVID;
-    m.devid = devid;
-    return m;
-}
-
-// The ITS device id of a PCI function: its requester id (bus << 8 | device << 3 | function).
+// The ITS device id of a PCI function: its requester id (bus << 8 | device << 3 | function), as
+// devices::pciRequesterId gives it.
 constexpr uint32_t pciDeviceId(unsigned bus, unsigned device, unsigned function) {
-    return (bus & 0xff) << 8 | (device & 0x1f) << 3 | (function & 7);
+    return devices::pciRequesterId(static_cast<uint8_t>(bus), static_cast<uint8_t>((device & 0x1f) << 3 | (function & 7)));
 }
 
 }  // namespace conduit::vmm::arm64

@@ -4,6 +4,7 @@
 
 #include "vmm/arch/arm64/layout.h"
 #include "vmm/arch/arm64/psci.h"
+#include "devices/msi_message.h"
 
 namespace conduit::vmm::arm64 {
 namespace {
@@ -32,21 +33,13 @@ TEST(Arm64Interrupts, SpiRoutesUseTheSpiNumberAsPin) {
     }
 }
 
-TEST(Arm64Interrupts, MsiRoutesCarryTheDeviceId) {
+TEST(Arm64Interrupts, DeviceIdIsTheRequesterId) {
+    // The MSI's KVM encoding is the generic one (vmm/irq_routing.h, tested by unit_vmm's
+    // MsiDeviceId and against arm64 KVM by tests/arm64); the device id it carries is this.
     uint32_t devid = pciDeviceId(0, 3, 0);
     EXPECT_EQ(devid, 0x18u);
     EXPECT_EQ(pciDeviceId(1, 31, 7), 0x1ffu);
-    auto e = msiRoute(64, 0x0801'0040, 5, devid);
-    EXPECT_EQ(e.type, static_cast<uint32_t>(KVM_IRQ_ROUTING_MSI));
-    EXPECT_EQ(e.flags, static_cast<uint32_t>(KVM_MSI_VALID_DEVID));
-    EXPECT_EQ(e.u.msi.address_lo, 0x0801'0040u);
-    EXPECT_EQ(e.u.msi.address_hi, 0u);
-    EXPECT_EQ(e.u.msi.data, 5u);
-    EXPECT_EQ(e.u.msi.devid, 0x18u);
-    auto m = msiSignal(0x1'0801'0040, 7, devid);
-    EXPECT_EQ(m.address_hi, 1u);
-    EXPECT_EQ(m.flags, static_cast<uint32_t>(KVM_MSI_VALID_DEVID));
-    EXPECT_EQ(m.devid, 0x18u);
+    EXPECT_EQ(pciDeviceId(2, 1, 1), devices::pciRequesterId(2, 0x09));
 }
 
 TEST(Arm64Psci, SystemEventsBecomeReasons) {
