@@ -122,9 +122,6 @@ Result<void> Machine::build() {
         [this](uint32_t v) { onExitDevice(v); }};
     devices_ = TRY(platform_->createDevices(
         {*vm_, *pio_, *mmio_, layout_, config_, TRY(openSerialOutput(config_.serial)), std::move(events)}));
-    passthrough_ =
-        TRY_CTX(Passthrough::create(config_, {*vm_, *memory_, *pio_, *mmio_, layout_, *platform_}, hosts_), "machine");
-
     for (unsigned i = 0; i < config_.vcpus; ++i) {
         vcpus_.push_back(TRY(vm_->createVcpu(i)));
         TRY(platform_->initVcpu(*vcpus_.back(), config_.vcpus));
@@ -132,6 +129,10 @@ Result<void> Machine::build() {
     std::vector<Vcpu*> vcpus;
     for (auto& v : vcpus_) vcpus.push_back(v.get());
     TRY(platform_->finalizeIrqchip(*vm_, vcpus));
+    // Passthrough after the irqchip is final: a device with INTx registers its resample irqfd at
+    // setup, and arm64's KVM refuses KVM_IRQFD with EAGAIN until the vGIC is initialized.
+    passthrough_ =
+        TRY_CTX(Passthrough::create(config_, {*vm_, *memory_, *pio_, *mmio_, layout_, *platform_}, hosts_), "machine");
     log.info("vcpus: {}", vcpus_.size());
     return success();
 }

@@ -179,6 +179,8 @@ Result<void> VfioPciDevice::init() {
     if (!intxInfo) logger().warn("{}: no INTx: {}", name_, intxInfo.error().describe());
     const bool intxPossible = platform_.intx && platform_.intxGsi && intxInfo && intxInfo->count > 0 && raw[PCI_INTERRUPT_PIN];
     intxPin_ = intxPossible ? raw[PCI_INTERRUPT_PIN] : 0;
+    logger().debug("{}: INTx: VFIO count {}, flags {:#x}, device pin {}, GSI {}", name_, intxInfo ? intxInfo->count : 0,
+                   intxInfo ? intxInfo->flags : 0, raw[PCI_INTERRUPT_PIN], platform_.intxGsi ? int64_t(*platform_.intxGsi) : -1);
     config_.emulate(PCI_INTERRUPT_LINE, 2);
     config_.allowWrite(PCI_INTERRUPT_LINE, 1, 0xff);
     config_.set8(PCI_INTERRUPT_LINE, intxPin_ ? static_cast<uint8_t>(*platform_.intxGsi) : 0xff);
