@@ -18,6 +18,7 @@
 #include "vmm/arch/arm64/kvm_vcpu.h"
 #include "vmm/arch/arm64/layout.h"
 #include "vmm/arch/arm64/psci.h"
+#include "vmm/image_file.h"
 #include "vmm/kvm.h"
 #include "vmm/kvm_interrupt_line.h"
 #include "vmm/vcpu.h"
@@ -68,23 +69,6 @@ public:
     }
     std::string systemEvent(const Vcpu& vcpu) const override { return decodeSystemEvent(*vcpu.run()).call; }
 };
-
-Result<std::vector<uint8_t>> readFile(const std::filesystem::path& path, const char* what) {
-    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd) return Error::fromErrno(fmt::format("opening {} {}", what, path.string()));
-    struct stat st {};
-    if (::fstat(fd.get(), &st) != 0) return Error::fromErrno(fmt::format("fstat {} {}", what, path.string()));
-    if (!S_ISREG(st.st_mode)) return Error(fmt::format("{} {} is not a regular file", what, path.string()));
-    std::vector<uint8_t> data(static_cast<size_t>(st.st_size));
-    for (size_t done = 0; done < data.size();) {
-        ssize_t n = ::pread(fd.get(), data.data() + done, data.size() - done, static_cast<off_t>(done));
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return Error::fromErrno(fmt::format("reading {} {}", what, path.string()));
-        if (n == 0) return Error(fmt::format("{} {} shrank while reading", what, path.string()));
-        done += static_cast<size_t>(n);
-    }
-    return data;
-}
 
 // The arm64 Layout as the generic map: the MSI window is also reserved IOVA (never DMA-mapped).
 Result<memory::AddressLayout> toAddressLayout(const Layout& l) {
@@ -170,16 +154,16 @@ Result<std::string> Arm64Platform::boot(const arch::BootContext& c) {
 
     if (c.config.kernel) {
         const auto& k = *c.config.kernel;
-        auto image = TRY(readFile(k.path, "kernel"));
+        auto image = TRY(readImageFile(k.path, "kernel"));
         std::vector<uint8_t> initrd;
-        if (k.initrd) initrd = TRY(readFile(*k.initrd, "initrd"));
+        if (k.initrd) initrd = TRY(readImageFile(*k.initrd, "initrd"));
         auto plan = TRY(loadLinux(c.memory, layout, {image, initrd, k.cmdline, mpidrs}));
         TRY(setBootRegisters(c.vcpus[0]->fd(), 0, plan.entry, plan.fdt));
         return plan.description;
     }
     // A flat payload: copied to its load address in RAM and entered there with X0 = the DTB.
     const auto& p = *c.config.payload;
-    auto bytes = TRY(readFile(p.path, "payload"));
+    auto bytes = TRY(readImageFile(p.path, "payload"));
     if (!layout.isRam(p.loadAddress, std::max<uint64_t>(bytes.size(), 1)))
         return Error(fmt::format("arm64 payload: {} bytes at {:#x} are not in RAM ({})", bytes.size(), p.loadAddress,
                                  layout.ramRanges().front().toString()));

@@ -21,7 +21,7 @@
 #include "vmm/arch/x86_64/kernel_unpack.h"
 #include "vmm/arch/x86_64/cpu_state.h"
 #include "vmm/arch/x86_64/e820.h"
-#include "vmm/arch/x86_64/image_file.h"
+#include "vmm/image_file.h"
 #include "vmm/arch/x86_64/linux_boot_params.h"
 #include "vmm/arch/x86_64/layout.h"
 #include "vmm/arch/x86_64/linux_layout.h"

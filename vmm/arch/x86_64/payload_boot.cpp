@@ -7,7 +7,7 @@
 
 #include "vmm/arch/x86_64/boot.h"
 #include "vmm/arch/x86_64/cpu_state.h"
-#include "vmm/arch/x86_64/image_file.h"
+#include "vmm/image_file.h"
 #include "vmm/arch/x86_64/page_tables.h"
 #include "vmm/arch/x86_64/payload_abi.h"
 

@@ -10,7 +10,7 @@
 
 #include "vmm/arch/x86_64/boot.h"
 #include "vmm/arch/x86_64/bzimage.h"
-#include "vmm/arch/x86_64/image_file.h"
+#include "vmm/image_file.h"
 #include "vmm/arch/x86_64/linux_boot_params.h"
 #include "vmm/arch/x86_64/linux_layout.h"
 #include "x86_test_util.h"

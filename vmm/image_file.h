@@ -9,9 +9,9 @@
 
 #include "base/result.h"
 
-namespace conduit::vmm::x86 {
+namespace conduit::vmm {
 
 // `what` says what the file is for messages ("kernel", "initrd", "payload").
 Result<std::vector<uint8_t>> readImageFile(const std::filesystem::path& path, const std::string& what);
 
-}  // namespace conduit::vmm::x86
+}  // namespace conduit::vmm

@@ -1,4 +1,4 @@
-#include "vmm/arch/x86_64/image_file.h"
+#include "vmm/image_file.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -8,7 +8,7 @@
 
 #include "base/unique_fd.h"
 
-namespace conduit::vmm::x86 {
+namespace conduit::vmm {
 
 Result<std::vector<uint8_t>> readImageFile(const std::filesystem::path& path, const std::string& what) {
     UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
@@ -36,4 +36,4 @@ Result<std::vector<uint8_t>> readImageFile(const std::filesystem::path& path, co
     return data;
 }
 
-}  // namespace conduit::vmm::x86
+}  // namespace conduit::vmm
