@@ -40,10 +40,11 @@ TEST(Arm64Boot, LoadsKernelInitrdAndATreeThatNamesThem) {
     ASSERT_GE(chosen, 0);
     const char* bootargs = static_cast<const char*>(fdt_getprop(fdt.data(), chosen, "bootargs", nullptr));
     EXPECT_STREQ(bootargs, "console=ttyS0 quiet");
+    // FDT properties are only 4-byte aligned: fdt64_ld reads the 64-bit value without an unaligned load.
     auto* start = static_cast<const fdt64_t*>(fdt_getprop(fdt.data(), chosen, "linux,initrd-start", nullptr));
     ASSERT_NE(start, nullptr);
     uint8_t first = 0;
-    ASSERT_TRUE(mem->read(fdt64_to_cpu(*start), std::span<uint8_t>(&first, 1)));
+    ASSERT_TRUE(mem->read(fdt64_ld(start), std::span<uint8_t>(&first, 1)));
     EXPECT_EQ(first, 0x77);
 }
 
