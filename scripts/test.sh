@@ -8,9 +8,10 @@
 # UndefinedBehaviorSanitizer (build-asan, -DCONDUIT_SANITIZE=ON), and each libFuzzer target briefly
 # (build-fuzz, clang, -DCONDUIT_FUZZ=ON): docs/reliability.md, docs/testing.md.
 #
-# The sanitizer pass leaves out the ctest labels "linux" (the Debian-kernel boots: their host side is
+# The sanitizer pass leaves out bed.selftest (the bed harness's own test: shell scripts and L1
+# boots, nothing instrumented; the normal pass runs it) and the ctest labels "linux" (the Debian-kernel boots: their host side is
 # the same code the payload-boot tests run, and the guest kernel itself is not instrumented, so they
-# would cost minutes and find nothing new), "realkernel" and "arm64" (the normal pass runs them; the
+# would cost minutes and find nothing new), "realkernel", "arm64" and "vsmmu" (the normal pass runs them; the
 # arm64 bed runs arm64 programs, which this x86 build does not instrument).
 # Benchmarks are not built there.
 #
@@ -25,22 +26,32 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t_start=$(date +%s)
+t_phase=$t_start
+phase_done() {  # one line per pass, so a slow CI run shows where its time went
+  local now; now=$(date +%s)
+  echo "test.sh: phase $1: $((now - t_phase)) s"
+  t_phase=$now
+}
 failed=()  # a pass that fails does not stop the others: the run reports everything, then fails
 scripts/install-deps.sh
 scripts/build.sh
+phase_done "install + x86 build"
 arm64_built=0
 if [ "${CONDUIT_SKIP_ARM64:-0}" != 1 ]; then
   echo "== arm64 cross build (build-arm64): the arm64 bed's tests run its conduit =="
   if ARCH=arm64 scripts/build.sh; then arm64_built=1; else failed+=(arm64-build); fi
+  phase_done "arm64 build"
 fi
 ctest --test-dir build --output-on-failure --timeout 600 -j2 || failed+=(suite)
+phase_done "suite"
 
 if [ "${CONDUIT_SKIP_SANITIZE:-0}" != 1 ]; then
   echo "== ASan+UBSan build (build-asan) and suite, labels linux, realkernel and arm64 excluded =="
   BUILD_DIR=build-asan scripts/build.sh -DCONDUIT_SANITIZE=ON -DCONDUIT_BENCH=OFF
   ASAN_OPTIONS=detect_leaks=1:check_initialization_order=1:strict_init_order=1 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    ctest --test-dir build-asan --output-on-failure --timeout 900 -j2 -LE 'linux|fuzz|realkernel|arm64' || failed+=(asan)
+    ctest --test-dir build-asan --output-on-failure --timeout 900 -j2 -LE 'linux|fuzz|realkernel|arm64|vsmmu' -E '^bed\.selftest$' || failed+=(asan)
+  phase_done "ASan build + suite"
 fi
 
 if [ "${CONDUIT_SKIP_FUZZ:-0}" != 1 ]; then
@@ -49,11 +60,13 @@ if [ "${CONDUIT_SKIP_FUZZ:-0}" != 1 ]; then
         -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ >/dev/null
   cmake --build build-fuzz --target fuzz -j"$(nproc)"
   ctest --test-dir build-fuzz --output-on-failure -L fuzz || failed+=(fuzz)  # tests/fuzz/CMakeLists.txt: 20000 runs or 30 s each
+  phase_done "fuzz"
 fi
 
 if [ "${CONDUIT_SKIP_ARM64:-0}" != 1 ]; then
   echo "== the arm64 build's unit tests (build-arm64) under qemu-user =="
   [ $arm64_built = 1 ] && ctest --test-dir build-arm64 --output-on-failure --timeout 300 -j2 -L unit || failed+=(arm64)
+  phase_done "arm64 unit tests under qemu-user"
 fi
 
 # Where the KVM tests ran (tests/bed/kvm-test.sh files one line per test: host|bed|skip, run|skip).
