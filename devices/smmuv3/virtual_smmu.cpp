@@ -4,7 +4,6 @@
 #include <cstring>
 #include <map>
 #include <mutex>
-#include <optional>
 #include <vector>
 
 #include <fmt/format.h>
@@ -306,21 +305,16 @@ SanitizedSte VirtualSmmu::State::evaluate(uint32_t sid, Pulses& p) {
     }
     if (!(cr0Now & reg::kCr0SmmuEn)) return {(gbpaNow & reg::kGbpaAbort) ? kSteAbort : kSteBypass, false};
     const SteRead read = readSte(memory, table, sid);
-    std::optional<Event> event;
+    SanitizedSte result{kSteAbort, true};
+    Event event{};
     switch (read.status) {
-        case SteLookup::Found: {
-            SanitizedSte s = sanitizeSte(read.ste, limits);
-            if (s.refused) {
-                log::get("devices").debug("{}: StreamID {:#x}: STE {:#x} {:#x} refused (C_BAD_STE)", name, sid,
-                                          read.ste[0], read.ste[1]);
-                event = makeEvent(v::kEvtCBadSte, sid);
-            }
-            if (event) {
-                std::lock_guard lock(regMutex);
-                postEvents(std::span(&*event, 1), 0, p);
-            }
-            return s;
-        }
+        case SteLookup::Found:
+            result = sanitizeSte(read.ste, limits);
+            if (!result.refused) return result;
+            log::get("devices").debug("{}: StreamID {:#x}: STE {:#x} {:#x} refused (C_BAD_STE)", name, sid,
+                                      read.ste[0], read.ste[1]);
+            event = makeEvent(v::kEvtCBadSte, sid);
+            break;
         case SteLookup::NoL2: return {kSteAbort, false};  // an absent STE is an abort, like V clear
         case SteLookup::BadStreamId: event = makeEvent(reg::kEvtCBadStreamId, sid); break;
         case SteLookup::FetchFault:
@@ -328,8 +322,8 @@ SanitizedSte VirtualSmmu::State::evaluate(uint32_t sid, Pulses& p) {
             break;
     }
     std::lock_guard lock(regMutex);
-    postEvents(std::span(&*event, 1), 0, p);
-    return {kSteAbort, true};
+    postEvents(std::span(&event, 1), 0, p);
+    return result;
 }
 
 void VirtualSmmu::State::setStream(uint32_t sid, const SanitizedSte& target, Pulses& p) {
@@ -510,6 +504,7 @@ void VirtualSmmu::State::writeWordOp(uint32_t off, uint32_t value, Pulses& p) {
                 const bool wasStopped = cmdqErrorActive();
                 gerrorn = value & kGerrorErrMask;
                 resume = wasStopped && !cmdqErrorActive();
+                if (resume) cmdqCons &= ~kCmdqConsErr;  // the error was dealt with
             }
             // The guest has dealt with the command at CONS (Linux turns it into a CMD_SYNC):
             // the queue restarts from CONS.
