@@ -7,10 +7,11 @@
 //
 // Checked: every STE reaching the host has only kSte{0,1}NestingAllowed bits and Config abort,
 // bypass or S1, for a bound stream, and differs from what that stream already has; invalidate()
-// gets only forwardable opcodes, never empty and never more than a queue's worth; the model writes
-// guest memory only inside the event queue; CR0ACK = CR0, IRQ_CTRLACK = IRQ_CTRL, GBPA.UPDATE
-// clear; GERROR holds only the errors the model raises; CMDQ_CONS.ERR is a real code; EVTQ_PROD is
-// never more than a queue ahead of EVTQ_CONS; the stats agree with what the binding saw.
+// gets only forwardable opcodes (CFGI_CD only of bound streams), never empty and never more than a
+// queue's worth; the model writes guest memory only inside the event queue; CR0ACK = CR0,
+// IRQ_CTRLACK = IRQ_CTRL, GBPA.UPDATE clear; GERROR holds only the errors the model raises;
+// CMDQ_CONS.ERR is a real code; the model never moves EVTQ_PROD past a full queue; interrupts are
+// edges; the stats agree with what the binding saw.
 #include <algorithm>
 #include <array>
 #include <cstring>
@@ -60,7 +61,11 @@ struct FuzzBinding final : StreamBinding {
         forwarded += commands.size();
         FUZZ_CHECK(!commands.empty());
         FUZZ_CHECK(commands.size() <= 256);
-        for (const auto& c : commands) FUZZ_CHECK(v::forwardedOpcode(v::opcode(c)) && v::opcode(c) != v::kOpAtcInv);
+        for (const auto& c : commands) {
+            FUZZ_CHECK(v::forwardedOpcode(v::opcode(c)) && v::opcode(c) != v::kOpAtcInv);
+            if (v::carriesStreamId(v::opcode(c)))  // only vSIDs the host knows
+                FUZZ_CHECK(std::find(sids.begin(), sids.end(), v::field(c[0], v::kCfgi0Sid)) != sids.end());
+        }
         if (failInvalidateAt >= 0 && static_cast<size_t>(failInvalidateAt) < commands.size()) {
             *done = static_cast<uint32_t>(failInvalidateAt);
             return Error("refused", EIO);
@@ -105,7 +110,9 @@ struct Harness {
         auto m = memory::GuestMemory::create({{kRam, kRamSize}}, {});
         if (!m.ok()) violated("guest memory", __FILE__, __LINE__);
         mem = std::make_unique<memory::GuestMemory>(std::move(m).value());
-        ram = *mem->hostPointer(kRam, kRamSize);
+        auto p = mem->hostPointer(kRam, kRamSize);
+        if (!p.ok()) violated("host pointer", __FILE__, __LINE__);
+        ram = p.value();
     }
 
     void start(uint8_t variant) {
@@ -218,12 +225,23 @@ struct Harness {
         w32(reg::kCmdqProd, p | ((k & 4) ? in.u32() & ~0x1ffu : 0));
     }
 
+    struct EvtqView {
+        bool enabled;
+        uint32_t entries, prod, cons;  // PROD and CONS: index and wrap
+    };
+    EvtqView evtqView() {
+        const uint32_t n = 1u << std::min<uint32_t>(r32(reg::kEvtqBase) & 0x1f, 8);
+        return {(r32(reg::kCr0) & reg::kCr0EvtqEn) != 0, n, r32(reg::kEvtqProd) & (2 * n - 1),
+                r32(reg::kEvtqCons) & (2 * n - 1)};
+    }
+    EvtqView before{};
+
     void check() {
         // The model writes guest memory only inside the event queue.
         const uint64_t evBase = (uint64_t{r32(reg::kEvtqBase + 4)} << 32 | r32(reg::kEvtqBase)) & reg::kQBaseAddr;
         const uint32_t evLog2 = std::min<uint32_t>(r32(reg::kEvtqBase) & 0x1f, 8);
         const uint64_t evEnd = evBase + (32ull << evLog2);
-        for (uint64_t i = 0; i < kRamSize; i += 8) {
+        if (std::memcmp(ram, shadow.data(), kRamSize) != 0) for (uint64_t i = 0; i < kRamSize; i += 8) {
             if (std::memcmp(ram + i, shadow.data() + i, 8) == 0) continue;
             FUZZ_CHECK(kRam + i >= evBase && kRam + i + 8 <= evEnd);
             std::memcpy(shadow.data() + i, ram + i, 8);
@@ -233,9 +251,14 @@ struct Harness {
         FUZZ_CHECK((r32(reg::kGbpa) & reg::kGbpaUpdate) == 0);
         FUZZ_CHECK((r32(reg::kGerror) & ~(reg::kGerrorCmdqErr | reg::kGerrorEvtqAbtErr)) == 0);
         FUZZ_CHECK(v::field(r32(reg::kCmdqCons), reg::kCmdqConsErr) <= reg::kCerrorAbt);
-        const uint32_t n = 1u << evLog2, m = 2 * n - 1;
-        const uint32_t prod = r32(reg::kEvtqProd) & m, cons = r32(reg::kEvtqCons) & m;
-        FUZZ_CHECK(((prod - cons) & m) <= n || !(r32(reg::kCr0) & reg::kCr0EvtqEn));
+        // While the queue stayed enabled and the guest did not move CONS, only the model moved
+        // PROD: never past a full queue.
+        const EvtqView now = evtqView();
+        const uint32_t m = 2 * now.entries - 1;
+        if (now.enabled && before.enabled && now.entries == before.entries && now.cons == before.cons) {
+            const uint32_t used = (before.prod - before.cons) & m;
+            if (used <= now.entries) FUZZ_CHECK(((now.prod - before.prod) & m) <= now.entries - used);
+        }
         const VirtualSmmuStats s = smmu->stats();
         FUZZ_CHECK(s.steConfigs == binding.setCalls);
         FUZZ_CHECK(s.invalidateCalls == binding.invalidateCalls);
@@ -259,6 +282,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     Harness& h = harness();
     h.start(in.u8());
     for (int steps = 0; !in.done() && steps < 96; ++steps) {
+        h.before = h.evtqView();
         const uint8_t op = in.u8();
         switch (op % 13) {
             case 0: {  // a register, 32 bits
@@ -314,7 +338,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                 h.w32(reg::kGerrorN, h.r32(reg::kGerror));
                 break;
             }
-            case 10: h.probe(in); break;
+            case 10:
+                h.probe(in);
+                h.before.enabled = false;  // the guest reset EVTQ_PROD itself
+                break;
             case 11: {  // the host changes its mind
                 h.binding.failSet = in.u8() & 3;
                 const uint8_t k = in.u8();

@@ -328,6 +328,19 @@ TEST_F(SmmuFixture, InvalidationsBatchedPerSync) {
     EXPECT_EQ(r32(reg::kCmdqCons), r32(reg::kCmdqProd));
 }
 
+TEST_F(SmmuFixture, CfgiCdOfAStreamTheHostDoesNotFrontIsNotSent) {
+    probeLikeLinux();
+    binding.calls.clear();
+    const Command mine = cmd(v::kOpCfgiCd, v::prep(v::kCfgi0Sid, 0x108));
+    const Command other = cmd(v::kOpCfgiCdAll, v::prep(v::kCfgi0Sid, 0x30));
+    issue({other, mine, cmd(v::kOpCfgiCd, v::prep(v::kCfgi0Sid, 0x31)), cmdSync()});
+    const auto inv = binding.invalidations();
+    ASSERT_EQ(inv.size(), 1u);
+    EXPECT_EQ(inv[0].commands, std::vector<Command>{mine});
+    EXPECT_EQ(r32(reg::kCmdqCons), r32(reg::kCmdqProd));
+    EXPECT_EQ(r32(reg::kGerror), 0u);
+}
+
 TEST_F(SmmuFixture, CfgiSteFlushesEarlierInvalidationsFirst) {
     probeLikeLinux();
     writeSte(0x10, s1Ste(kRam + 0x8000));
