@@ -14,6 +14,8 @@
 // edges; the stats agree with what the binding saw.
 #include <algorithm>
 #include <array>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -34,6 +36,24 @@ namespace {
 constexpr uint64_t kRam = 0x40000000;
 constexpr uint64_t kRamSize = 0x8000;  // small: the whole of it is compared after every step
 
+// What the inputs reached, over a whole run: FUZZ_VSMMU_SUMMARY=1 prints it at exit (run the
+// binary over a corpus with -runs=0 to see what the corpus covers).
+struct Totals {
+    uint64_t s1 = 0, bypass = 0, abort = 0, refusedByHost = 0, invalidations = 0, invalidateFailures = 0;
+    uint64_t cmdqErrors = 0, events = 0, eventsLost = 0;
+    ~Totals() {
+        if (std::getenv("FUZZ_VSMMU_SUMMARY"))
+            std::fprintf(stderr,
+                         "fuzz_vsmmu reached: setStream S1 %llu bypass %llu abort %llu (host refused %llu); "
+                         "invalidate %llu (failed %llu); CONS.ERR %llu; events %llu delivered %llu lost\n",
+                         (unsigned long long)s1, (unsigned long long)bypass, (unsigned long long)abort,
+                         (unsigned long long)refusedByHost, (unsigned long long)invalidations,
+                         (unsigned long long)invalidateFailures, (unsigned long long)cmdqErrors,
+                         (unsigned long long)events, (unsigned long long)eventsLost);
+    }
+};
+Totals totals;
+
 struct FuzzBinding final : StreamBinding {
     std::vector<uint32_t> sids;
     std::map<uint32_t, Ste> current;  // what each stream was last set to successfully
@@ -51,8 +71,11 @@ struct FuzzBinding final : StreamBinding {
         FUZZ_CHECK(std::find(sids.begin(), sids.end(), sid) != sids.end());
         auto it = current.find(sid);
         FUZZ_CHECK(it == current.end() || it->second != ste);  // only changes reach the host
-        if ((cfg == v::kCfgS1Trans && (failSet & 1)) || (cfg == v::kCfgBypass && (failSet & 2)))
+        ++(cfg == v::kCfgS1Trans ? totals.s1 : cfg == v::kCfgBypass ? totals.bypass : totals.abort);
+        if ((cfg == v::kCfgS1Trans && (failSet & 1)) || (cfg == v::kCfgBypass && (failSet & 2))) {
+            ++totals.refusedByHost;
             return Error("refused", EIO);
+        }
         current[sid] = ste;
         return success();
     }
@@ -66,7 +89,9 @@ struct FuzzBinding final : StreamBinding {
             if (v::carriesStreamId(v::opcode(c)))  // only vSIDs the host knows
                 FUZZ_CHECK(std::find(sids.begin(), sids.end(), v::field(c[0], v::kCfgi0Sid)) != sids.end());
         }
+        ++totals.invalidations;
         if (failInvalidateAt >= 0 && static_cast<size_t>(failInvalidateAt) < commands.size()) {
+            ++totals.invalidateFailures;
             *done = static_cast<uint32_t>(failInvalidateAt);
             return Error("refused", EIO);
         }
@@ -116,6 +141,11 @@ struct Harness {
     }
 
     void start(uint8_t variant) {
+        if (smmu) {
+            totals.cmdqErrors += last.commandErrors;
+            totals.events += last.eventsDelivered;
+            totals.eventsLost += last.eventsLost;
+        }
         std::memset(ram, 0, kRamSize);
         std::memset(shadow.data(), 0, kRamSize);
         binding = FuzzBinding{};
