@@ -418,6 +418,17 @@ TEST_F(SmmuFixture, CommandFetchAbort) {
     EXPECT_TRUE(r32(reg::kGerror) & reg::kGerrorCmdqErr);
 }
 
+// F9 (docs/reliability.md): CONS.ERR is the model's report, never what the guest wrote.
+TEST_F(SmmuFixture, CmdqConsErrIsNotTheGuests) {
+    w32(reg::kCmdqCons, v::prep(reg::kCmdqConsErr, 0x55) | 7);
+    EXPECT_EQ(r32(reg::kCmdqCons), 7u);
+    probeLikeLinux();
+    issue({cmd(0x7f)});
+    const uint32_t cons = r32(reg::kCmdqCons);
+    w32(reg::kCmdqCons, cons & 0x1ff);  // stopped: the guest may move CONS, not clear ERR
+    EXPECT_EQ(r32(reg::kCmdqCons), cons);
+}
+
 TEST_F(SmmuFixture, QueueWrapsAndSyncInterruptOnlyForCsIrq) {
     probeLikeLinux();
     binding.calls.clear();
