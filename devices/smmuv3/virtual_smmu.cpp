@@ -320,7 +320,7 @@ SanitizedSte VirtualSmmu::State::evaluate(uint32_t sid, Pulses& p) {
             result = sanitizeSte(read.ste, limits);
             if (!result.refused) return result;
             logger().debug("{}: StreamID {:#x}: STE {:#x} {:#x} refused (C_BAD_STE)", name, sid,
-                                      read.ste[0], read.ste[1]);
+                           read.ste[0], read.ste[1]);
             event = makeEvent(v::kEvtCBadSte, sid);
             break;
         case SteLookup::NoL2: return {kSteAbort, false};  // an absent STE is an abort, like V clear
@@ -348,7 +348,7 @@ void VirtualSmmu::State::setStream(uint32_t sid, const SanitizedSte& target, Pul
         return;
     }
     logger().warn("{}: StreamID {:#x}: host refused STE {:#x} {:#x}: {}", name, sid, target.ste[0],
-                             target.ste[1], r.error().describe());
+                  target.ste[1], r.error().describe());
     {
         std::lock_guard lock(regMutex);
         const Event e = makeEvent(v::kEvtCBadSte, sid);
@@ -405,7 +405,7 @@ void VirtualSmmu::State::processCmdq(Pulses& p) {
         if (!r.ok()) {
             const size_t k = std::min<size_t>(done, batch.size() - 1);
             logger().debug("{}: invalidation {} of {} ({}) failed: {}", name, k, batch.size(),
-                                      v::opcodeName(v::opcode(batch[k])), r.error().describe());
+                           v::opcodeName(v::opcode(batch[k])), r.error().describe());
             fail(batchAt[k], kCerrorIll);
             batch.clear();
             batchAt.clear();
@@ -468,7 +468,7 @@ void VirtualSmmu::State::processCmdq(Pulses& p) {
             case CommandKind::Ignore: break;
             case CommandKind::Illegal:
                 logger().debug("{}: illegal command {:#x} ({}) at CONS {:#x}", name, op, v::opcodeName(op),
-                                          cursor);
+                               cursor);
                 if (flush()) fail(cursor, kCerrorIll);
                 return;
         }
