@@ -215,6 +215,28 @@ TEST(NestingWalk, APteChangeTakesEffectAfterTheTlbi) {
     EXPECT_EQ(f.read32(kRamIpa + kOffB), 4u);
 }
 
+// A changed CD is invisible until CFGI_CD or an STE rewrite (the VMM's CFGI_STE: a new nested HWPT
+// attached by replacement, which makes the kernel rewrite the STE and issue CFGI_STE).
+TEST(NestingWalk, AnSteRewriteForgetsTheCachedCd) {
+    Nest f;
+    f.reportTables();
+    auto s1 = f.attachSte(kS1Ste);
+    ASSERT_TRUE(f.write32(kVaDst, 1));
+    // New tables (ASID 6, so no TLB entry can answer): L1 0x114000 -> L2 0x115000 -> L3 0x116000 -> B.
+    f.put(kRamIpa + 0x14000 + 8 * ((kVaDst >> 30) & 511), (kRamIpa + 0x15000) | 3);
+    f.put(kRamIpa + 0x15000 + 8 * ((kVaDst >> 21) & 511), (kRamIpa + 0x16000) | 3);
+    f.put(kRamIpa + 0x16000 + 8 * ((kVaDst >> 12) & 511), (kRamIpa + kOffB) | 3 | kLeafAttrsNg);
+    f.put(kRamIpa + kOffCd, (kCd0 & ~walk::kCd0Asid) | smmu::prep(walk::kCd0Asid, 6));
+    f.put(kRamIpa + kOffCd + 8, kRamIpa + 0x14000);
+    ASSERT_TRUE(f.write32(kVaDst, 2));
+    EXPECT_EQ(f.read32(kRamIpa + kOffA), 2u) << "the cached CD is still in use";
+    EXPECT_EQ(f.host.smmuCaches().cdCount(), 1u);
+    auto again = f.attachSte(kS1Ste);
+    ASSERT_TRUE(f.write32(kVaDst, 3));
+    EXPECT_EQ(f.read32(kRamIpa + kOffB), 3u);
+    EXPECT_EQ(f.read32(kRamIpa + kOffA), 2u);
+}
+
 // Without the caches (SimHostConfig::smmuCaches off) a PTE change is seen at once.
 TEST(NestingWalk, WithoutCachesAPteChangeIsSeenAtOnce) {
     auto hc = smmuHost();
