@@ -220,6 +220,7 @@ TEST(NestingWalk, APteChangeTakesEffectAfterTheTlbi) {
 TEST(NestingWalk, AnSteRewriteForgetsTheCachedCd) {
     Nest f;
     f.reportTables();
+    f.setLeaf(kVaDst, (kRamIpa + kOffA) | 3 | kLeafAttrsNg);  // not global: ASID 6 must miss it
     auto s1 = f.attachSte(kS1Ste);
     ASSERT_TRUE(f.write32(kVaDst, 1));
     // New tables (ASID 6, so no TLB entry can answer): L1 0x114000 -> L2 0x115000 -> L3 0x116000 -> B.
