@@ -205,7 +205,10 @@ void SimDevice::signal(int fd) {
 void SimDevice::deliver(uint32_t index, uint32_t vector) {
     if (activeIndex_ != index) return;
     auto& irq = irqs_[index];
-    if (vector < irq.triggers.size()) signal(irq.triggers[vector]);
+    if (vector >= irq.triggers.size()) return;
+    // The message is a DMA write to the doorbell: an SMMU may translate it (and lose it).
+    if ((index == VFIO_PCI_MSI_IRQ_INDEX || index == VFIO_PCI_MSIX_IRQ_INDEX) && !host_.msiWriteReaches(*this)) return;
+    signal(irq.triggers[vector]);
 }
 
 void SimDevice::intxAssert() {

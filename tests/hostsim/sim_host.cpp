@@ -2542,6 +2542,45 @@ std::optional<smmuwalk::Result> SimHost::smmuTranslate(const SimDevice& cdev, ui
     return smmuwalk::translate(hwpt->ste, t, caps, stage2Of(impl_->ioasOfHwpt(*ctx, hwpt->parent)));
 }
 
+bool SimHost::msiWriteReaches(SimDevice& dev) {
+    if (!config_.smmuMsiThroughStage1 || config_.hwInfoType != IOMMU_HW_INFO_TYPE_ARM_SMMUV3) return true;
+    Impl::Ctx* ctx = nullptr;
+    uint16_t vmid = 0;
+    Impl::Obj* hwpt = impl_->walkedDomain(dev, &ctx, &vmid);
+    if (!hwpt) return true;
+    std::optional<ReservedRange> msi;
+    for (auto& r : reservedFor(dev.group()))
+        if (r.type == "msi") {
+            msi = r;
+            break;
+        }
+    if (!msi) return true;
+    const uint64_t doorbell = msi->start + 0x40;
+    // Stage 2 of the parent holds the doorbell page the kernel mapped at the SW_MSI IOVA
+    // (iommu_dma_get_msi_page()), besides the IOAS.
+    static uint8_t doorbellPage[kPage];
+    const auto ioas = stage2Of(impl_->ioasOfHwpt(*ctx, hwpt->parent));
+    auto s2 = [&](uint64_t ipa) -> std::optional<smmuwalk::Stage2Hit> {
+        if (ipa >= msi->start && ipa <= msi->last)
+            return smmuwalk::Stage2Hit{doorbellPage + (ipa & (kPage - 1)), kPage - (ipa & (kPage - 1)), false, true};
+        return ioas(ipa);
+    };
+    const auto caps = smmuwalk::Caps::fromIdr(config_.smmuIdr.data());
+    const smmuwalk::Transaction t{dev.config().streamIds.at(0), doorbell, true, std::nullopt, false};
+    const auto r = smmuwalk::translate(hwpt->ste, t, caps, s2, config_.smmuCaches ? &smmuCaches_ : nullptr, vmid);
+    if (r.kind == smmuwalk::Result::Kind::Fault) {
+        recordSmmuFault(dev, r, doorbell, 4, true, std::nullopt);
+        return false;
+    }
+    if (r.ipa != doorbell) {
+        // Stage 1 sent the message elsewhere: a 4-byte write into guest memory, no interrupt.
+        log::get("hostsim").warn("{}: MSI write to {:#x} translated to IPA {:#x}, not the doorbell: interrupt lost",
+                                 dev.bdf(), doorbell, r.ipa);
+        return false;
+    }
+    return true;
+}
+
 void SimHost::recordSmmuFault(SimDevice& dev, const smmuwalk::Result& r, uint64_t at, uint64_t left, bool write,
                               std::optional<uint32_t> pasid) {
     DmaFault f{dev.bdf(), at, left, write, r.why, DmaFaultKind::Stage1Fault, 0};

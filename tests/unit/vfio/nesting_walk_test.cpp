@@ -5,6 +5,9 @@
 // the ones a real nested SMMU accepted in ../shared/smmunest/REPORT.md (Linux 7.3, QEMU 10.0).
 #include <gtest/gtest.h>
 
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <cstring>
 
 #include "tests/hostsim/sim_host.h"
@@ -236,6 +239,46 @@ TEST(NestingWalk, AnSteRewriteForgetsTheCachedCd) {
     ASSERT_TRUE(f.write32(kVaDst, 3));
     EXPECT_EQ(f.read32(kRamIpa + kOffB), 3u);
     EXPECT_EQ(f.read32(kRamIpa + kOffA), 2u);
+}
+
+// REPORT step 10: the device's MSI write goes to the host's SW_MSI doorbell (0x08000040) through
+// the guest's stage 1: with the window identity-mapped the interrupt arrives; without it (after a
+// TLBI) it is lost and F_TRANSLATION at InputAddr 0x08000040 reaches the vEVENTQ.
+TEST(NestingWalk, MsiWritesGoThroughStage1) {
+    auto hc = smmuHost();
+    hc.reserved = {{0x08000000, 0x080fffff, "msi"}};
+    Nest f(hc);
+    f.reportTables();
+    auto s1 = f.attachSte(kS1Ste);
+    const int efd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    ASSERT_GE(efd, 0);
+    const int32_t fds[1] = {efd};
+    ASSERT_TRUE(f.dev->setIrqEventfds(VFIO_PCI_MSIX_IRQ_INDEX, 0, fds).ok());
+    auto fired = [&] {
+        uint64_t v = 0;
+        return ::read(efd, &v, 8) == 8 ? v : 0;
+    };
+    f.sd->regWrite(0x70, 0, 4);  // sim extension: fire MSI-X vector 0
+    EXPECT_EQ(fired(), 1u);
+    EXPECT_TRUE(f.events().empty());
+
+    f.put(kRamIpa + kOffL2 + 8 * ((kMsiWindow >> 21) & 511), 0);
+    const std::vector<smmu::Command> asid{tlbiNhAsid(5), {smmu::kOpTlbiNhVaa, kMsiWindow}};
+    ASSERT_TRUE(f.n->invalidate(*f.viommu, asid).ok());
+    f.sd->regWrite(0x70, 0, 4);
+    EXPECT_EQ(fired(), 0u);
+    auto ev = f.events();
+    ASSERT_EQ(ev.size(), 1u);
+    EXPECT_EQ(ev[0].record, (smmu::Event{0x0000004200000010ull, 0x0000020000000000ull, 0x08000040ull, 0}));
+
+    // Mapped elsewhere: the message lands in guest memory as a write, still no interrupt.
+    f.put(kRamIpa + kOffL2 + 8 * ((kMsiWindow >> 21) & 511), (kRamIpa + 0x20000) | 3);
+    f.put(kRamIpa + 0x20000, (kRamIpa + kOffB) | 3 | kLeafAttrs);
+    ASSERT_TRUE(f.n->invalidate(*f.viommu, asid).ok());
+    f.sd->regWrite(0x70, 0, 4);
+    EXPECT_EQ(fired(), 0u);
+    EXPECT_TRUE(f.events().empty());
+    ::close(efd);
 }
 
 // Without the caches (SimHostConfig::smmuCaches off) a PTE change is seen at once.
