@@ -1376,6 +1376,20 @@ struct SimHost::Impl {
                 // The edu has no ATS capability: device_iommu_capable(PCI_ATS_SUPPORTED) is false.
                 cmd.out_capabilities = IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED;
                 cmd.out_max_pasid_log2 = 0;
+                // PASID (SMMUv3 only here): arm_smmu_probe_device() -> arm_smmu_enable_pasid() turns
+                // the device's PASID capability on with the EXEC/PRIV features it supports, and
+                // dev->iommu->max_pasids = min(pci_max_pasids(), 1 << IDR1.SSIDSIZE)
+                // (dev_iommu_get_max_pasids()); iommufd_get_hw_info() reports its log2 and the
+                // enabled EXEC/PRIV bits. The capability register follows the 4-byte header.
+                const SimDevice& sd = *obj(ctx, cmd.dev_id, Obj::Device)->dev;
+                for (auto& c : sd.config().extCaps) {
+                    if (host.config_.hwInfoType != IOMMU_HW_INFO_TYPE_ARM_SMMUV3 || c.id != 0x1b || c.body.size() < 2) continue;
+                    const uint16_t pcap = uint16_t(c.body[0] | (c.body[1] << 8));
+                    const unsigned width = (pcap >> 8) & 0x1f;  // PCI_PASID_CAP_WIDTH
+                    cmd.out_max_pasid_log2 = uint8_t(std::min(width, ssidBits()));
+                    if (pcap & 0x2) cmd.out_capabilities |= IOMMU_HW_CAP_PCI_PASID_EXEC;
+                    if (pcap & 0x4) cmd.out_capabilities |= IOMMU_HW_CAP_PCI_PASID_PRIV;
+                }
                 copyOut(arg, cmd);
                 return 0;
             }

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <tuple>
 
 #include "tests/hostsim/sim_host.h"
 #include "tests/hostsim/sim_smmu_walk.h"
@@ -594,6 +595,32 @@ TEST(NestingWalk, TwoLevelCdTableNeedsCd2l) {
     auto ev = f.events();
     ASSERT_EQ(ev.size(), 1u);
     EXPECT_EQ(ev[0].eventId(), smmu::kEvtCBadSte);
+}
+
+// IOMMU_GET_HW_INFO's PASID answer (what vshost builds the guest's PASID capability from):
+// min(the device's PASID width, IDR1.SSIDSIZE) and the EXEC/PRIV features the kernel enabled.
+TEST(NestingWalk, HwInfoReportsThePasidWidthAndFeatures) {
+    for (auto [ssid, width, expect] : {std::tuple{16u, 20u, 16u}, {16u, 8u, 8u}, {0u, 20u, 0u}}) {
+        auto hc = smmuHost();
+        hc.smmuIdr[1] = (hc.smmuIdr[1] & ~(0x1fu << 6)) | (ssid << 6);
+        SimDeviceConfig dc;
+        dc.pcieCaps = true;
+        // PASID capability: EXEC supported, PRIV not, Max PASID Width `width`; control register 0.
+        dc.extCaps = {{0x1b, 1, 0x100, {uint8_t(0x02), uint8_t(width), 0, 0}}};
+        SimHost host(hc);
+        host.addDevice(dc);
+        auto backend = IommufdBackend::open(host, host.paths()).value();
+        auto dev = backend->openDevice(kBdf).value();
+        VfioOps& ops = *backend;
+        auto hw = ops.nesting().value()->hwInfo(*dev).value();
+        EXPECT_EQ(hw.maxPasidLog2, expect) << ssid << " " << width;
+        EXPECT_TRUE(hw.capabilities & IOMMU_HW_CAP_PCI_PASID_EXEC);
+        EXPECT_FALSE(hw.capabilities & IOMMU_HW_CAP_PCI_PASID_PRIV);
+    }
+    Nest plain(smmuHost(true));  // no PASID capability: no PASID
+    auto hw = plain.n->hwInfo(*plain.dev).value();
+    EXPECT_EQ(hw.maxPasidLog2, 0u);
+    EXPECT_FALSE(hw.capabilities & IOMMU_HW_CAP_PCI_PASID_EXEC);
 }
 
 // PASID-tagged DMA on a domain with no CD table (the IOAS's own domain) is blocked.
