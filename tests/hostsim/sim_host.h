@@ -347,7 +347,9 @@ public:
     // a fault raises its event. Called by the device for every MSI/MSI-X message.
     bool msiWriteReaches(SimDevice& dev);
     // What the nested SMMU does with one transaction of `dev` right now (no data moves, no event
-    // is raised, nothing is cached): for tests that want the walk's answer itself.
+    // is raised, the caches are neither read nor filled; a CD with HA may still get an AF set):
+    // for tests that want the walk's answer itself. nullopt: the device is not behind a vIOMMU's
+    // bypass or translating nested HWPT (or stage1Walk is off).
     std::optional<smmuwalk::Result> smmuTranslate(const SimDevice& dev, uint64_t iova, bool write,
                                                   std::optional<uint32_t> pasid = std::nullopt);
 
