@@ -172,7 +172,6 @@ struct SimHost::Impl {
         bool fdOpen = true;
         std::map<uint32_t, Obj> objs;
         uint32_t nextId = 1;  // xa_alloc with XA_FLAGS_ALLOC1: ids start at 1 (iommufd_fops_open())
-        uint16_t nextVmid = 1;
     };
     struct Handle {
         Kind kind;
@@ -190,6 +189,10 @@ struct SimHost::Impl {
     std::list<Ctx> ctxs;
     std::map<unsigned, Group> groups;
     std::map<int, Handle> handles;
+    // The SMMU's VMID allocator (arm_smmu_domain_finalise_s2(): smmu->vmid_map, from 1). One for
+    // the whole host, so VMIDs never repeat across iommufd contexts or SMMU instances: the walk's
+    // TLB (smmuwalk::Caches) is tagged by VMID.
+    uint16_t nextVmid = 1;
     // Every device's dma-bufs (vfio_pci_core_device::dmabufs); a buf whose fd and mappings are all
     // gone is gone (vfio_pci_dma_buf_release()).
     std::vector<std::weak_ptr<DmaBuf>> dmaBufs;
@@ -1541,7 +1544,7 @@ struct SimHost::Impl {
             if ((cmd.flags & IOMMU_HWPT_ALLOC_NEST_PARENT) && !host.config_.nesting) return fail(EOPNOTSUPP);
             o.ioas = cmd.pt_id;
             o.nestParent = cmd.flags & IOMMU_HWPT_ALLOC_NEST_PARENT;
-            if (o.nestParent) o.vmid = ctx.nextVmid++;
+            if (o.nestParent) o.vmid = nextVmid++;
         } else if (pt->second.type == Obj::Hwpt && !pt->second.nested) {
             // iommufd_hwpt_nested_alloc(): the driver's domain_alloc_nested; arm-smmu-v3 has none
             // (its nested domains come from a vIOMMU).

@@ -282,6 +282,56 @@ TEST(NestingWalk, MsiWritesGoThroughStage1) {
     ::close(efd);
 }
 
+// Two VMs (two iommufd contexts, each its NEST_PARENT and vIOMMU) on one host: their guests use
+// the same ASID and VA for different pages, and the SMMU's TLB keeps them apart by VMID.
+TEST(NestingWalk, TwoVmsWithTheSameAsidDoNotShareTranslations) {
+    SimHost host(smmuHost());
+    SimDeviceConfig d1, d2;
+    d2.bdf = "0000:00:04.0";
+    d2.group = 8;
+    d2.streamIds = {0x10};
+    host.addDevice(d1);
+    host.addDevice(d2);
+    struct Vm {
+        std::vector<uint8_t> ram = std::vector<uint8_t>(0x40000);
+        std::unique_ptr<IommufdBackend> backend;
+        std::unique_ptr<VfioDevice> dev;
+        std::shared_ptr<NestParentHwpt> parent;
+        std::shared_ptr<Viommu> viommu;
+        std::shared_ptr<Vdevice> vdev;
+        std::shared_ptr<NestedHwpt> s1;
+        void put(uint64_t ipa, uint64_t v) { std::memcpy(&ram.at(ipa - kRamIpa), &v, 8); }
+    };
+    Vm vms[2];
+    const char* bdfs[2] = {kBdf, "0000:00:04.0"};
+    for (int i = 0; i < 2; ++i) {
+        Vm& vm = vms[i];
+        vm.backend = IommufdBackend::open(host, host.paths()).value();
+        vm.dev = vm.backend->openDevice(bdfs[i]).value();
+        VfioOps& ops = *vm.backend;
+        auto* n = ops.nesting().value();
+        ASSERT_TRUE(vm.backend->mapDma(kRamIpa, vm.ram.size(), vm.ram.data(), true).ok());
+        vm.parent = n->allocNestParent(*vm.dev).value();
+        vm.viommu = n->allocViommu(*vm.dev, vm.parent, IOMMU_VIOMMU_TYPE_ARM_SMMUV3).value();
+        vm.vdev = n->allocVdevice(*vm.dev, vm.viommu, kVsid).value();
+        // Same CD (ASID 5) and tables in both guests; VM i maps VA_DST to page A + i * 0x1000.
+        vm.put(kRamIpa + kOffCd, kCd0);
+        vm.put(kRamIpa + kOffCd + 8, kRamIpa + kOffL1);
+        vm.put(kRamIpa + kOffL1, (kRamIpa + kOffL2) | 3);
+        vm.put(kRamIpa + kOffL2 + 8 * ((kVaDst >> 21) & 511), (kRamIpa + kOffL3) | 3);
+        vm.put(kRamIpa + kOffL3, (kRamIpa + kOffA + i * 0x1000) | 3 | kLeafAttrsNg);
+        vm.s1 = n->allocNestedHwpt(*vm.dev, vm.viommu, kS1Ste).value();
+        ASSERT_TRUE(n->attach(*vm.dev, vm.s1).ok());
+    }
+    const uint32_t v = 0x5a5a5a5a;
+    ASSERT_TRUE(host.dmaWrite(*host.device(bdfs[0]), kVaDst, &v, 4));
+    ASSERT_TRUE(host.dmaWrite(*host.device(bdfs[1]), kVaDst, &v, 4));
+    EXPECT_EQ(vms[0].ram[kOffA], 0x5a);
+    EXPECT_EQ(vms[0].ram[kOffA + 0x1000], 0);
+    EXPECT_EQ(vms[1].ram[kOffA], 0) << "VM 1 used VM 0's cached translation";
+    EXPECT_EQ(vms[1].ram[kOffA + 0x1000], 0x5a);
+}
+
 // Without the caches (SimHostConfig::smmuCaches off) a PTE change is seen at once.
 TEST(NestingWalk, WithoutCachesAPteChangeIsSeenAtOnce) {
     auto hc = smmuHost();
