@@ -184,7 +184,8 @@ Result Walk::run(const smmu::Ste& vste) {
     const bool tbi = w0 & (upper ? kCd0Tbi1 : kCd0Tbi0);
     const unsigned tsz = unsigned(smmu::field(w0, upper ? kCd0T1sz : kCd0T0sz));
     if (w0 & (upper ? kCd0Epd1 : kCd0Epd0))
-        return addrFault(smmu::kEvtFTranslation, kClassIn, false, 0, upper ? "TTB1 walks disabled (EPD1)" : "TTB0 walks disabled (EPD0)");
+        return addrFault(smmu::kEvtFTranslation, kClassIn, false, 0,
+                         upper ? "TTB1 walks disabled (EPD1)" : "TTB0 walks disabled (EPD0)");
     // Spec 5.4 T0SZ: 16..39 without IDR3.STT / 52-bit VAs; out of range is ILLEGAL (SMMUv3.1+).
     if (tsz < 16 || tsz > 39) return configFault(smmu::kEvtCBadCd, "CD.TxSZ out of range");
     unsigned g;  // granule shift; TG0 and TG1 encode it differently (spec 5.4 TG0, TG1)
@@ -234,7 +235,8 @@ Result Walk::run(const smmu::Ste& vste) {
                 return addrFault(smmu::kEvtFTranslation, kClassIn, false, 0, "reserved level-3 descriptor");
             // Blocks: 1 GiB and 2 MiB with 4K granules, 32 MiB with 16K, 512 MiB with 64K (no FEAT_LPA).
             if (level < 3 && !((g == 12 && (level == 1 || level == 2)) || level == 2))
-                return addrFault(smmu::kEvtFTranslation, kClassIn, false, 0, "block descriptor at a level without blocks");
+                return addrFault(smmu::kEvtFTranslation, kClassIn, false, 0,
+                                 "block descriptor at a level without blocks");
             leaf.size = 1ull << shift;
             leaf.ipa = desc & smmu::mask(47, shift);
             break;
