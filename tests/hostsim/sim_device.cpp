@@ -205,7 +205,10 @@ void SimDevice::signal(int fd) {
 void SimDevice::deliver(uint32_t index, uint32_t vector) {
     if (activeIndex_ != index) return;
     auto& irq = irqs_[index];
-    if (vector < irq.triggers.size()) signal(irq.triggers[vector]);
+    if (vector >= irq.triggers.size()) return;
+    // The message is a DMA write to the doorbell: an SMMU may translate it (and lose it).
+    if ((index == VFIO_PCI_MSI_IRQ_INDEX || index == VFIO_PCI_MSIX_IRQ_INDEX) && !host_.msiWriteReaches(*this)) return;
+    signal(irq.triggers[vector]);
 }
 
 void SimDevice::intxAssert() {
@@ -314,6 +317,7 @@ void SimDevice::resetState() {
     buildConfigSpace();
     liveness_ = fact_ = status_ = irqStatus_ = 0;
     dmaSrc_ = dmaDst_ = dmaCount_ = dmaCmd_ = 0;
+    dmaPasid_ = 0;
     dmaBuf_.fill(0);
     intx_.level = false;
     ++resetCount_;
@@ -338,6 +342,7 @@ uint64_t SimDevice::regRead(uint64_t offset, unsigned size) {
         case 0x88: return dmaDst_;
         case 0x90: return dmaCount_;
         case 0x98: return dmaCmd_;
+        case kRegDmaPasid: return size == 4 ? dmaPasid_ : ~0ull;
     }
     return ~0ull;
 }
@@ -377,6 +382,9 @@ void SimDevice::regWrite(uint64_t offset, uint64_t value, unsigned size) {
         case 0x80: dmaSrc_ = size == 4 ? (dmaSrc_ & ~0xffffffffull) | value : value; break;
         case 0x88: dmaDst_ = size == 4 ? (dmaDst_ & ~0xffffffffull) | value : value; break;
         case 0x90: dmaCount_ = size == 4 ? (dmaCount_ & ~0xffffffffull) | value : value; break;
+        case kRegDmaPasid:
+            if (size == 4) dmaPasid_ = static_cast<uint32_t>(value) & (kDmaPasidEnable | 0xfffff);
+            break;
         case 0x98:
             if (dmaCmd_ & 0x1) break;
             dmaCmd_ = value;
@@ -390,6 +398,8 @@ void SimDevice::runDma() {
     uint64_t devAddr = toRam ? dmaSrc_ : dmaDst_;
     uint64_t iova = (toRam ? dmaDst_ : dmaSrc_) & config_.dmaMask;  // edu_clamp_addr()
     const uint64_t count = dmaCount_;
+    std::optional<uint32_t> pasid;
+    if (dmaPasid_ & kDmaPasidEnable) pasid = dmaPasid_ & 0xfffff;
     auto& log = log::get("hostsim");
     if (devAddr < kEduBuf || count > kEduBufSize || devAddr - kEduBuf > kEduBufSize - count) {
         log.warn("edu {}: DMA device range [{:#x}, +{:#x}) is outside the 4 KiB buffer; ignored", bdf(), devAddr,
@@ -398,9 +408,9 @@ void SimDevice::runDma() {
         host_.dmaFaults_.push_back({bdf(), iova, count, toRam, "bus mastering disabled (PCI_COMMAND_MASTER clear)",
                                     DmaFaultKind::BusMasterDisabled, 0});
     } else if (toRam) {
-        host_.dmaWrite(*this, iova, &dmaBuf_[devAddr - kEduBuf], count);
+        host_.dmaWrite(*this, iova, &dmaBuf_[devAddr - kEduBuf], count, pasid);
     } else {
-        host_.dmaRead(*this, iova, &dmaBuf_[devAddr - kEduBuf], count);
+        host_.dmaRead(*this, iova, &dmaBuf_[devAddr - kEduBuf], count, pasid);
     }
     dmaCmd_ &= ~0x1ull;
     if (dmaCmd_ & 0x4) raise(0x100);

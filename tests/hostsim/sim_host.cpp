@@ -172,7 +172,6 @@ struct SimHost::Impl {
         bool fdOpen = true;
         std::map<uint32_t, Obj> objs;
         uint32_t nextId = 1;  // xa_alloc with XA_FLAGS_ALLOC1: ids start at 1 (iommufd_fops_open())
-        uint16_t nextVmid = 1;
     };
     struct Handle {
         Kind kind;
@@ -190,6 +189,10 @@ struct SimHost::Impl {
     std::list<Ctx> ctxs;
     std::map<unsigned, Group> groups;
     std::map<int, Handle> handles;
+    // The SMMU's VMID allocator (arm_smmu_domain_finalise_s2(): smmu->vmid_map, from 1). One for
+    // the whole host, so VMIDs never repeat across iommufd contexts or SMMU instances: the walk's
+    // TLB (smmuwalk::Caches) is tagged by VMID.
+    uint16_t nextVmid = 1;
     // Every device's dma-bufs (vfio_pci_core_device::dmabufs); a buf whose fd and mappings are all
     // gone is gone (vfio_pci_dma_buf_release()).
     std::vector<std::weak_ptr<DmaBuf>> dmaBufs;
@@ -270,8 +273,9 @@ struct SimHost::Impl {
         auto it = ctx.objs.find(hwpt);
         if (it == ctx.objs.end()) return nullptr;
         // A vIOMMU's nested HWPT whose vSTE aborts (Config abort, or V clear) blocks all DMA
-        // (arm_smmu_make_abort_ste()); bypass is stage 2 alone. A translating vSTE is treated as a
-        // stage-1 identity over stage 2 here: issue 13's stage-1 walk starts from Obj::ste.
+        // (arm_smmu_make_abort_ste()); bypass is stage 2 alone. DMA through a bypass or translating
+        // vSTE goes through the stage-1 walk (SimHost::nestedTransfer()) unless
+        // SimHostConfig::stage1Walk is off; then a translating vSTE is a stage-1 identity here.
         if (it->second.viommu && smmu::steConfig(it->second.ste) == smmu::kCfgAbort) return nullptr;
         if (it->second.nested) return ioasOfHwpt(ctx, it->second.parent);
         auto io = ctx.objs.find(it->second.ioas);
@@ -1138,6 +1142,8 @@ struct SimHost::Impl {
         if (dev.attached) releaseAttachment(ctx, dev.attached);  // replacement
         dev.attached = hwpt;
         ctx.objs[hwpt].users++;
+        // The kernel rewrote the device's STE (and issued CFGI_STE): the SMMU forgets its CDs.
+        for (uint32_t sid : h.dev->config().streamIds) host.smmuCaches_.dropStream(sid);
         a.pt_id = hwpt;
         std::memcpy(reinterpret_cast<void*>(arg), &a, minsz);
         return 0;
@@ -1373,6 +1379,20 @@ struct SimHost::Impl {
                 // The edu has no ATS capability: device_iommu_capable(PCI_ATS_SUPPORTED) is false.
                 cmd.out_capabilities = IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED;
                 cmd.out_max_pasid_log2 = 0;
+                // PASID (SMMUv3 only here): arm_smmu_probe_device() -> arm_smmu_enable_pasid() turns
+                // the device's PASID capability on with the EXEC/PRIV features it supports, and
+                // dev->iommu->max_pasids = min(pci_max_pasids(), 1 << IDR1.SSIDSIZE)
+                // (dev_iommu_get_max_pasids()); iommufd_get_hw_info() reports its log2 and the
+                // enabled EXEC/PRIV bits. The capability register follows the 4-byte header.
+                const SimDevice& sd = *obj(ctx, cmd.dev_id, Obj::Device)->dev;
+                for (auto& c : sd.config().extCaps) {
+                    if (host.config_.hwInfoType != IOMMU_HW_INFO_TYPE_ARM_SMMUV3 || c.id != 0x1b || c.body.size() < 2) continue;
+                    const uint16_t pcap = uint16_t(c.body[0] | (c.body[1] << 8));
+                    const unsigned width = (pcap >> 8) & 0x1f;  // PCI_PASID_CAP_WIDTH
+                    cmd.out_max_pasid_log2 = uint8_t(std::min(width, ssidBits()));
+                    if (pcap & 0x2) cmd.out_capabilities |= IOMMU_HW_CAP_PCI_PASID_EXEC;
+                    if (pcap & 0x4) cmd.out_capabilities |= IOMMU_HW_CAP_PCI_PASID_PRIV;
+                }
                 copyOut(arg, cmd);
                 return 0;
             }
@@ -1524,7 +1544,7 @@ struct SimHost::Impl {
             if ((cmd.flags & IOMMU_HWPT_ALLOC_NEST_PARENT) && !host.config_.nesting) return fail(EOPNOTSUPP);
             o.ioas = cmd.pt_id;
             o.nestParent = cmd.flags & IOMMU_HWPT_ALLOC_NEST_PARENT;
-            if (o.nestParent) o.vmid = ctx.nextVmid++;
+            if (o.nestParent) o.vmid = nextVmid++;
         } else if (pt->second.type == Obj::Hwpt && !pt->second.nested) {
             // iommufd_hwpt_nested_alloc(): the driver's domain_alloc_nested; arm-smmu-v3 has none
             // (its nested domains come from a vIOMMU).
@@ -1736,7 +1756,10 @@ struct SimHost::Impl {
             if ((rc = convertCommand(ctx, viommuId, vmid, cmds[cur]))) break;
             ++cur;
             if (cur != end && cur - last != smmu::kCmdqBatchEntries - 1) continue;
-            for (size_t i = last; i < cur; ++i) host.smmuCommands_.push_back({viommuId, cmds[i]});
+            for (size_t i = last; i < cur; ++i) {
+                host.smmuCommands_.push_back({viommuId, cmds[i]});
+                host.smmuCaches_.apply(cmds[i]);
+            }
             last = cur;
         }
         done = static_cast<uint32_t>(cur);
@@ -1882,6 +1905,8 @@ struct SimHost::Impl {
         }
         return done;
     }
+
+    Obj* walkedDomain(SimDevice& dev, Ctx** ctxOut, uint16_t* vmid);
 
     Obj* deviceObjOf(const SimDevice& d, Ctx** ctxOut) {
         for (auto& ctx : ctxs)
@@ -2429,15 +2454,19 @@ SmmuEventFate SimHost::raiseSmmuEvent(SimDevice& dev, const smmu::Event& record,
     // the vSID (arm_vmaster_report_event()).
     Impl::Ctx* ctx = nullptr;
     Impl::Obj* d = impl_->deviceObjOf(dev, &ctx);
-    if (!d || !d->vmasterVsid || stage2) return SmmuEventFate::HostOnly;
+    auto logged = [&](SmmuEventFate fate) {
+        smmuEvents_.push_back({dev.bdf(), record, stage2, fate});
+        return fate;
+    };
+    if (!d || !d->vmasterVsid || stage2) return logged(SmmuEventFate::HostOnly);
     for (auto& [id, o] : ctx->objs) {
         if (o.type != Impl::Obj::Veventq || o.ref1 != d->vmasterViommu || o.qtype != IOMMU_VEVENTQ_TYPE_ARM_SMMUV3)
             continue;
         smmu::Event e = record;
         e[0] = (e[0] & ~smmu::kEvt0Sid) | smmu::prep(smmu::kEvt0Sid, *d->vmasterVsid);
-        return impl_->reportEvent(o, e);
+        return logged(impl_->reportEvent(o, e));
     }
-    return SmmuEventFate::NoQueue;
+    return logged(SmmuEventFate::NoQueue);
 }
 
 std::optional<SimNestedDomain> SimHost::nestedDomainOf(const SimDevice& dev) const {
@@ -2479,17 +2508,159 @@ bool SimHost::exists(const fs::path& path) {
 
 // ---------------------------------------------------------------- the simulated IOMMU
 
-bool SimHost::dmaRead(SimDevice& dev, uint64_t iova, void* out, size_t size) {
-    return dmaTransfer(dev, iova, static_cast<uint8_t*>(out), size, false);
+bool SimHost::dmaRead(SimDevice& dev, uint64_t iova, void* out, size_t size, std::optional<uint32_t> pasid) {
+    return dmaTransfer(dev, iova, static_cast<uint8_t*>(out), size, false, pasid);
 }
 
-bool SimHost::dmaWrite(SimDevice& dev, uint64_t iova, const void* in, size_t size) {
+bool SimHost::dmaWrite(SimDevice& dev, uint64_t iova, const void* in, size_t size, std::optional<uint32_t> pasid) {
     // dmaTransfer() only reads `buf` for a write.
-    return dmaTransfer(dev, iova, static_cast<uint8_t*>(const_cast<void*>(in)), size, true);
+    return dmaTransfer(dev, iova, static_cast<uint8_t*>(const_cast<void*>(in)), size, true, pasid);
 }
 
-bool SimHost::dmaTransfer(SimDevice& dev, uint64_t iova, uint8_t* buf, size_t size, bool write) {
+namespace {
+// The nested SMMU's view of stage 2: the IOAS the NEST_PARENT HWPT holds.
+smmuwalk::Stage2 stage2Of(const AddressSpace* as) {
+    return [as](uint64_t ipa) -> std::optional<smmuwalk::Stage2Hit> {
+        const Mapping* m = as ? as->find(ipa) : nullptr;
+        if (!m || m->revoked) return std::nullopt;
+        return smmuwalk::Stage2Hit{m->host + (ipa - m->iova), m->iova + m->size - ipa, m->read, m->write};
+    };
+}
+}  // namespace
+
+// The vIOMMU nested HWPT `dev` is attached to, when the walk applies to it (SMMUv3 host with
+// stage1Walk, vSTE bypass or S1: bypass too, for its C_BAD_SUBSTREAMID), else null.
+SimHost::Impl::Obj* SimHost::Impl::walkedDomain(SimDevice& dev, Ctx** ctxOut, uint16_t* vmid) {
+    if (!host.config_.stage1Walk) return nullptr;
+    Ctx* ctx = nullptr;
+    Obj* d = deviceObjOf(dev, &ctx);
+    if (!d || !d->attached) return nullptr;
+    auto it = ctx->objs.find(d->attached);
+    if (it == ctx->objs.end() || !it->second.viommu) return nullptr;
+    const auto cfg = smmu::steConfig(it->second.ste);
+    if (cfg != smmu::kCfgS1Trans && cfg != smmu::kCfgBypass) return nullptr;
+    if (ctxOut) *ctxOut = ctx;
+    if (vmid) {
+        auto vi = ctx->objs.find(it->second.viommu);
+        *vmid = vi != ctx->objs.end() && ctx->objs.count(vi->second.ref1) ? ctx->objs[vi->second.ref1].vmid : 0;
+    }
+    return &it->second;
+}
+
+std::optional<smmuwalk::Result> SimHost::smmuTranslate(const SimDevice& cdev, uint64_t iova, bool write,
+                                                       std::optional<uint32_t> pasid) {
+    SimulatedHostScope scope;
+    auto& dev = const_cast<SimDevice&>(cdev);
+    Impl::Ctx* ctx = nullptr;
+    Impl::Obj* hwpt = impl_->walkedDomain(dev, &ctx, nullptr);
+    if (!hwpt) return std::nullopt;
+    const auto caps = smmuwalk::Caps::fromIdr(config_.smmuIdr.data());
+    const smmuwalk::Transaction t{dev.config().streamIds.at(0), iova, write, pasid, false};
+    return smmuwalk::translate(hwpt->ste, t, caps, stage2Of(impl_->ioasOfHwpt(*ctx, hwpt->parent)));
+}
+
+bool SimHost::msiWriteReaches(SimDevice& dev) {
+    if (!config_.smmuMsiThroughStage1 || config_.hwInfoType != IOMMU_HW_INFO_TYPE_ARM_SMMUV3) return true;
+    Impl::Ctx* ctx = nullptr;
+    uint16_t vmid = 0;
+    Impl::Obj* hwpt = impl_->walkedDomain(dev, &ctx, &vmid);
+    if (!hwpt) return true;
+    std::optional<ReservedRange> msi;
+    for (auto& r : reservedFor(dev.group()))
+        if (r.type == "msi") {
+            msi = r;
+            break;
+        }
+    if (!msi) return true;
+    const uint64_t doorbell = msi->start + 0x40;
+    // Stage 2 of the parent holds the doorbell page the kernel mapped at the SW_MSI IOVA
+    // (iommu_dma_get_msi_page()), besides the IOAS.
+    static uint8_t doorbellPage[kPage];
+    const auto ioas = stage2Of(impl_->ioasOfHwpt(*ctx, hwpt->parent));
+    auto s2 = [&](uint64_t ipa) -> std::optional<smmuwalk::Stage2Hit> {
+        if (ipa >= msi->start && ipa <= msi->last)
+            return smmuwalk::Stage2Hit{doorbellPage + (ipa & (kPage - 1)), kPage - (ipa & (kPage - 1)), false, true};
+        return ioas(ipa);
+    };
+    const auto caps = smmuwalk::Caps::fromIdr(config_.smmuIdr.data());
+    const smmuwalk::Transaction t{dev.config().streamIds.at(0), doorbell, true, std::nullopt, false};
+    const auto r = smmuwalk::translate(hwpt->ste, t, caps, s2, config_.smmuCaches ? &smmuCaches_ : nullptr, vmid);
+    if (r.kind == smmuwalk::Result::Kind::Fault) {
+        recordSmmuFault(dev, r, doorbell, 4, true, std::nullopt);
+        return false;
+    }
+    if (r.ipa != doorbell) {
+        // Stage 1 sent the message elsewhere: a 4-byte write into guest memory, no interrupt.
+        log::get("hostsim").warn("{}: MSI write to {:#x} translated to IPA {:#x}, not the doorbell: interrupt lost",
+                                 dev.bdf(), doorbell, r.ipa);
+        return false;
+    }
+    return true;
+}
+
+void SimHost::recordSmmuFault(SimDevice& dev, const smmuwalk::Result& r, uint64_t at, uint64_t left, bool write,
+                              std::optional<uint32_t> pasid) {
+    DmaFault f{dev.bdf(), at, left, write, r.why, DmaFaultKind::Stage1Fault, 0};
+    f.pasid = pasid;
+    if (r.stage2) {
+        // Stage 2 refused the IPA stage 1 produced (or a table/CD fetch): the same kinds as an
+        // unnested domain.
+        f.kind = r.eventId() == smmu::kEvtFPermission ? (write ? DmaFaultKind::WriteToReadOnly : DmaFaultKind::ReadFromWriteOnly)
+                                                        : DmaFaultKind::NotPresent;
+        f.ipa = smmu::field(r.event[3], smmuwalk::kEvt3Ipa) << 12;
+    }
+    if (r.kind == smmuwalk::Result::Kind::Fault && r.record) {
+        f.smmuEvent = r.event;
+        (void)raiseSmmuEvent(dev, r.event, r.stage2);
+    }
+    dmaFaults_.push_back(std::move(f));
+}
+
+// Page by page as dmaTransfer(), each page's first byte translated by the nested SMMU: the guest's
+// stage 1 (CD table and page tables in guest memory, read through stage 2), then stage 2. The
+// first fault ends the transfer and raises one event (the SMMU's MEV merging aside, a real device
+// would see its DMA aborted at that point too).
+bool SimHost::nestedTransfer(SimDevice& dev, uint64_t iova, uint8_t* buf, size_t size, bool write,
+                             std::optional<uint32_t> pasid) {
+    Impl::Ctx* ctx = nullptr;
+    uint16_t vmid = 0;
+    Impl::Obj* hwpt = impl_->walkedDomain(dev, &ctx, &vmid);
+    const auto caps = smmuwalk::Caps::fromIdr(config_.smmuIdr.data());
+    const auto s2 = stage2Of(impl_->ioasOfHwpt(*ctx, hwpt->parent));
+    smmuwalk::Caches* caches = config_.smmuCaches ? &smmuCaches_ : nullptr;
+    for (uint64_t done = 0; done < size;) {
+        const uint64_t at = iova + done;
+        const smmuwalk::Transaction t{dev.config().streamIds.at(0), at, write, pasid, false};
+        const auto r = smmuwalk::translate(hwpt->ste, t, caps, s2, caches, vmid);
+        if (r.kind != smmuwalk::Result::Kind::Translated && r.kind != smmuwalk::Result::Kind::Bypass) {
+            recordSmmuFault(dev, r, at, size - done, write, pasid);
+            return false;
+        }
+        const uint64_t n = std::min<uint64_t>({size - done, kPage - (at & (kPage - 1)), r.span});
+        if (dmaAudit_) dmaAudit_({dev.bdf(), at, r.host, static_cast<size_t>(n), write});
+        if (write)
+            std::memcpy(r.host, buf + done, n);
+        else
+            std::memcpy(buf + done, r.host, n);
+        done += n;
+    }
+    return true;
+}
+
+bool SimHost::dmaTransfer(SimDevice& dev, uint64_t iova, uint8_t* buf, size_t size, bool write,
+                          std::optional<uint32_t> pasid) {
+    if (impl_->walkedDomain(dev, nullptr, nullptr)) return nestedTransfer(dev, iova, buf, size, write, pasid);
     auto* as = impl_->domainOf(dev);
+    if (pasid) {
+        // Only a nested SMMU domain has a CD table: the other domains the sim offers attach no
+        // PASIDs (IOMMU_HWPT_ALLOC_PASID / pasid attach are not modelled), so the IOMMU finds no
+        // translation for a PASID-tagged transaction.
+        DmaFault f{dev.bdf(), iova, size, write, "PASID-tagged DMA with no domain attached to the PASID",
+                   as ? DmaFaultKind::NotPresent : DmaFaultKind::NoDomain, 0};
+        f.pasid = pasid;
+        dmaFaults_.push_back(std::move(f));
+        return false;
+    }
     if (!as) {
         dmaFaults_.push_back({dev.bdf(), iova, size, write, "device has no IOMMU domain (DMA blocked)",
                               DmaFaultKind::NoDomain, 0});

@@ -43,6 +43,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/hostsim/sim_smmu_walk.h"
 #include "vfio/device.h"
 #include "vfio/host_interface.h"
 #include "vfio/smmuv3.h"
@@ -176,6 +177,21 @@ struct SimHostConfig {
     // IOMMU_FWSPEC_PCI_RC_CANWBS (ACPI IORT): without it, and without IDR3.FWB, IOMMU_VIOMMU_ALLOC
     // is EOPNOTSUPP (arm_smmu_get_viommu_size()): the device-tree case.
     bool canwbs = true;
+    // A device attached to a vIOMMU's nested HWPT whose vSTE translates (Config S1) has its DMA
+    // translated by the guest's stage 1 (sim_smmu_walk.h: CD table and page tables read from guest
+    // memory through stage 2), then stage 2; faults become SMMU events (raiseSmmuEvent()). false:
+    // the stage-1 identity of earlier versions (the DMA address is the IPA).
+    bool stage1Walk = true;
+    // The walk's SMMU keeps CDs and translations until the matching CFGI_CD* / TLBI_NH_* reaches
+    // it through IOMMU_HWPT_INVALIDATE (or an attach rewrites the STE), as hardware and QEMU's
+    // model do: a VMM that drops a guest's invalidation leaves the device on the stale mapping.
+    bool smmuCaches = true;
+    // On an SMMUv3 host the device's MSI write goes to the host's SW_MSI doorbell IOVA (the first
+    // "msi" reserved range + 0x40, where ../shared/smmunest/REPORT.md saw it: 0x08000040) and so,
+    // under a translating nested STE, through the guest's stage 1: the guest must map that VA to the
+    // same IPA (its identity map of the window), else the interrupt is lost and the SMMU raises
+    // F_TRANSLATION at the doorbell address (REPORT step 10). false: MSIs bypass the walk.
+    bool smmuMsiThroughStage1 = true;
 };
 
 // Why the simulated IOMMU blocked a DMA.
@@ -185,6 +201,10 @@ enum class DmaFaultKind {
     ReadFromWriteOnly,  // a read of a mapping without read permission
     NoDomain,           // the device is attached to no domain (DMA blocked)
     BusMasterDisabled,  // PCI_COMMAND_MASTER clear: the device did not issue the DMA
+    // The nested SMMU terminated it before stage 2: the guest's stage 1 (translation, access flag,
+    // permission, address size) or its configuration (C_BAD_CD, C_BAD_SUBSTREAMID, C_BAD_STE,
+    // F_STREAM_DISABLED). DmaFault::smmuEvent holds the record the SMMU wrote (if CD.R asked).
+    Stage1Fault,
 };
 
 struct DmaFault {
@@ -199,6 +219,12 @@ struct DmaFault {
     // reason 5 ("PTE Write access is not set") just like a write to a read-only one, and a read is
     // reason 6 ("PTE Read access is not set"); `kind` keeps the distinction VT-d does not report.
     uint8_t vtdReason = 0;
+    // Nested SMMU translation: the transaction's PASID (SubstreamID), the IPA stage 1 produced
+    // (a stage-2 fault after a successful walk), and the event record the SMMU raised, physical
+    // StreamID (what became of it: SimHost::smmuEvents()).
+    std::optional<uint32_t> pasid;
+    std::optional<uint64_t> ipa;
+    std::optional<vfio::smmuv3::Event> smmuEvent;
 };
 
 struct InjectedFault {
@@ -222,6 +248,15 @@ enum class SmmuEventFate {
     Lost,          // the vEVENTQ was full: counted by the LOST_EVENTS header / sequence gap
     HostOnly,      // no vmaster (no vDEVICE at the last nested attach) or a stage-2 fault: host log
     NoQueue,       // the vIOMMU has no ARM_SMMUV3 vEVENTQ (iommufd_viommu_report_event(): EOPNOTSUPP)
+};
+
+// An SMMU event the simulated hardware raised, in the host's own log (the kernel's dmesg line for
+// the ones it does not forward), with what became of it.
+struct SmmuEventRaised {
+    std::string bdf;
+    vfio::smmuv3::Event record{};  // physical StreamID
+    bool stage2 = false;
+    SmmuEventFate fate = SmmuEventFate::HostOnly;
 };
 
 // The nested domain a device is attached to: the hook for issue 13's stage-1 walk.
@@ -263,9 +298,12 @@ public:
     size_t dmaMappingCount() const;
     size_t iommufdObjectCount() const;
 
-    // Device-side DMA through the simulated IOMMU (the edu DMA engine uses these too).
-    bool dmaRead(SimDevice& dev, uint64_t iova, void* out, size_t size);
-    bool dmaWrite(SimDevice& dev, uint64_t iova, const void* in, size_t size);
+    // Device-side DMA through the simulated IOMMU (the edu DMA engine uses these too). `pasid`: the
+    // transaction carries a PCIe PASID prefix (the SMMU's SubstreamID); only a nested SMMU domain
+    // with a CD table translates it, every other domain blocks it (it has no PASID attachments).
+    bool dmaRead(SimDevice& dev, uint64_t iova, void* out, size_t size, std::optional<uint32_t> pasid = std::nullopt);
+    bool dmaWrite(SimDevice& dev, uint64_t iova, const void* in, size_t size,
+                  std::optional<uint32_t> pasid = std::nullopt);
     // Every fault is recorded, in order (see the class comment for what real VT-d may drop).
     const std::vector<DmaFault>& dmaFaults() const { return dmaFaults_; }
     void clearDmaFaults() { dmaFaults_.clear(); }
@@ -301,6 +339,19 @@ public:
     const std::vector<SmmuCommandIssued>& smmuCommandsIssued() const { return smmuCommands_; }
     SmmuEventFate raiseSmmuEvent(SimDevice& dev, const vfio::smmuv3::Event& record, bool stage2 = false);
     std::optional<SimNestedDomain> nestedDomainOf(const SimDevice& dev) const;
+    // Every event raised (by the walk or raiseSmmuEvent()), in order: the host's own log.
+    const std::vector<SmmuEventRaised>& smmuEvents() const { return smmuEvents_; }
+    // The walk's SMMU caches (SimHostConfig::smmuCaches): CDs and translations held.
+    const smmuwalk::Caches& smmuCaches() const { return smmuCaches_; }
+    // Whether the device's MSI write reaches the doorbell (SimHostConfig::smmuMsiThroughStage1);
+    // a fault raises its event. Called by the device for every MSI/MSI-X message.
+    bool msiWriteReaches(SimDevice& dev);
+    // What the nested SMMU does with one transaction of `dev` right now (no data moves, no event
+    // is raised, the caches are neither read nor filled; a CD with HA may still get an AF set):
+    // for tests that want the walk's answer itself. nullopt: the device is not behind a vIOMMU's
+    // bypass or translating nested HWPT (or stage1Walk is off).
+    std::optional<smmuwalk::Result> smmuTranslate(const SimDevice& dev, uint64_t iova, bool write,
+                                                  std::optional<uint32_t> pasid = std::nullopt);
 
     // HostInterface.
     Result<int> open(const std::string& path, int flags) override;
@@ -320,7 +371,13 @@ public:
     struct Impl;  // the kernel-side state (sim_host.cpp)
 
 private:
-    bool dmaTransfer(SimDevice& dev, uint64_t iova, uint8_t* buf, size_t size, bool write);
+    bool dmaTransfer(SimDevice& dev, uint64_t iova, uint8_t* buf, size_t size, bool write,
+                     std::optional<uint32_t> pasid = std::nullopt);
+    // dmaTransfer() through a vIOMMU's nested HWPT with stage 1 in use.
+    bool nestedTransfer(SimDevice& dev, uint64_t iova, uint8_t* buf, size_t size, bool write,
+                        std::optional<uint32_t> pasid);
+    void recordSmmuFault(SimDevice& dev, const smmuwalk::Result& r, uint64_t at, uint64_t left, bool write,
+                         std::optional<uint32_t> pasid);
     // Asks the process-wide HostCallObserver (host_call_observer.h) whether `call` should fail.
     static int observe(const std::string& call);
     // Whether [va, va + len) overlaps an mmap of a device BAR handed out by mmap().
@@ -353,6 +410,8 @@ private:
     size_t dmaDroppedByClose_ = 0;  // see SimHostLeftovers
     std::function<void(const DmaAccess&)> dmaAudit_;
     std::vector<SmmuCommandIssued> smmuCommands_;
+    std::vector<SmmuEventRaised> smmuEvents_;
+    smmuwalk::Caches smmuCaches_;
 
     friend class SimDevice;
     friend struct Impl;
@@ -389,6 +448,12 @@ public:
     uint16_t command() const;
     // PMCSR's power-state field (0 = D0 ... 3 = D3hot); 0 without the PM capability.
     unsigned powerState() const;
+
+    // Sim extension of edu: BAR0 offset 0xa0 (4 bytes) holds the PASID the DMA engine's
+    // transactions carry: bit 31 set sends a PASID prefix with the PASID in bits 19:0 (a device
+    // with PASID support; see SimHost::dmaRead()). Reset clears it.
+    static constexpr uint64_t kRegDmaPasid = 0xa0;
+    static constexpr uint32_t kDmaPasidEnable = 1u << 31;
 
     // Register-level access to the trapped BAR (what pread/pwrite on the device fd reach).
     uint64_t regRead(uint64_t offset, unsigned size);
@@ -445,6 +510,7 @@ private:
     // edu registers
     uint32_t liveness_ = 0, fact_ = 0, status_ = 0, irqStatus_ = 0;
     uint64_t dmaSrc_ = 0, dmaDst_ = 0, dmaCount_ = 0, dmaCmd_ = 0;
+    uint32_t dmaPasid_ = 0;  // sim extension at 0xa0 (sim_device.cpp)
     std::array<uint8_t, 4096> dmaBuf_{};
     unsigned resetCount_ = 0;
     uint64_t delivered_ = 0;
