@@ -69,6 +69,10 @@ struct VfioPciConfig {
     vfio::BackendKind backend = vfio::BackendKind::Auto;
     std::optional<uint8_t> slot;  // guest device number on bus 0 (1..31); default: lowest free
     bool p2p = true;              // DMA-map the device's mmapped BAR areas at their guest address
+    // JSON "viommu": behind the VM's virtual IOMMU (the top-level "viommu"); as written, and as
+    // resolved by the loader (not written: true when the VM has one).
+    std::optional<bool> viommuRequested;
+    bool viommu = false;
 };
 
 // One entry of the "devices" array.
@@ -106,6 +110,13 @@ struct VfioHostConfig {
 // went wrong). Restarting the guest is not offered yet.
 enum class RebootAction { Exit, Error };
 
+// JSON "viommu": a virtual IOMMU in front of the assigned devices, bound to the host's IOMMU
+// through iommufd nesting (docs/vsmmu.md). The guest runs its own IOMMU driver.
+struct ViommuConfig {
+    enum class Type { SmmuV3 };  // "smmuv3": an Arm SMMUv3 (arm64 guests, docs/vsmmu.md)
+    Type type = Type::SmmuV3;
+};
+
 struct VmConfig {
     std::filesystem::path sourceFile;  // the JSON file this came from, for messages
     unsigned vcpus = 1;
@@ -117,6 +128,7 @@ struct VmConfig {
     std::vector<DeviceConfig> devices;
     VfioHostConfig vfioHost;  // JSON: "vfio_host"
     RebootAction onReboot = RebootAction::Exit;  // JSON: "on_reboot"
+    std::optional<ViommuConfig> viommu;          // JSON: "viommu"
 };
 
 constexpr unsigned kMaxVcpus = 32;
