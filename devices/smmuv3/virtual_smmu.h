@@ -75,6 +75,12 @@ public:
     // were dropped before they reached us. Safe from any thread.
     void deliverEvents(std::span<const Event> events, uint32_t lost);
 
+    // The binding's streams() changed (a device was assigned or removed, the guest renumbered its
+    // bus): forget the configuration of streams no longer bound and set every bound stream from
+    // the guest's stream table (or GBPA while SMMUEN is clear), as SMMUEN 0->1 does. Call it on
+    // a thread that may call the binding (not with the binding's own locks held).
+    void rebindStreams();
+
     // The IDR words the guest sees.
     std::array<uint32_t, 6> idrs() const;
     VirtualSmmuStats stats() const;
