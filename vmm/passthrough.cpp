@@ -79,11 +79,18 @@ Result<void> Passthrough::build(const VmConfig& config, const VfioHostFactory& h
         auto dev = TRY(VfioPciDevice::create(std::move(vdev), platform, name));
         TRY(placeBars(*dev, *backend));
         const uint8_t devfn = TRY(root_->addDevice(dev, slot));
-        devices_.push_back({dev, devfn, bdf, backend->kind()});
+        devices_.push_back({dev, devfn, bdf, backend->kind(), d.viommu});
         log.info("passthrough: {} on {} backend{}", name, backend->backendName(),
                  d.p2p ? "" : "; p2p off: its BARs stay out of the IOMMU, and DMA from other devices to them faults");
     }
     return success();
+}
+
+Result<vfio::IommuNesting*> Passthrough::nesting(vfio::BackendKind kind) {
+    auto it = backends_.find(kind);
+    if (it == backends_.end())
+        return Error(fmt::format("passthrough: no {} backend is open", vfio::backendKindName(kind)), ENOENT);
+    return it->second.backend->nesting();
 }
 
 // KVM must know every VFIO group / cdev the VM uses (coherency, arch hooks), and before the device

@@ -71,8 +71,13 @@ public:
         uint8_t devfn = 0;
         std::string hostBdf;
         vfio::BackendKind backend = vfio::BackendKind::Auto;
+        bool viommu = false;  // behind the virtual IOMMU (config "viommu")
     };
     const std::vector<Assigned>& devices() const { return devices_; }
+
+    // The iommufd nesting objects of the backend the devices behind the virtual IOMMU use
+    // (iommufd; an error naming why when it has none).
+    Result<vfio::IommuNesting*> nesting(vfio::BackendKind kind);
 
     // {"host": "real"|"simulated", "devices": [...], "dma_faults": [...]} (docs/config.md).
     nlohmann::json stats() const;
