@@ -50,6 +50,12 @@ Result<void> Passthrough::build(const VmConfig& config, const VfioHostFactory& h
     }
 
     host_ = TRY_CTX(hosts(config.vfioHost), "passthrough");
+    if (config.viommu) {
+        // A platform without a vIOMMU slot refuses here, before any device is opened (the same
+        // refusal VirtualIommu would give).
+        auto slot = TRY_CTX(env_.platform.viommuSlot(config.viommu->type), "virtual IOMMU");
+        if (slot.msiDoorbell) doorbellRouter_.emplace(msiRouter_, *slot.msiDoorbell);
+    }
 
     for (const auto& entry : config.devices) {
         if (!entry.vfioPci) continue;
@@ -72,7 +78,8 @@ Result<void> Passthrough::build(const VmConfig& config, const VfioHostFactory& h
         platform.mmio = &env_.mmio;
         platform.pio = &env_.pio;
         platform.mapper = &mapper_;
-        platform.msi = &msiRouter_;
+        platform.msi = d.viommu && doorbellRouter_ ? static_cast<devices::pci::MsiRouter*>(&*doorbellRouter_)
+                                                   : static_cast<devices::pci::MsiRouter*>(&msiRouter_);
         platform.intx = &intxRouter_;
         platform.intxGsi = env_.platform.pciIntxGsi(slot);
         platform.dma = d.p2p ? static_cast<vfio::VfioOps*>(backend) : nullptr;

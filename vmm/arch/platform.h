@@ -84,6 +84,10 @@ struct ViommuSlot {
     uint32_t eventqLine = 0;
     uint32_t gerrorLine = 0;
     uint32_t cmdqSyncLine = 0;
+    // The guest-physical address of the MSI doorbell every MSI of a device behind the vIOMMU is
+    // routed to (the guest programs stage-1 IOVAs; vmm/doorbell_msi_router.h). nullopt: MSI
+    // addresses are routed as the guest wrote them.
+    std::optional<uint64_t> msiDoorbell;
 };
 
 // What the firmware tables say about the virtual IOMMU the Machine built in viommuSlot().

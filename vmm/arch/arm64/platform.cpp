@@ -141,8 +141,10 @@ Result<std::unique_ptr<arch::PlatformDevices>> Arm64Platform::createDevices(arch
 }
 
 Result<arch::ViommuSlot> Arm64Platform::viommuSlot(ViommuConfig::Type) const {
+    // GITS_TRANSLATER (offset 0x40 of the ITS's translater frame): the one MSI controller.
+    constexpr uint64_t kGitsTranslater = Layout::kItsTranslaterFrame + 0x40;
     return arch::ViommuSlot{{Layout::kVsmmuBase, Layout::kVsmmuSize}, irqLineSpi(Layout::kVsmmuEventqSpi),
-                            irqLineSpi(Layout::kVsmmuGerrorSpi), irqLineSpi(Layout::kVsmmuCmdqSyncSpi)};
+                            irqLineSpi(Layout::kVsmmuGerrorSpi), irqLineSpi(Layout::kVsmmuCmdqSyncSpi), kGitsTranslater};
 }
 
 Result<void> Arm64Platform::initVcpu(Vcpu& vcpu, unsigned count) {
