@@ -71,7 +71,9 @@ Result<void> VirtualIommu::build(const ViommuConfig& config) {
 }
 
 arch::ViommuDescription VirtualIommu::description() const {
-    return {config_.type, binding_ && binding_->coherent()};
+    arch::ViommuDescription d{config_.type, binding_ && binding_->coherent(), {}};
+    if (binding_) d.requesterIds = binding_->streams();
+    return d;
 }
 
 nlohmann::json VirtualIommu::stats() const {

@@ -27,6 +27,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/result.h"
 #include "base/unique_fd.h"
@@ -94,6 +95,7 @@ struct ViommuSlot {
 struct ViommuDescription {
     ViommuConfig::Type type = ViommuConfig::Type::SmmuV3;
     bool dmaCoherent = false;  // the host IOMMU's table walks are cache-coherent
+    std::vector<uint32_t> requesterIds;  // the fronted functions on bus 0 (= their StreamIDs)
 };
 
 struct BootContext {

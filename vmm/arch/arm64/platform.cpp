@@ -163,8 +163,10 @@ Result<std::string> Arm64Platform::boot(const arch::BootContext& c) {
     std::optional<VsmmuFdt> vsmmu;
     std::vector<const FdtExtension*> extensions;
     if (c.viommu) {
+        // The MSI window identity-mapped at stage 1 for the fronted functions (docs/vsmmu.md).
         vsmmu.emplace(VsmmuFdtParams{layout.vsmmu(), Layout::kVsmmuEventqSpi, Layout::kVsmmuGerrorSpi,
-                                     Layout::kVsmmuCmdqSyncSpi, c.viommu->dmaCoherent});
+                                     Layout::kVsmmuCmdqSyncSpi, c.viommu->dmaCoherent, layout.msiWindow(),
+                                     c.viommu->requesterIds});
         extensions.push_back(&*vsmmu);
     }
 

@@ -15,9 +15,22 @@
 //   pcie@...: iommu-map = <0 &smmu 0 0x10000>;
 //
 // No msi-parent: the vSMMU has no MSI (IDR0.MSI clear), its interrupts are the wired SPIs.
+//
+// The MSI window's identity mapping (docs/vsmmu.md, "MSI doorbell"): each fronted function gets
+// a child node of the host bridge (`device@S[,F]`, reg = its config address) whose memory-region
+// names one reserved-memory node over the MSI window, whose iommu-addresses map the same range
+// for each of them. Linux's of_iommu_get_resv_regions() turns that into an IOMMU_RESV_DIRECT
+// region (reg equal to the IOVA range): the guest's DMA domain maps IOVA 0x0800_0000 to IPA
+// 0x0800_0000, which the device's MSI writes (to the host's doorbell IOVA) need at stage 1.
+//
+//   reserved-memory { msi-doorbell@8000000 { reg = <window>; no-map;
+//                     iommu-addresses = <&dev 0 0 base 0 size>, ...; }; };   PCI cells: 3 + 2
+//   pcie@...: device@3 { reg = <0x1800 0 0 0 0>; memory-region = <&rmr>; };
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "memory/address_range.h"
 #include "vmm/arch/arm64/fdt.h"
@@ -30,17 +43,23 @@ struct VsmmuFdtParams {
     uint32_t gerrorSpi = 0;
     uint32_t cmdqSyncSpi = 0;
     bool dmaCoherent = false;
+    // Identity-mapped at stage 1 for every fronted function (requester ids on bus 0); empty
+    // window or no ids: no reserved-memory node.
+    memory::AddressRange msiWindow;
+    std::vector<uint32_t> requesterIds;
 };
 
 class VsmmuFdt final : public FdtExtension {
 public:
     static constexpr const char* kPhandleName = "smmu";
+    static constexpr const char* kRmrPhandleName = "smmu-msi-rmr";
     explicit VsmmuFdt(VsmmuFdtParams params) : p_(params) {}
     void reservePhandles(FdtPhandles& phandles) const override;
     Result<void> writeRootNodes(FdtWriter& w, const FdtPhandles& phandles) const override;
     Result<void> writePciHostProperties(FdtWriter& w, const FdtPhandles& phandles) const override;
 
 private:
+    bool writesRmr() const;
     VsmmuFdtParams p_;
 };
 

@@ -121,7 +121,9 @@ TEST(Arm64Fdt, MatchesTheGoldenSource) {
 }
 
 VsmmuFdtParams vsmmuParams(const Layout& l) {
-    return {l.vsmmu(), Layout::kVsmmuEventqSpi, Layout::kVsmmuGerrorSpi, Layout::kVsmmuCmdqSyncSpi, true};
+    // Two fronted functions: 00:03.0 and 00:04.1.
+    return {l.vsmmu(), Layout::kVsmmuEventqSpi, Layout::kVsmmuGerrorSpi, Layout::kVsmmuCmdqSyncSpi, true, l.msiWindow(),
+            {0x18, 0x21}};
 }
 
 std::vector<uint8_t> vsmmuBlob(VsmmuFdtParams (*params)(const Layout&) = vsmmuParams) {
