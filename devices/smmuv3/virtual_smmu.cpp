@@ -4,6 +4,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include <fmt/format.h>
@@ -93,6 +94,12 @@ CommandKind classify(uint8_t op) {
             // STALL_TERM (no PRI, no stalls) and anything unknown: CERROR_ILL.
             return v::forwardedOpcode(op) ? CommandKind::Forward : CommandKind::Illegal;
     }
+}
+
+// The room's logger, looked up once (and no temporary name string inside the switches below).
+log::Logger& logger() {
+    static log::Logger& l = log::get("devices");
+    return l;
 }
 
 // Interrupts to raise once every lock is released.
@@ -234,9 +241,10 @@ void VirtualSmmu::State::writeWordPlain(uint32_t off, uint32_t value) {
         case kStrtabBaseCfg: if (!smmuEn) strtabBaseCfg = value & kStrtabCfg; break;
         case kCmdqBase: if (!cmdqEn) setLo(cmdqBase, kQBase, value); break;
         case kCmdqBase + 4: if (!cmdqEn) setHi(cmdqBase, kQBase, value); break;
-        // Software moves CONS only while the queue is off or stopped on an error.
+        // Software moves CONS only while the queue is off or stopped on an error; ERR is the
+        // model's report.
         case kCmdqCons:
-            if (!cmdqEn || cmdqErrorActive()) cmdqCons = value & (kCmdqConsErr | ((2u << kCmdqShift) - 1));
+            if (!cmdqEn || cmdqErrorActive()) cmdqCons = (cmdqCons & kCmdqConsErr) | (value & ((2u << kCmdqShift) - 1));
             break;
         case kEvtqBase: if (!evtqEn) setLo(evtqBase, kQBase, value); break;
         case kEvtqBase + 4: if (!evtqEn) setHi(evtqBase, kQBase, value); break;
@@ -311,8 +319,8 @@ SanitizedSte VirtualSmmu::State::evaluate(uint32_t sid, Pulses& p) {
         case SteLookup::Found:
             result = sanitizeSte(read.ste, limits);
             if (!result.refused) return result;
-            log::get("devices").debug("{}: StreamID {:#x}: STE {:#x} {:#x} refused (C_BAD_STE)", name, sid,
-                                      read.ste[0], read.ste[1]);
+            logger().debug("{}: StreamID {:#x}: STE {:#x} {:#x} refused (C_BAD_STE)", name, sid,
+                           read.ste[0], read.ste[1]);
             event = makeEvent(v::kEvtCBadSte, sid);
             break;
         case SteLookup::NoL2: return {kSteAbort, false};  // an absent STE is an abort, like V clear
@@ -339,8 +347,8 @@ void VirtualSmmu::State::setStream(uint32_t sid, const SanitizedSte& target, Pul
         applied[sid] = target.ste;
         return;
     }
-    log::get("devices").warn("{}: StreamID {:#x}: host refused STE {:#x} {:#x}: {}", name, sid, target.ste[0],
-                             target.ste[1], r.error().describe());
+    logger().warn("{}: StreamID {:#x}: host refused STE {:#x} {:#x}: {}", name, sid, target.ste[0],
+                  target.ste[1], r.error().describe());
     {
         std::lock_guard lock(regMutex);
         const Event e = makeEvent(v::kEvtCBadSte, sid);
@@ -383,7 +391,8 @@ void VirtualSmmu::State::processCmdq(Pulses& p) {
         raiseGerror(kGerrorCmdqErr, p);  // the queue stops until GERRORN acknowledges it
     };
     std::vector<Command> batch;
-    std::vector<uint32_t> batchAt;  // the queue position of each batched command
+    std::vector<uint32_t> batchAt;
+    std::optional<std::vector<uint32_t>> bound;  // binding.streams(), asked once per run  // the queue position of each batched command
     auto flush = [&]() -> bool {
         if (batch.empty()) return true;
         uint32_t done = 0;
@@ -395,8 +404,8 @@ void VirtualSmmu::State::processCmdq(Pulses& p) {
         }
         if (!r.ok()) {
             const size_t k = std::min<size_t>(done, batch.size() - 1);
-            log::get("devices").debug("{}: invalidation {} of {} ({}) failed: {}", name, k, batch.size(),
-                                      v::opcodeName(v::opcode(batch[k])), r.error().describe());
+            logger().debug("{}: invalidation {} of {} ({}) failed: {}", name, k, batch.size(),
+                           v::opcodeName(v::opcode(batch[k])), r.error().describe());
             fail(batchAt[k], kCerrorIll);
             batch.clear();
             batchAt.clear();
@@ -420,6 +429,13 @@ void VirtualSmmu::State::processCmdq(Pulses& p) {
         const uint8_t op = v::opcode(*cmd);
         switch (classify(op)) {
             case CommandKind::Forward:
+                // CFGI_CD(_ALL) of a stream the host does not front concerns only the guest's own
+                // configuration (the host would refuse the unknown vSID): done, nothing to send.
+                if (v::carriesStreamId(op)) {
+                    if (!bound) bound = binding.streams();
+                    const uint32_t sid = field((*cmd)[0], v::kCfgi0Sid);
+                    if (std::find(bound->begin(), bound->end(), sid) == bound->end()) break;
+                }
                 batch.push_back(*cmd);
                 batchAt.push_back(cursor);
                 if (batch.size() >= kMaxBatch && !flush()) return;
@@ -451,8 +467,8 @@ void VirtualSmmu::State::processCmdq(Pulses& p) {
             }
             case CommandKind::Ignore: break;
             case CommandKind::Illegal:
-                log::get("devices").debug("{}: illegal command {:#x} ({}) at CONS {:#x}", name, op, v::opcodeName(op),
-                                          cursor);
+                logger().debug("{}: illegal command {:#x} ({}) at CONS {:#x}", name, op, v::opcodeName(op),
+                               cursor);
                 if (flush()) fail(cursor, kCerrorIll);
                 return;
         }

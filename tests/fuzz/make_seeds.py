@@ -77,3 +77,35 @@ for v in range(4):
           + u8(3) + u8(200) + u32(0xffffffff) + u8(7 | (1 << 3)) + barw(0, 2) + u8(3) + u8(0))
     write('bar_reloc', f'msi_window_above4g_v{v}', u8(v) + barw(2, 6) + u8(3) + u8(0) + CMD(1) + u8(3) + u8(1)
           + u8(5 | 0x80) + u8(7) + u8(7))
+
+# ---- vsmmu: byte 0 = variant (bits 1:0 StreamID set, 3:2 how many, 5:4 refusals, 6 invalidate
+# fails at bit 7's index, 7 CD2L + PASIDs); then one opcode byte per step, op % 13 = kind, bit 7 a flag.
+def vop(kind, flag=False):
+    return u8(next(b for b in range(256) if b % 13 == kind and bool(b & 0x80) == flag))
+
+def vgpa(off):  # Harness::gpa(): sel = the offset into guest RAM (low nibble 0)
+    return u16(off & 0x7ff0)
+
+def vprobe(f, strtab=0x0000, cmdq=0x2000, evtq=0x3000):  # f: 1 2-level, 2 SPLIT 6, 4 CMDQ 256, 8 EVTQ 256
+    return vop(10) + u8(f) + vgpa(strtab) + vgpa(cmdq) + vgpa(evtq)
+
+def vste(l2, ctx, extra0=0, extra1=0, which=0):  # a plausible stage-1 STE of bound stream `which`
+    return vop(5) + u8(which) + vgpa(l2) + u8(0x05) + u64(extra0) + u64(extra1) + vgpa(ctx)
+
+def vcmd(k, d0=0, d1=0, n=0):  # k: kOps index | flags (0x40 bound sid, 0x10 copies, 8 + CMD_SYNC)
+    return vop(3) + u8(k) + u64(d0) + u64(d1) + (u8(n) if k & 0x10 else b'') + (u32(0) if k & 4 else b'')
+
+def kops(index, flags):
+    return next(k for k in range(128) if k % 18 == index and (k & flags) == flags)
+
+CFGI_STE, TLBI_VA = 0, 3
+write('vsmmu', 'probe_2lvl_ste_cfgi', u8(0x04) + vprobe(0x0d) + vste(0x4000, 0x6000, 3 << 59, 0xd4)
+      + vcmd(kops(CFGI_STE, 0x48)) + vop(7) + u8(3) + b''.join(u16(0x10) + u64(i) + u64(0) for i in range(3)))
+write('vsmmu', 'tlbi_batch_host_fails', u8(0xc0) + vprobe(0x0d) + vcmd(kops(TLBI_VA, 0x18), 7 << 48, 0x1000, 3)
+      + vop(9, True) + vcmd(kops(TLBI_VA, 0x08)))
+write('vsmmu', 'linear_small_evtq_overflow', u8(0x08) + vprobe(0x44, 0x4000) + vste(0, 0x6000)
+      + vcmd(kops(CFGI_STE, 0x48)) + vop(7) + u8(10) + b'\0' * 180 + vop(8, True) + vop(7, True) + u8(2) + b'\0' * 36 + u8(9))
+write('vsmmu', 'illegal_then_recover', u8(0x00) + vprobe(0x05) + vop(3) + u8(0x80 | 8) + u8(0x20) + u64(0) + u64(0)
+      + vop(9, True) + vcmd(kops(1, 0x60), 0, 31))
+write('vsmmu', 'renumber_and_gbpa', u8(0x2c) + vprobe(0x0f) + vste(0x4000, 0x6000, which=1) + vop(12) + u8(3) + u8(0x10) + u8(0x11) + u8(0x12)
+      + vop(0) + u8(3) + u32(0x80100000) + vop(0) + u8(0) + u32(0x8) + vop(0) + u8(0) + u32(0xd))

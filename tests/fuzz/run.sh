@@ -23,7 +23,7 @@ while [ $# -gt 0 ]; do
     *) targets+=("$1"); shift ;;
   esac
 done
-[ ${#targets[@]} -gt 0 ] || targets=(config bus pci_config msix bar_reloc)
+[ ${#targets[@]} -gt 0 ] || targets=(config bus pci_config msix bar_reloc vsmmu)
 build="$(cd "$build" && pwd)"
 status=0
 for t in "${targets[@]}"; do

@@ -2,6 +2,9 @@
 // derived from the host's, Linux's probe and reset sequence, GBPA and SMMUEN, CFGI_STE/RANGE/ALL
 // over linear and 2-level tables, invalidation batching per CMD_SYNC and a host failure at the k-th
 // command, illegal commands, and event delivery with wrap and overflow.
+#include <atomic>
+#include <thread>
+
 #include "tests/unit/devices/smmuv3_fixture.h"
 
 using namespace conduit;
@@ -328,6 +331,19 @@ TEST_F(SmmuFixture, InvalidationsBatchedPerSync) {
     EXPECT_EQ(r32(reg::kCmdqCons), r32(reg::kCmdqProd));
 }
 
+TEST_F(SmmuFixture, CfgiCdOfAStreamTheHostDoesNotFrontIsNotSent) {
+    probeLikeLinux();
+    binding.calls.clear();
+    const Command mine = cmd(v::kOpCfgiCd, v::prep(v::kCfgi0Sid, 0x108));
+    const Command other = cmd(v::kOpCfgiCdAll, v::prep(v::kCfgi0Sid, 0x30));
+    issue({other, mine, cmd(v::kOpCfgiCd, v::prep(v::kCfgi0Sid, 0x31)), cmdSync()});
+    const auto inv = binding.invalidations();
+    ASSERT_EQ(inv.size(), 1u);
+    EXPECT_EQ(inv[0].commands, std::vector<Command>{mine});
+    EXPECT_EQ(r32(reg::kCmdqCons), r32(reg::kCmdqProd));
+    EXPECT_EQ(r32(reg::kGerror), 0u);
+}
+
 TEST_F(SmmuFixture, CfgiSteFlushesEarlierInvalidationsFirst) {
     probeLikeLinux();
     writeSte(0x10, s1Ste(kRam + 0x8000));
@@ -405,6 +421,17 @@ TEST_F(SmmuFixture, CommandFetchAbort) {
     EXPECT_TRUE(r32(reg::kGerror) & reg::kGerrorCmdqErr);
 }
 
+// F9 (docs/reliability.md): CONS.ERR is the model's report, never what the guest wrote.
+TEST_F(SmmuFixture, CmdqConsErrIsNotTheGuests) {
+    w32(reg::kCmdqCons, v::prep(reg::kCmdqConsErr, 0x55) | 7);
+    EXPECT_EQ(r32(reg::kCmdqCons), 7u);
+    probeLikeLinux();
+    issue({cmd(0x7f)});
+    const uint32_t cons = r32(reg::kCmdqCons);
+    w32(reg::kCmdqCons, cons & 0x1ff);  // stopped: the guest may move CONS, not clear ERR
+    EXPECT_EQ(r32(reg::kCmdqCons), cons);
+}
+
 TEST_F(SmmuFixture, QueueWrapsAndSyncInterruptOnlyForCsIrq) {
     probeLikeLinux();
     binding.calls.clear();
@@ -476,4 +503,66 @@ TEST_F(SmmuFixture, RebindStreamsForgetsOldAndSetsNew) {
     ASSERT_EQ(binding.sets().size(), 1u);  // 0x10 is unchanged (abort); 0x20 is new
     EXPECT_EQ(binding.sets()[0].sid, 0x20u);
     EXPECT_EQ(binding.sets()[0].ste, s1Ste(kRam + 0x8000));
+}
+
+// ---- threads ---------------------------------------------------------------------------------------------
+
+// The binding may deliver events from inside its own calls (its event thread racing a vCPU, here
+// on the same thread): the model holds no lock deliverEvents() needs across a binding call.
+TEST_F(SmmuFixture, BindingMayDeliverEventsFromInsideItsCalls) {
+    struct Reentrant final : StreamBinding {
+        VirtualSmmu* smmu = nullptr;
+        int sets = 0, invalidations = 0;
+        std::vector<uint32_t> streams() const override { return {0x10}; }
+        Result<void> setStream(uint32_t, const Ste&) override {
+            ++sets;
+            const Event e{v::kEvtFTranslation, 0, 0, 0};
+            smmu->deliverEvents(std::span(&e, 1), 0);
+            return success();
+        }
+        Result<void> invalidate(std::span<const Command> c, uint32_t* done) override {
+            ++invalidations;
+            smmu->deliverEvents({}, 1);
+            *done = static_cast<uint32_t>(c.size());
+            return success();
+        }
+    } reentrant;
+    smmu = take(VirtualSmmu::create("v", qemuHost(), mem, reentrant, {&evtqIrq, &gerrorIrq, &syncIrq}));
+    reentrant.smmu = smmu.get();
+    probeLikeLinux();  // would deadlock if a binding call ran under the register lock
+    writeSte(0x10, s1Ste(kRam + 0x8000));
+    issue({tlbiVa(1, 0), cfgiSte(0x10), cmdSync()});
+    EXPECT_EQ(reentrant.sets, 3);  // bypass (CFGI_ALL), abort (SMMUEN), S1
+    EXPECT_EQ(reentrant.invalidations, 2);
+    EXPECT_EQ(smmu->stats().eventsDelivered, 2u);  // from the abort and S1 settings (SMMUEN set)
+}
+
+// Events from a host thread while a vCPU issues commands and drains the queue: every record
+// offered is either delivered or counted lost, and no STE is dirty.
+TEST_F(SmmuFixture, EventsFromAnotherThreadWhileCommandsRun) {
+    probeLikeLinux();
+    writeSte(0x10, s1Ste(kRam + 0x8000));
+    std::atomic<bool> stop{false};
+    uint64_t offered = 0;
+    std::thread host([&] {
+        const std::vector<Event> evs(7, Event{v::kEvtFTranslation | v::prep(v::kEvt0Sid, 0x10), 0, 0, 0});
+        for (int i = 0; i < 5000; ++i) {
+            smmu->deliverEvents(evs, i % 3);
+            offered += evs.size() + i % 3;
+        }
+        stop = true;
+    });
+    uint64_t rounds = 0;
+    while (!stop || rounds < 100) {
+        writeSte(0x10, s1Ste(kRam + 0x1000 * (1 + rounds % 4)));
+        issue({tlbiVa(1, rounds << 12), cfgiSte(0x10), cmdSync()});
+        w32(reg::kEvtqCons, r32(reg::kEvtqProd));
+        ++rounds;
+    }
+    host.join();
+    const auto st = smmu->stats();
+    EXPECT_EQ(st.eventsDelivered + st.eventsLost, offered);
+    EXPECT_EQ(st.syncs, 2 + rounds);
+    EXPECT_EQ(r32(reg::kCmdqCons), r32(reg::kCmdqProd));
+    EXPECT_EQ(binding.dirty, 0u);
 }
