@@ -74,7 +74,11 @@ Result<NestedSmmuBinding::Unit*> NestedSmmuBinding::unitFor(vfio::VfioDevice& de
     // behind another SMMU instance (the stage-2 domain may be shared across instances, so the
     // attach alone does not tell).
     for (auto& u : units_) {
-        TRY_CTX(nesting_.attach(dev, u->parent), fmt::format("vSMMU: attaching {} to the NEST_PARENT HWPT", dev.name()));
+        // A driver that does not share stage-2 domains across instances refuses the attach itself.
+        if (auto a = nesting_.attach(dev, u->parent); !a) {
+            if (a.error().code() == EINVAL) continue;
+            return std::move(a).error().withContext(fmt::format("vSMMU: attaching {} to the NEST_PARENT HWPT", dev.name()));
+        }
         auto v = nesting_.allocVdevice(dev, u->viommu, sid);
         if (v) {
             *vdevice = *v;

@@ -386,6 +386,25 @@ TEST(NestedSmmuBinding, DevicesBehindTwoSmmusMakeTwoUnits) {
     EXPECT_EQ(f.host.iommufdObjectCount(), f.baseObjects);
 }
 
+TEST(NestedSmmuBinding, ADriverRefusingTheSharedStage2AttachStartsAUnitToo) {
+    SimDeviceConfig other = second();
+    other.iommu = 1;
+    Fixture f(smmuHost(), {SimDeviceConfig{}, other});
+    // The second device's attach to the first unit's stage 2 is refused (EINVAL), as by an SMMU
+    // driver that does not share a domain across instances: no vDEVICE is tried there.
+    f.host.failIoctl(VFIO_DEVICE_ATTACH_IOMMUFD_PT, EINVAL, 2);
+    CallLog log;
+    auto b = f.bind();
+    ASSERT_TRUE(b.ok()) << b.error().describe();
+    EXPECT_EQ((*b)->stats().viommus, 2u);
+    const Calls calls = log.take();
+    EXPECT_EQ(std::count(calls.begin(), calls.end(), "IOMMU_VDEVICE_ALLOC"), 2);
+    EXPECT_EQ(std::count(calls.begin(), calls.end(), "IOMMU_VIOMMU_ALLOC"), 2);
+    f.host.clearInjectedFaults();
+    b->reset();
+    EXPECT_EQ(f.host.iommufdObjectCount(), f.baseObjects);
+}
+
 TEST(NestedSmmuBinding, AGuestResetKeepsTheVdeviceAndTheStage1) {
     Fixture f;
     auto b = f.bind().value();
