@@ -101,6 +101,10 @@ struct VfioHostConfig {
     Kind kind = Kind::Real;
     bool iommufd = true;  // simulated: /dev/iommu and VFIO cdevs exist
     bool type1 = true;    // simulated: the container offers VFIO_TYPE1v2_IOMMU
+    // simulated: the IOMMU IOMMU_GET_HW_INFO reports ("iommu": "intel-vtd" or "smmuv3"; the
+    // SMMUv3 is QEMU's stage=nested one, with nesting, for the virtual SMMUv3)
+    enum class SimIommu { IntelVtd, SmmuV3 };
+    SimIommu iommu = SimIommu::IntelVtd;
     std::vector<SimulatedDeviceConfig> devices;
 };
 

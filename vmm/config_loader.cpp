@@ -647,12 +647,15 @@ Result<void> Validator::vfioHost(const Json& v, const std::string& ptr, VfioHost
     for (const auto& [key, value] : v.items()) {
         const std::string p = child(ptr, key);
         if (key == "kind") continue;
-        if (!sim && (key == "devices" || key == "iommufd" || key == "type1"))
+        if (!sim && (key == "devices" || key == "iommufd" || key == "type1" || key == "iommu"))
             return error(p, "only used with \"kind\": \"simulated\"", true);
         if (key == "iommufd") {
             out.iommufd = TRY(boolean(value, p));
         } else if (key == "type1") {
             out.type1 = TRY(boolean(value, p));
+        } else if (key == "iommu") {
+            out.iommu = TRY(choice<VfioHostConfig::SimIommu>(
+                value, p, {{"intel-vtd", VfioHostConfig::SimIommu::IntelVtd}, {"smmuv3", VfioHostConfig::SimIommu::SmmuV3}}));
         } else if (key == "devices") {
             if (!value.is_array()) return error(p, "expected an array, got " + describeValue(value));
             for (size_t i = 0; i < value.size(); ++i) {
@@ -664,7 +667,7 @@ Result<void> Validator::vfioHost(const Json& v, const std::string& ptr, VfioHost
                 out.devices.push_back(std::move(d));
             }
         } else {
-            return unknownKey(p, key, {"kind", "devices", "iommufd", "type1"});
+            return unknownKey(p, key, {"kind", "devices", "iommufd", "type1", "iommu"});
         }
     }
     return success();

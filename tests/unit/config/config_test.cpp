@@ -370,6 +370,18 @@ TEST_F(ConfigTest, DevicesAreBehindTheViommuUnlessTheySayNot) {
     EXPECT_EQ(r->devices[0].vfioPci->backend, vfio::BackendKind::Auto);
 }
 
+TEST_F(ConfigTest, SimulatedHostIommu) {
+    auto r = parseConfig("{\"payload\": {\"path\": \"p.bin\"}, \"vfio_host\": {\"kind\": \"simulated\", \"iommu\": \"smmuv3\"}}", file);
+    ASSERT_TRUE(r.ok()) << r.error().what();
+    EXPECT_EQ(r->vfioHost.iommu, VfioHostConfig::SimIommu::SmmuV3);
+    r = parseConfig("{\"payload\": {\"path\": \"p.bin\"}, \"vfio_host\": {\"kind\": \"simulated\"}}", file);
+    ASSERT_TRUE(r.ok()) << r.error().what();
+    EXPECT_EQ(r->vfioHost.iommu, VfioHostConfig::SimIommu::IntelVtd);
+    r = parseConfig("{\"payload\": {\"path\": \"p.bin\"}, \"vfio_host\": {\"kind\": \"real\", \"iommu\": \"smmuv3\"}}", file);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().what(), expand("{F}:1:62: /vfio_host/iommu: only used with \"kind\": \"simulated\""));
+}
+
 TEST_F(ConfigTest, SysfsDevicePathsInBothForms) {
     for (const char* host : {"/sys/bus/pci/devices/0000:01:00.0", "/sys/devices/pci0000:00/0000:00:1c.0/0000:01:00.0"}) {
         auto r = parseConfig(fmt::format("{{\"payload\": {{\"path\": \"p.bin\"}}, \"devices\": [{{\"type\": \"vfio-pci\", \"host\": \"{}\"}}]}}", host), file);
