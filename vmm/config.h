@@ -69,6 +69,10 @@ struct VfioPciConfig {
     vfio::BackendKind backend = vfio::BackendKind::Auto;
     std::optional<uint8_t> slot;  // guest device number on bus 0 (1..31); default: lowest free
     bool p2p = true;              // DMA-map the device's mmapped BAR areas at their guest address
+    // JSON "viommu": behind the VM's virtual IOMMU (the top-level "viommu"); as written, and as
+    // resolved by the loader (not written: true when the VM has one).
+    std::optional<bool> viommuRequested;
+    bool viommu = false;
 };
 
 // One entry of the "devices" array.
@@ -97,6 +101,10 @@ struct VfioHostConfig {
     Kind kind = Kind::Real;
     bool iommufd = true;  // simulated: /dev/iommu and VFIO cdevs exist
     bool type1 = true;    // simulated: the container offers VFIO_TYPE1v2_IOMMU
+    // simulated: the IOMMU IOMMU_GET_HW_INFO reports ("iommu": "intel-vtd" or "smmuv3"; the
+    // SMMUv3 is QEMU's stage=nested one, with nesting, for the virtual SMMUv3)
+    enum class SimIommu { IntelVtd, SmmuV3 };
+    SimIommu iommu = SimIommu::IntelVtd;
     std::vector<SimulatedDeviceConfig> devices;
 };
 
@@ -105,6 +113,13 @@ struct VfioHostConfig {
 // "error" (end it as a VMM error, 125, naming the reason: for runs where a reboot means something
 // went wrong). Restarting the guest is not offered yet.
 enum class RebootAction { Exit, Error };
+
+// JSON "viommu": a virtual IOMMU in front of the assigned devices, bound to the host's IOMMU
+// through iommufd nesting (docs/vsmmu.md). The guest runs its own IOMMU driver.
+struct ViommuConfig {
+    enum class Type { SmmuV3 };  // "smmuv3": an Arm SMMUv3 (arm64 guests, docs/vsmmu.md)
+    Type type = Type::SmmuV3;
+};
 
 struct VmConfig {
     std::filesystem::path sourceFile;  // the JSON file this came from, for messages
@@ -117,6 +132,7 @@ struct VmConfig {
     std::vector<DeviceConfig> devices;
     VfioHostConfig vfioHost;  // JSON: "vfio_host"
     RebootAction onReboot = RebootAction::Exit;  // JSON: "on_reboot"
+    std::optional<ViommuConfig> viommu;          // JSON: "viommu"
 };
 
 constexpr unsigned kMaxVcpus = 32;

@@ -316,6 +316,7 @@ private:
     Result<void> devices(const Json& v, const std::string& ptr, std::vector<DeviceConfig>& out) const;
     Result<VfioPciConfig> vfioPci(const Json& v, const std::string& ptr) const;
     Result<void> vfioHost(const Json& v, const std::string& ptr, VfioHostConfig& out) const;
+    Result<ViommuConfig> viommu(const Json& v, const std::string& ptr) const;
     Result<SimulatedDeviceConfig> simDevice(const Json& v, const std::string& ptr, size_t index) const;
     Result<void> crossCheck(VmConfig& config) const;
 
@@ -358,10 +359,12 @@ Result<VmConfig> Validator::validate(const Json& doc, const fs::path& sourceFile
             TRY(vfioHost(value, ptr, config.vfioHost));
         } else if (key == "on_reboot") {
             config.onReboot = TRY(choice<RebootAction>(value, ptr, {{"exit", RebootAction::Exit}, {"error", RebootAction::Error}}));
+        } else if (key == "viommu") {
+            config.viommu = TRY(viommu(value, ptr));
         } else {
             return unknownKey(ptr, key,
                               {"vcpus", "memory", "kernel", "payload", "serial", "exit_device", "devices", "vfio_host",
-                               "on_reboot", "$schema"});
+                               "on_reboot", "viommu", "$schema"});
         }
     }
     if (!config.kernel && !config.payload) return Error(fmt::format("{}: missing \"kernel\" or \"payload\"", file_));
@@ -394,6 +397,26 @@ Result<void> Validator::crossCheck(VmConfig& config) const {
         *free = true;
         d.slot = static_cast<uint8_t>(free - taken.begin());
     }
+    // The virtual IOMMU: a device without "viommu" is behind it when there is one; one behind it
+    // must use iommufd (nesting has no type1 form), and "auto" becomes iommufd.
+    for (size_t i = 0; i < config.devices.size(); ++i) {
+        auto& d = *config.devices[i].vfioPci;
+        const std::string p = "/devices/" + std::to_string(i);
+        d.viommu = d.viommuRequested.value_or(config.viommu.has_value());
+        if (!d.viommu) continue;
+        if (!config.viommu)
+            return error(p + "/viommu", "there is no virtual IOMMU to put the device behind: add a top-level "
+                                        "\"viommu\": {\"type\": \"smmuv3\"}");
+        if (d.backend == vfio::BackendKind::Type1)
+            return error(p + "/backend", "a device behind the virtual IOMMU needs the iommufd backend (its nesting "
+                                         "objects have no type1 form); use \"iommufd\" or \"auto\", or set "
+                                         "\"viommu\": false");
+        d.backend = vfio::BackendKind::Iommufd;
+    }
+    if (config.viommu && std::none_of(config.devices.begin(), config.devices.end(),
+                                      [](const DeviceConfig& d) { return d.vfioPci && d.vfioPci->viommu; }))
+        return error("/viommu", "no vfio-pci device is behind the virtual IOMMU (every one says \"viommu\": false, "
+                                "or there is none)");
     if (config.vfioHost.kind == VfioHostConfig::Kind::Simulated) {
         std::string known;
         for (const auto& sd : config.vfioHost.devices) known += (known.empty() ? "" : ", ") + sd.bdf;
@@ -588,13 +611,30 @@ Result<VfioPciConfig> Validator::vfioPci(const Json& v, const std::string& ptr) 
             out.slot = static_cast<uint8_t>(TRY(integer(value, p, 1, 31)));
         } else if (key == "p2p") {
             out.p2p = TRY(boolean(value, p));
+        } else if (key == "viommu") {
+            out.viommuRequested = TRY(boolean(value, p));  // resolved against the top-level "viommu" in crossCheck()
         } else {
-            return unknownKey(p, key, {"type", "host", "backend", "slot", "p2p"});
+            return unknownKey(p, key, {"type", "host", "backend", "slot", "p2p", "viommu"});
         }
     }
     if (!haveHost) return error(ptr, "missing \"host\"");
     if (out.form == VfioPciConfig::HostForm::Cdev && out.backend == vfio::BackendKind::Type1)
         return error(child(ptr, "backend"), "a /dev/vfio/devices/vfioN cdev needs the iommufd backend (give a BDF for type1)");
+    return out;
+}
+
+Result<ViommuConfig> Validator::viommu(const Json& v, const std::string& ptr) const {
+    TRY(object(v, ptr));
+    ViommuConfig out;
+    if (!v.contains("type")) return error(ptr, "missing \"type\" (\"smmuv3\")");
+    for (const auto& [key, value] : v.items()) {
+        const std::string p = child(ptr, key);
+        if (key == "type") {
+            out.type = TRY(choice<ViommuConfig::Type>(value, p, {{"smmuv3", ViommuConfig::Type::SmmuV3}}));
+        } else {
+            return unknownKey(p, key, {"type"});
+        }
+    }
     return out;
 }
 
@@ -607,12 +647,15 @@ Result<void> Validator::vfioHost(const Json& v, const std::string& ptr, VfioHost
     for (const auto& [key, value] : v.items()) {
         const std::string p = child(ptr, key);
         if (key == "kind") continue;
-        if (!sim && (key == "devices" || key == "iommufd" || key == "type1"))
+        if (!sim && (key == "devices" || key == "iommufd" || key == "type1" || key == "iommu"))
             return error(p, "only used with \"kind\": \"simulated\"", true);
         if (key == "iommufd") {
             out.iommufd = TRY(boolean(value, p));
         } else if (key == "type1") {
             out.type1 = TRY(boolean(value, p));
+        } else if (key == "iommu") {
+            out.iommu = TRY(choice<VfioHostConfig::SimIommu>(
+                value, p, {{"intel-vtd", VfioHostConfig::SimIommu::IntelVtd}, {"smmuv3", VfioHostConfig::SimIommu::SmmuV3}}));
         } else if (key == "devices") {
             if (!value.is_array()) return error(p, "expected an array, got " + describeValue(value));
             for (size_t i = 0; i < value.size(); ++i) {
@@ -624,7 +667,7 @@ Result<void> Validator::vfioHost(const Json& v, const std::string& ptr, VfioHost
                 out.devices.push_back(std::move(d));
             }
         } else {
-            return unknownKey(p, key, {"kind", "devices", "iommufd", "type1"});
+            return unknownKey(p, key, {"kind", "devices", "iommufd", "type1", "iommu"});
         }
     }
     return success();
@@ -863,9 +906,11 @@ std::string describeConfig(const VmConfig& c) {
     if (c.onReboot == RebootAction::Error) s += ", a guest reboot is an error";
     for (const auto& d : c.devices) {
         if (d.vfioPci)
-            s += fmt::format(", vfio-pci {} ({}{})", d.vfioPci->host, vfio::backendKindName(d.vfioPci->backend),
-                             d.vfioPci->slot ? fmt::format(", slot {}", *d.vfioPci->slot) : "");
+            s += fmt::format(", vfio-pci {} ({}{}{})", d.vfioPci->host, vfio::backendKindName(d.vfioPci->backend),
+                             d.vfioPci->slot ? fmt::format(", slot {}", *d.vfioPci->slot) : "",
+                             d.vfioPci->viommu ? ", behind the virtual IOMMU" : "");
     }
+    if (c.viommu) s += ", virtual IOMMU smmuv3 (iommufd nesting)";
     if (c.vfioHost.kind == VfioHostConfig::Kind::Simulated)
         s += fmt::format(", simulated VFIO host with {} device(s)", c.vfioHost.devices.size());
     return printable(s);  // paths and host strings come from outside

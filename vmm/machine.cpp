@@ -133,6 +133,10 @@ Result<void> Machine::build() {
     // setup, and arm64's KVM refuses KVM_IRQFD with EAGAIN until the vGIC is initialized.
     passthrough_ =
         TRY_CTX(Passthrough::create(config_, {*vm_, *memory_, *pio_, *mmio_, layout_, *platform_}, hosts_), "machine");
+    // The virtual IOMMU over the devices Passthrough opened, before boot() describes it.
+    if (config_.viommu)
+        viommu_ = TRY_CTX(VirtualIommu::create(*config_.viommu, {*vm_, *memory_, *mmio_, *platform_, *passthrough_}),
+                          "machine");
     log.info("vcpus: {}", vcpus_.size());
     return success();
 }
@@ -140,7 +144,9 @@ Result<void> Machine::build() {
 Result<void> Machine::boot() {
     std::vector<Vcpu*> vcpus;
     for (auto& v : vcpus_) vcpus.push_back(v.get());
-    bootDescription_ = TRY_CTX(platform_->boot({*memory_, layout_, config_, vcpus}), "boot");
+    std::optional<arch::ViommuDescription> viommu;
+    if (viommu_) viommu = viommu_->description();
+    bootDescription_ = TRY_CTX(platform_->boot({*memory_, layout_, config_, vcpus, viommu}), "boot");
     log::get("vmm").info("boot: {}", bootDescription_);
     return success();
 }
@@ -156,7 +162,9 @@ Machine::~Machine() {
     exitHandler_.reset();
     stopSerialInput();
     // 2. Devices off the buses (the UART's interrupt line refers to the Vm). Passthrough first:
-    //    its devices hold memslots, routes and DMA mappings on the Vm and on guest RAM.
+    //    its devices hold memslots, routes and DMA mappings on the Vm and on guest RAM. The virtual
+    //    IOMMU before them: its nesting objects hold the devices' attachments.
+    viommu_.reset();
     passthrough_.reset();
     devices_.reset();
     pio_.reset();
@@ -347,6 +355,7 @@ nlohmann::json Machine::stats() const {
     j["memslots"] = vm_ ? vm_->regionSlots().size() : 0;
     if (devices_) j["uart"] = {{"bytes_transmitted", devices_->console().bytesTransmitted()}};
     if (passthrough_) j["passthrough"] = passthrough_->stats();
+    if (viommu_) j["viommu"] = viommu_->stats();
     if (exitFired_.load()) j["exit_value"] = exitValue_.load();
     j["boot"] = bootDescription_;
     return j;

@@ -27,6 +27,7 @@
 #include "vmm/exit_stats.h"
 #include "vmm/kvm.h"
 #include "vmm/passthrough.h"
+#include "vmm/virtual_iommu.h"
 #include "vmm/vfio_host.h"
 #include "vmm/vcpu.h"
 #include "vmm/vcpu_runner.h"
@@ -100,6 +101,7 @@ private:
     std::unique_ptr<devices::Bus> mmio_;
     std::unique_ptr<arch::PlatformDevices> devices_;
     std::unique_ptr<Passthrough> passthrough_;
+    std::unique_ptr<VirtualIommu> viommu_;  // config "viommu": after passthrough_, gone before it
     std::vector<std::unique_ptr<Vcpu>> vcpus_;
     ExitStats exitStats_;
     std::unique_ptr<VcpuExitHandler> exitHandler_;  // the platform's exits, for runner_

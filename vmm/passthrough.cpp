@@ -50,6 +50,12 @@ Result<void> Passthrough::build(const VmConfig& config, const VfioHostFactory& h
     }
 
     host_ = TRY_CTX(hosts(config.vfioHost), "passthrough");
+    if (config.viommu) {
+        // A platform without a vIOMMU slot refuses here, before any device is opened (the same
+        // refusal VirtualIommu would give).
+        auto slot = TRY_CTX(env_.platform.viommuSlot(config.viommu->type), "virtual IOMMU");
+        if (slot.msiDoorbell) doorbellRouter_.emplace(msiRouter_, *slot.msiDoorbell);
+    }
 
     for (const auto& entry : config.devices) {
         if (!entry.vfioPci) continue;
@@ -72,18 +78,26 @@ Result<void> Passthrough::build(const VmConfig& config, const VfioHostFactory& h
         platform.mmio = &env_.mmio;
         platform.pio = &env_.pio;
         platform.mapper = &mapper_;
-        platform.msi = &msiRouter_;
+        platform.msi = d.viommu && doorbellRouter_ ? static_cast<devices::pci::MsiRouter*>(&*doorbellRouter_)
+                                                   : static_cast<devices::pci::MsiRouter*>(&msiRouter_);
         platform.intx = &intxRouter_;
         platform.intxGsi = env_.platform.pciIntxGsi(slot);
         platform.dma = d.p2p ? static_cast<vfio::VfioOps*>(backend) : nullptr;
         auto dev = TRY(VfioPciDevice::create(std::move(vdev), platform, name));
         TRY(placeBars(*dev, *backend));
         const uint8_t devfn = TRY(root_->addDevice(dev, slot));
-        devices_.push_back({dev, devfn, bdf, backend->kind()});
+        devices_.push_back({dev, devfn, bdf, backend->kind(), d.viommu});
         log.info("passthrough: {} on {} backend{}", name, backend->backendName(),
                  d.p2p ? "" : "; p2p off: its BARs stay out of the IOMMU, and DMA from other devices to them faults");
     }
     return success();
+}
+
+Result<vfio::IommuNesting*> Passthrough::nesting(vfio::BackendKind kind) {
+    auto it = backends_.find(kind);
+    if (it == backends_.end())
+        return Error(fmt::format("passthrough: no {} backend is open", vfio::backendKindName(kind)), ENOENT);
+    return it->second.backend->nesting();
 }
 
 // KVM must know every VFIO group / cdev the VM uses (coherency, arch hooks), and before the device

@@ -39,6 +39,7 @@
 #include "vmm/arch/platform.h"
 #include "vmm/config.h"
 #include "vmm/kvm_pci_platform.h"
+#include "vmm/doorbell_msi_router.h"
 #include "vmm/kvm_vfio_device.h"
 #include "vmm/vfio_host.h"
 #include "vmm/vm.h"
@@ -71,8 +72,13 @@ public:
         uint8_t devfn = 0;
         std::string hostBdf;
         vfio::BackendKind backend = vfio::BackendKind::Auto;
+        bool viommu = false;  // behind the virtual IOMMU (config "viommu")
     };
     const std::vector<Assigned>& devices() const { return devices_; }
+
+    // The iommufd nesting objects of the backend the devices behind the virtual IOMMU use
+    // (iommufd; an error naming why when it has none).
+    Result<vfio::IommuNesting*> nesting(vfio::BackendKind kind);
 
     // {"host": "real"|"simulated", "devices": [...], "dma_faults": [...]} (docs/config.md).
     nlohmann::json stats() const;
@@ -97,6 +103,8 @@ private:
     std::unique_ptr<VfioHost> host_;
     KvmGuestMapper mapper_;
     KvmMsiRouter msiRouter_;
+    // Devices behind the virtual IOMMU: their MSIs go to the platform's doorbell (config "viommu").
+    std::optional<DoorbellMsiRouter> doorbellRouter_;
     KvmIntxRouter intxRouter_;
     std::unique_ptr<devices::pci::PciRoot> root_;
     bool portsOnBus_ = false, ecamOnBus_ = false;

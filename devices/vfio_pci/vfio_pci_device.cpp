@@ -343,6 +343,7 @@ Result<void> VfioPciDevice::setupCapabilities(const std::vector<uint8_t>& raw) {
             const uint32_t h = rd32(raw, at);
             if (!h) break;
             const uint16_t id = PCI_EXT_CAP_ID(h);
+            if (id == PCI_EXT_CAP_ID_PASID) devicePasidAt_ = at;
             if (keepExtCapability(id)) kept.push_back(at);
             else logger().info("{}: hiding extended capability {:#06x} at {:#x}", name_, id, at);
             at = static_cast<uint16_t>(PCI_EXT_CAP_NEXT(h));
@@ -1027,6 +1028,7 @@ Result<void> VfioPciDevice::resetLocked() {
         config_.set16(msix_->cap + PCI_MSIX_FLAGS, msix_->vectors() - 1);
         msix_->table->reset();
     }
+    if (pasidCap_) config_.set16(*pasidCap_ + PCI_PASID_CTRL, 0);  // FLR clears PASID Enable
     enableIntx();
     return success();
 }
@@ -1051,6 +1053,70 @@ void VfioPciDevice::restoreAfterFailedReset(uint16_t cmd) {
         config_.set16(msix_->cap + PCI_MSIX_FLAGS, config_.get16(msix_->cap + PCI_MSIX_FLAGS) & ~PCI_MSIX_FLAGS_ENABLE);
     if (msi_ && !msi_->enabled)
         config_.set16(msi_->cap + PCI_MSI_FLAGS, config_.get16(msi_->cap + PCI_MSI_FLAGS) & ~PCI_MSI_FLAGS_ENABLE);
+}
+
+Result<void> VfioPciDevice::addPasidCapability(uint8_t maxPasidLog2, bool exec, bool priv) {
+    std::lock_guard lock(mutex_);
+    if (pasidCap_) return Error(fmt::format("{}: already has a PASID capability at {:#x}", name_, *pasidCap_), EEXIST);
+    if (config_.size() <= pci::kConfigSizeLegacy)
+        return Error(fmt::format("{}: no extended config space (not PCIe): no PASID capability", name_), EOPNOTSUPP);
+    if (maxPasidLog2 == 0 || maxPasidLog2 > 20)
+        return Error(fmt::format("{}: Max PASID Width {} is outside 1..20", name_, maxPasidLog2), EINVAL);
+    uint16_t at = static_cast<uint16_t>(config_.size() - PCI_EXT_CAP_PASID_SIZEOF);
+    if (devicePasidAt_) {
+        // The function's own capability says what it can do.
+        at = *devicePasidAt_;
+        auto own = device_->readConfigObj<uint16_t>(at + PCI_PASID_CAP);
+        if (!own) return std::move(own).error().withContext(fmt::format("{}: reading its PASID capability", name_));
+        maxPasidLog2 = std::min<uint8_t>(maxPasidLog2, static_cast<uint8_t>((*own >> 8) & 0x1f));
+        exec = exec && (*own & PCI_PASID_CAP_EXEC);
+        priv = priv && (*own & PCI_PASID_CAP_PRIV);
+        if (maxPasidLog2 == 0) return Error(fmt::format("{}: its PASID capability has Max PASID Width 0", name_), EOPNOTSUPP);
+    } else {
+        // The end of the extended space; refused when a capability the guest sees could reach it.
+        for (uint16_t k : keptExtCaps_)
+            if (k >= 0xf00)
+                return Error(fmt::format("{}: extended capability at {:#x} leaves no certain room for PASID", name_, k),
+                             EOPNOTSUPP);
+    }
+    config_.emulate(at, PCI_EXT_CAP_PASID_SIZEOF);
+    config_.forward(at, PCI_EXT_CAP_PASID_SIZEOF, false);
+    config_.clearWrite(at, PCI_EXT_CAP_PASID_SIZEOF);
+    const uint16_t cap = static_cast<uint16_t>((exec ? PCI_PASID_CAP_EXEC : 0) | (priv ? PCI_PASID_CAP_PRIV : 0) |
+                                               (uint16_t(maxPasidLog2) << 8));
+    const uint16_t ctrlWritable =
+        static_cast<uint16_t>(PCI_PASID_CTRL_ENABLE | (exec ? PCI_PASID_CTRL_EXEC : 0) | (priv ? PCI_PASID_CTRL_PRIV : 0));
+    config_.set32(at + PCI_PASID_CAP, cap);  // control 0: PASID off until the guest enables it
+    config_.allowWrite(at + PCI_PASID_CTRL, 2, ctrlWritable);
+    // Into the chain, in offset order; a null capability heads it at 0x100 when nothing else does.
+    std::vector<uint16_t> chain = keptExtCaps_;
+    chain.insert(std::upper_bound(chain.begin(), chain.end(), at), at);
+    for (size_t i = 0; i < chain.size(); ++i) {
+        const uint32_t next = i + 1 < chain.size() ? chain[i + 1] : 0;
+        const uint32_t h = chain[i] == at ? (PCI_EXT_CAP_ID_PASID | 1u << 16) : config_.get32(chain[i]);
+        config_.emulate(chain[i], 4, 0xfff00000u);
+        config_.set32(chain[i], (h & 0x000fffffu) | (next << 20));
+    }
+    if (chain.front() != 0x100) {
+        config_.emulate(0x100, 4);
+        config_.forward(0x100, 4, false);
+        config_.set32(0x100, uint32_t(chain.front()) << 20);
+    }
+    keptExtCaps_ = chain;
+    pasidCap_ = at;
+    logger().info("{}: PASID capability at {:#x}: Max PASID Width {}{}{}", name_, at, maxPasidLog2, exec ? ", Exec" : "",
+                  priv ? ", Priv" : "");
+    return success();
+}
+
+std::optional<uint16_t> VfioPciDevice::pasidCapability() const {
+    std::lock_guard lock(mutex_);
+    return pasidCap_;
+}
+
+uint16_t VfioPciDevice::pasidControl() const {
+    std::lock_guard lock(mutex_);
+    return pasidCap_ ? config_.get16(*pasidCap_ + PCI_PASID_CTRL) : 0;
 }
 
 VfioPciStats VfioPciDevice::stats() const {

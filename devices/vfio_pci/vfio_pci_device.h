@@ -124,6 +124,19 @@ public:
     // neither can be done; when the reset itself fails, the guest-visible state is put back.
     Result<void> functionLevelReset();
 
+    // A PCIe PASID extended capability (0x1b) in the guest's view, for a device fronted by the
+    // virtual SMMUv3 whose host SMMU does PASID (issue 13): Max PASID Width `maxPasidLog2`, the
+    // Execute / Privileged Mode Supported bits as given (each also limited to what the function's
+    // own PASID capability says, when it has one). It takes the function's own capability's place
+    // when there is one (vfio-pci hides PASID control from user space), else the last 8 bytes of
+    // the extended config space. The guest's control writes (Enable, and Exec/Priv when supported)
+    // are kept here: the host enables PASID on the function itself when its SMMU driver attaches.
+    // Refused (EOPNOTSUPP) for a function without extended config space; once only.
+    Result<void> addPasidCapability(uint8_t maxPasidLog2, bool exec, bool priv);
+    // Where it is, and the guest's PASID Control register.
+    std::optional<uint16_t> pasidCapability() const;
+    uint16_t pasidControl() const;
+
     IrqMode irqMode() const;
     VfioPciStats stats() const;
     vfio::VfioDevice& vfioDevice() { return *device_; }
@@ -241,6 +254,8 @@ private:
     std::optional<Msix> msix_;
     std::optional<Msi> msi_;
     std::optional<uint8_t> pcieCap_;
+    std::optional<uint16_t> devicePasidAt_;  // the function's own (hidden) PASID capability
+    std::optional<uint16_t> pasidCap_;       // addPasidCapability()
     std::optional<uint8_t> pmCap_;  // the PM capability (its PMCSR writes are forwarded)
     // The guest last wrote D3hot to PMCSR: the BARs' P2P mappings are down until it writes D0.
     bool pmD3hot_ = false;

@@ -67,6 +67,7 @@ public:
         sc.iommufd = config.iommufd;
         sc.cdev = config.iommufd;
         sc.type1v2 = config.type1;
+        if (config.iommu == vmm::VfioHostConfig::SimIommu::SmmuV3) sc.hwInfoType = IOMMU_HW_INFO_TYPE_ARM_SMMUV3;
         sim_ = std::make_unique<SimHost>(sc);
         for (auto& d : config.devices) sim_->addDevice(simDeviceConfig(d));
         locked_ = std::make_unique<LockedHost>(*sim_);

@@ -9,6 +9,8 @@
 //   setupVm()              before guest RAM and vCPUs: arch VM objects and the irqchip; leaves the
 //                          Vm with its GSI routing table holding irqchipRoutes()
 //   createDevices()        the platform's own devices (console UART, exit device, power controls)
+//   viommuSlot()           where a virtual IOMMU goes (its MMIO, its wired interrupts), or why
+//                          this platform cannot describe one to its guest
 //   initVcpu()             per vCPU, right after KVM_CREATE_VCPU
 //   finalizeIrqchip()      once every vCPU exists
 //   boot()                 kernel or payload, firmware tables, each vCPU's entry state
@@ -25,6 +27,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/result.h"
 #include "base/unique_fd.h"
@@ -75,11 +78,32 @@ public:
     virtual devices::Uart16550& console() = 0;
 };
 
+// Where the platform puts a virtual IOMMU (config "viommu", docs/vsmmu.md).
+struct ViommuSlot {
+    memory::AddressRange mmio;  // its registers
+    // KVM_IRQ_LINE numbers of its wired interrupts (edge-triggered), as the platform encodes them.
+    uint32_t eventqLine = 0;
+    uint32_t gerrorLine = 0;
+    uint32_t cmdqSyncLine = 0;
+    // The guest-physical address of the MSI doorbell every MSI of a device behind the vIOMMU is
+    // routed to (the guest programs stage-1 IOVAs; vmm/doorbell_msi_router.h). nullopt: MSI
+    // addresses are routed as the guest wrote them.
+    std::optional<uint64_t> msiDoorbell;
+};
+
+// What the firmware tables say about the virtual IOMMU the Machine built in viommuSlot().
+struct ViommuDescription {
+    ViommuConfig::Type type = ViommuConfig::Type::SmmuV3;
+    bool dmaCoherent = false;  // the host IOMMU's table walks are cache-coherent
+    std::vector<uint32_t> requesterIds;  // the fronted functions on bus 0 (= their StreamIDs)
+};
+
 struct BootContext {
     const memory::GuestMemory& memory;
     const memory::AddressLayout& layout;
     const VmConfig& config;        // kernel or payload (exactly one), vCPU count
     std::span<Vcpu* const> vcpus;  // index 0 is the boot vCPU
+    std::optional<ViommuDescription> viommu = std::nullopt;  // set when the Machine built one
 };
 
 class Platform {
@@ -113,6 +137,12 @@ public:
 
     // ---- devices ----
     virtual Result<std::unique_ptr<PlatformDevices>> createDevices(DeviceContext context) = 0;
+    // The place of a virtual IOMMU of `type`; boot() then describes it (BootContext::viommu). An
+    // error says why this platform has none (no firmware table to describe it, say).
+    virtual Result<ViommuSlot> viommuSlot(ViommuConfig::Type type) const {
+        (void)type;
+        return Error(std::string(name()) + ": this platform cannot give its guest a virtual IOMMU", EOPNOTSUPP);
+    }
 
     // ---- vCPUs and boot ----
     // Right after KVM_CREATE_VCPU of vCPU `vcpu.index()` of `count`.

@@ -45,7 +45,7 @@ const BadCase kBadCases[] = {
      "{F}:1:43: /memory/colour: unknown key (expected one of \"size_mib\", \"hugepages\", \"prefault\")"},
     {"escaped key in pointer", "{\"a/b~\": 1}",
      "{F}:1:2: /a~1b~0: unknown key (expected one of \"vcpus\", \"memory\", \"kernel\", \"payload\", \"serial\", "
-     "\"exit_device\", \"devices\", \"vfio_host\", \"on_reboot\", \"$schema\")"},
+     "\"exit_device\", \"devices\", \"vfio_host\", \"on_reboot\", \"viommu\", \"$schema\")"},
     {"size as string", "{\n  \"payload\": {\"path\": \"p.bin\"},\n  \"memory\": {\n    \"size_mib\": \"256\"\n  }\n}",
      "{F}:4:17: /memory/size_mib: expected an integer, got string \"256\""},
     {"unicode-escaped key", "{\"payload\": {\"path\": \"p.bin\"},\n \"vcpu\\u0073\": 0}",
@@ -346,6 +346,40 @@ TEST_F(ConfigTest, SlotsAreDecidedInTheConfigAndNamedSlotsAreNeverStolen) {
     r = parseConfig(many, file);
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.error().what(), expand("{F}:1:1439: /devices/31: no free slot on PCI bus 0 (slots 1 to 31 are all taken)"));
+}
+
+TEST_F(ConfigTest, DevicesAreBehindTheViommuUnlessTheySayNot) {
+    auto r = parseConfig("{\"payload\": {\"path\": \"p.bin\"}, \"viommu\": {\"type\": \"smmuv3\"}, \"devices\": ["
+                         "{\"type\": \"vfio-pci\", \"host\": \"0000:05:00.0\"},"
+                         "{\"type\": \"vfio-pci\", \"host\": \"0000:06:00.0\", \"viommu\": false, \"backend\": \"type1\"},"
+                         "{\"type\": \"vfio-pci\", \"host\": \"0000:07:00.0\", \"viommu\": true, \"backend\": \"iommufd\"}]}",
+                         file);
+    ASSERT_TRUE(r.ok()) << r.error().what();
+    ASSERT_TRUE(r->viommu);
+    EXPECT_EQ(r->viommu->type, ViommuConfig::Type::SmmuV3);
+    EXPECT_TRUE(r->devices[0].vfioPci->viommu);
+    EXPECT_EQ(r->devices[0].vfioPci->backend, vfio::BackendKind::Iommufd);  // "auto" decided
+    EXPECT_FALSE(r->devices[1].vfioPci->viommu);
+    EXPECT_EQ(r->devices[1].vfioPci->backend, vfio::BackendKind::Type1);
+    EXPECT_TRUE(r->devices[2].vfioPci->viommu);
+    // Without the top-level object nothing is behind one, and "auto" stays.
+    r = parseConfig("{\"payload\": {\"path\": \"p.bin\"}, \"devices\": [{\"type\": \"vfio-pci\", \"host\": \"0000:05:00.0\"}]}", file);
+    ASSERT_TRUE(r.ok()) << r.error().what();
+    EXPECT_FALSE(r->viommu);
+    EXPECT_FALSE(r->devices[0].vfioPci->viommu);
+    EXPECT_EQ(r->devices[0].vfioPci->backend, vfio::BackendKind::Auto);
+}
+
+TEST_F(ConfigTest, SimulatedHostIommu) {
+    auto r = parseConfig("{\"payload\": {\"path\": \"p.bin\"}, \"vfio_host\": {\"kind\": \"simulated\", \"iommu\": \"smmuv3\"}}", file);
+    ASSERT_TRUE(r.ok()) << r.error().what();
+    EXPECT_EQ(r->vfioHost.iommu, VfioHostConfig::SimIommu::SmmuV3);
+    r = parseConfig("{\"payload\": {\"path\": \"p.bin\"}, \"vfio_host\": {\"kind\": \"simulated\"}}", file);
+    ASSERT_TRUE(r.ok()) << r.error().what();
+    EXPECT_EQ(r->vfioHost.iommu, VfioHostConfig::SimIommu::IntelVtd);
+    r = parseConfig("{\"payload\": {\"path\": \"p.bin\"}, \"vfio_host\": {\"kind\": \"real\", \"iommu\": \"smmuv3\"}}", file);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().what(), expand("{F}:1:62: /vfio_host/iommu: only used with \"kind\": \"simulated\""));
 }
 
 TEST_F(ConfigTest, SysfsDevicePathsInBothForms) {

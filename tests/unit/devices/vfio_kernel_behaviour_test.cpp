@@ -369,6 +369,54 @@ TEST_P(KernelBehaviour, ExtendedCapabilitiesAreFilteredAndRelinked) {
     EXPECT_EQ(cfgRead(0x100 + PCI_ERR_UNCOR_MASK), 0x30u);
 }
 
+// The PASID capability a device behind the vSMMU gets (issue 13): built from the host's
+// max_pasid_log2 and EXEC/PRIV, linked at the end of the chain, its control register the guest's.
+TEST_P(KernelBehaviour, PasidCapabilityForTheVsmmu) {
+    hostsim::SimDeviceConfig c;
+    c.pcieCaps = true;
+    std::vector<uint8_t> aer(0x44, 0);
+    c.extCaps = {{PCI_EXT_CAP_ID_ERR, 2, 0x100, aer},
+                 {PCI_EXT_CAP_ID_DSN, 1, 0x1c0, {0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88}}};
+    open(c);
+    EXPECT_FALSE(device->pasidCapability());
+    ASSERT_TRUE(device->addPasidCapability(5, /*exec=*/true, /*priv=*/false).ok());
+    ASSERT_EQ(device->pasidCapability(), 0xff8);
+    EXPECT_THAT(device->extendedCapabilities(), ::testing::ElementsAre(0x100, 0x1c0, 0xff8));
+    EXPECT_EQ(cfgRead(0x1c0), 0xff810003u) << "DSN now points on to PASID";
+    EXPECT_EQ(cfgRead(0xff8), 0x0001001bu) << "PASID, version 1, last";
+    EXPECT_EQ(cfgRead(0xff8 + PCI_PASID_CAP, 2), 0x0502u) << "Max PASID Width 5, Exec";
+    EXPECT_EQ(cfgRead(0xff8 + PCI_PASID_CTRL, 2), 0u);
+    // The guest enables PASID with every bit: Priv is not supported, so it stays clear.
+    cfgWrite(0xff8 + PCI_PASID_CTRL, PCI_PASID_CTRL_ENABLE | PCI_PASID_CTRL_EXEC | PCI_PASID_CTRL_PRIV, 2);
+    EXPECT_EQ(cfgRead(0xff8 + PCI_PASID_CTRL, 2), uint32_t(PCI_PASID_CTRL_ENABLE | PCI_PASID_CTRL_EXEC));
+    EXPECT_EQ(device->pasidControl(), PCI_PASID_CTRL_ENABLE | PCI_PASID_CTRL_EXEC);
+    EXPECT_EQ(simDev().configByte(0xff8 + PCI_PASID_CTRL), 0) << "nothing reaches the function";
+    cfgWrite(0xff8 + PCI_PASID_CAP, 0xffff, 2);  // read-only
+    EXPECT_EQ(cfgRead(0xff8 + PCI_PASID_CAP, 2), 0x0502u);
+    // A function-level reset clears the enable.
+    ASSERT_TRUE(device->functionLevelReset().ok());
+    EXPECT_EQ(device->pasidControl(), 0u);
+    EXPECT_EQ(device->addPasidCapability(5, true, false).error().code(), EEXIST);
+
+    // A function with its own PASID capability (vfio-pci hides it from a real guest's view, the
+    // sim shows it): ours takes its place, limited to what the function says (width 8, Exec).
+    TearDown();
+    c.extCaps = {{PCI_EXT_CAP_ID_ERR, 2, 0x100, aer}, {PCI_EXT_CAP_ID_PASID, 1, 0x148, {0x02, 0x08, 0x00, 0x00}}};
+    open(c);
+    EXPECT_THAT(device->extendedCapabilities(), ::testing::ElementsAre(0x100));
+    ASSERT_TRUE(device->addPasidCapability(20, true, true).ok());
+    EXPECT_EQ(device->pasidCapability(), 0x148);
+    EXPECT_EQ(cfgRead(0x100), 0x14820001u);
+    EXPECT_EQ(cfgRead(0x148), 0x0001001bu);
+    EXPECT_EQ(cfgRead(0x148 + PCI_PASID_CAP, 2), 0x0802u);
+
+    // Conventional config space: no room for an extended capability.
+    TearDown();
+    open(hostsim::SimDeviceConfig{});
+    EXPECT_EQ(device->addPasidCapability(5, true, true).error().code(), EOPNOTSUPP);
+    EXPECT_FALSE(device->pasidCapability());
+}
+
 // The expansion ROM: the ROM BAR sizes as the region's size, decodes only with its enable bit and
 // memory decode, reads the ROM's bytes (0xff past the image) and ignores writes.
 TEST_P(KernelBehaviour, RomBarSizesEnablesAndReadsTheRom) {

@@ -85,7 +85,8 @@ public:
     virtual void reservePhandles(FdtPhandles&) const {}
     // Writes extra nodes under the root (after the base nodes, before /chosen).
     virtual Result<void> writeRootNodes(FdtWriter&, const FdtPhandles&) const { return success(); }
-    // Writes extra properties of the PCI host bridge node (e.g. iommu-map).
+    // Writes extra properties of the PCI host bridge node (e.g. iommu-map), and then, if any, child
+    // nodes of it (sequential write: subnodes follow every property; it is the node's last step).
     virtual Result<void> writePciHostProperties(FdtWriter&, const FdtPhandles&) const { return success(); }
 };
 

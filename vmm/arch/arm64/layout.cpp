@@ -15,6 +15,11 @@ static_assert(Layout::kItsTranslaterFrame == Layout::kMsiWindowBase,
 static_assert(Layout::kGicItsBase + Layout::kGicItsSize <= Layout::kMsiWindowBase + Layout::kMsiWindowSize);
 static_assert(Layout::kGicRedistLimit <= Layout::kGicItsBase);
 static_assert(Layout::kRamBase >= Layout::kEcamBase + Layout::kEcamSize);
+static_assert(Layout::kVsmmuBase >= Layout::kExitDeviceBase + Layout::kExitDeviceSize &&
+              Layout::kVsmmuBase + Layout::kVsmmuSize <= Layout::kMmio32Base);
+static_assert(Layout::kVsmmuEventqSpi >= Layout::kPciIntxSpiBase + Layout::kPciIntxSpiCount &&
+                  Layout::kVsmmuCmdqSyncSpi < Layout::kSpiCount,
+              "the vSMMU's SPIs are above the INTx ones and within the vGIC's");
 static_assert(Layout::kPciIntxSpiBase > Layout::kUartSpi &&
               Layout::kPciIntxSpiBase + Layout::kPciIntxSpiCount <= Layout::kSpiCount);
 
@@ -47,6 +52,7 @@ std::vector<NamedRange> Layout::platformRanges() const {
         {"msi-reserved", RangeKind::Platform, {gicIts().end(), msiWindow().end() - gicIts().end()}},
         {"uart", RangeKind::Platform, uart()},
         {"exit-device", RangeKind::Platform, exitDevice()},
+        {"vsmmu", RangeKind::Platform, vsmmu()},
     };
 }
 

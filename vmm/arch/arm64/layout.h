@@ -12,6 +12,8 @@
 //                in this window, and RAM never does (a device DMA there would hit the doorbell).
 //   0x0900_0000  16550 UART (4 KiB MMIO, one SPI)
 //   0x0901_0000  exit device (4 KiB MMIO, for test payloads)
+//   0x0905_0000  the virtual SMMUv3 (128 KiB: register pages 0 and 1), when the VM has one
+//                (issue 13); reserved either way so the map does not depend on the config
 //   0x1000_0000  32-bit PCI MMIO window (512 MiB)
 //   0x3000_0000  PCI ECAM (256 MiB: 256 buses)
 //   0x4000_0000  RAM
@@ -47,6 +49,8 @@ public:
     static constexpr uint64_t kUartSize = 4 * KiB;
     static constexpr uint64_t kExitDeviceBase = 0x0901'0000;
     static constexpr uint64_t kExitDeviceSize = 4 * KiB;
+    static constexpr uint64_t kVsmmuBase = 0x0905'0000;
+    static constexpr uint64_t kVsmmuSize = 128 * KiB;
     static constexpr uint64_t kMmio32Base = 0x1000'0000;
     static constexpr uint64_t kMmio32Size = 512 * MiB;
     static constexpr uint64_t kEcamBase = 0x3000'0000;
@@ -63,6 +67,10 @@ public:
     static constexpr uint32_t kPciIntxSpiBase = 16;  // INTx of PCI slots: 16 SPIs from here, one per slot (mod 16)
     static constexpr uint32_t kPciIntxSpiCount = 16;
     static constexpr uint32_t kSpiCount = 64;        // SPIs the vGIC is created with (a multiple of 32)
+    // The virtual SMMUv3's wired interrupts (edge-triggered): eventq, gerror, cmdq-sync.
+    static constexpr uint32_t kVsmmuEventqSpi = 40;
+    static constexpr uint32_t kVsmmuGerrorSpi = 41;
+    static constexpr uint32_t kVsmmuCmdqSyncSpi = 42;
 
     // Lays out `ramBytes` of RAM (a multiple of 64 KiB, so any guest page size maps it) for
     // `vcpus` vCPUs (1..kMaxVcpus).
@@ -81,6 +89,7 @@ public:
     memory::AddressRange msiWindow() const { return {kMsiWindowBase, kMsiWindowSize}; }
     memory::AddressRange uart() const { return {kUartBase, kUartSize}; }
     memory::AddressRange exitDevice() const { return {kExitDeviceBase, kExitDeviceSize}; }
+    memory::AddressRange vsmmu() const { return {kVsmmuBase, kVsmmuSize}; }
     // Ranges that are neither RAM nor available to BARs, named, without overlaps.
     std::vector<memory::NamedRange> platformRanges() const;
     // Every range of the map, named, sorted by base.

@@ -18,6 +18,7 @@
 #include "vmm/arch/arm64/kvm_vcpu.h"
 #include "vmm/arch/arm64/layout.h"
 #include "vmm/arch/arm64/psci.h"
+#include "vmm/arch/arm64/vsmmu_fdt.h"
 #include "vmm/image_file.h"
 #include "vmm/kvm.h"
 #include "vmm/kvm_interrupt_line.h"
@@ -139,6 +140,13 @@ Result<std::unique_ptr<arch::PlatformDevices>> Arm64Platform::createDevices(arch
     return std::unique_ptr<arch::PlatformDevices>(std::move(d));
 }
 
+Result<arch::ViommuSlot> Arm64Platform::viommuSlot(ViommuConfig::Type) const {
+    // GITS_TRANSLATER (offset 0x40 of the ITS's translater frame): the one MSI controller.
+    constexpr uint64_t kGitsTranslater = Layout::kItsTranslaterFrame + 0x40;
+    return arch::ViommuSlot{{Layout::kVsmmuBase, Layout::kVsmmuSize}, irqLineSpi(Layout::kVsmmuEventqSpi),
+                            irqLineSpi(Layout::kVsmmuGerrorSpi), irqLineSpi(Layout::kVsmmuCmdqSyncSpi), kGitsTranslater};
+}
+
 Result<void> Arm64Platform::initVcpu(Vcpu& vcpu, unsigned count) {
     if (count > Layout::kMaxVcpus)
         return Error(fmt::format("arm64: {} vCPUs; the redistributor area holds {}", count, Layout::kMaxVcpus));
@@ -151,13 +159,23 @@ Result<std::string> Arm64Platform::boot(const arch::BootContext& c) {
     auto layout = TRY(Layout::create(c.layout.ramBytes(), n));
     std::vector<uint64_t> mpidrs;
     for (Vcpu* v : c.vcpus) mpidrs.push_back(TRY(readMpidr(v->fd(), v->index())));
+    // The virtual SMMUv3 the Machine built in viommuSlot(): its node and the bridge's iommu-map.
+    std::optional<VsmmuFdt> vsmmu;
+    std::vector<const FdtExtension*> extensions;
+    if (c.viommu) {
+        // The MSI window identity-mapped at stage 1 for the fronted functions (docs/vsmmu.md).
+        vsmmu.emplace(VsmmuFdtParams{layout.vsmmu(), Layout::kVsmmuEventqSpi, Layout::kVsmmuGerrorSpi,
+                                     Layout::kVsmmuCmdqSyncSpi, c.viommu->dmaCoherent, layout.msiWindow(),
+                                     c.viommu->requesterIds});
+        extensions.push_back(&*vsmmu);
+    }
 
     if (c.config.kernel) {
         const auto& k = *c.config.kernel;
         auto image = TRY(readImageFile(k.path, "kernel"));
         std::vector<uint8_t> initrd;
         if (k.initrd) initrd = TRY(readImageFile(*k.initrd, "initrd"));
-        auto plan = TRY(loadLinux(c.memory, layout, {image, initrd, k.cmdline, mpidrs}));
+        auto plan = TRY(loadLinux(c.memory, layout, {image, initrd, k.cmdline, mpidrs, true, extensions}));
         TRY(setBootRegisters(c.vcpus[0]->fd(), 0, plan.entry, plan.fdt));
         return plan.description;
     }
@@ -168,7 +186,9 @@ Result<std::string> Arm64Platform::boot(const arch::BootContext& c) {
         return Error(fmt::format("arm64 payload: {} bytes at {:#x} are not in RAM ({})", bytes.size(), p.loadAddress,
                                  layout.ramRanges().front().toString()));
     TRY(c.memory.write(p.loadAddress, bytes));
-    auto fdt = TRY(buildFdt(describeBoard(layout, {mpidrs, "", std::nullopt, true})));
+    FdtDescription desc = describeBoard(layout, {mpidrs, "", std::nullopt, true});
+    desc.extensions = extensions;
+    auto fdt = TRY(buildFdt(desc));
     uint64_t fdtAt = memory::alignDown(layout.ramRanges().front().end() - kFdtMaxSize, 2 * MiB);
     if (fdtAt < p.loadAddress + bytes.size()) return Error("arm64 payload: no room for the device tree above it");
     TRY(c.memory.write(fdtAt, fdt));

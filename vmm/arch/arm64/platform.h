@@ -7,7 +7,8 @@
 //              (kvm_gic.h), the SPI routes KVM installs by default (GSI n -> SPI n)
 //   PCI        INTx of slot S on SPI 16 + S % 16 for all four pins (the FDT interrupt-map);
 //              no port I/O; MSIs to the ITS with the requester id as device id
-//   devices    16550 on MMIO 0x0900_0000 (SPI 1, KVM_IRQ_LINE), the exit device on MMIO
+//   devices    16550 on MMIO 0x0900_0000 (SPI 1, KVM_IRQ_LINE), the exit device on MMIO; the
+//              virtual SMMUv3's slot at 0x0905_0000 with SPIs 40-42, in the device tree when built
 //   vCPUs      KVM_ARM_VCPU_INIT with PSCI 0.2, secondaries powered off until PSCI CPU_ON
 //   boot       the arm64 Image (header honoured), initrd, the device tree (libfdt), X0 = DTB;
 //              or a flat payload in RAM entered with X0 = DTB
@@ -35,6 +36,7 @@ public:
     uint32_t pciIntxGsi(uint8_t slot) const override;
     std::optional<memory::AddressRange> pciIoPortWindow() const override { return std::nullopt; }
     Result<std::unique_ptr<arch::PlatformDevices>> createDevices(arch::DeviceContext context) override;
+    Result<arch::ViommuSlot> viommuSlot(ViommuConfig::Type type) const override;
     Result<void> initVcpu(Vcpu& vcpu, unsigned count) override;
     Result<std::string> boot(const arch::BootContext& context) override;
     std::unique_ptr<VcpuExitHandler> exitHandler(devices::Bus& pio, ExitStats& stats) const override;

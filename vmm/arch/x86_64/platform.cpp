@@ -125,6 +125,15 @@ Result<void> X86Platform::initVcpu(Vcpu& vcpu, unsigned count) {
     return success();
 }
 
+Result<arch::ViommuSlot> X86Platform::viommuSlot(ViommuConfig::Type) const {
+    // The guest learns of an IOMMU from a firmware table (an IORT for an SMMUv3 on ACPI, a DMAR or
+    // IVRS for Intel's or AMD's); Conduit writes none of them for x86 guests, and the only virtual
+    // IOMMU it has, the SMMUv3, is an arm64 device.
+    return Error("x86_64: no virtual IOMMU: the vSMMU (\"viommu\": {\"type\": \"smmuv3\"}) is an arm64 device, and "
+                 "Conduit writes no IORT/DMAR/IVRS table that would describe one to an x86 guest",
+                 EOPNOTSUPP);
+}
+
 Result<std::string> X86Platform::boot(const arch::BootContext& c) {
     const unsigned n = static_cast<unsigned>(c.vcpus.size());
     BootPlan plan = c.config.kernel ? TRY(loadLinux(c.memory, c.layout, *c.config.kernel, n))

@@ -31,6 +31,7 @@ public:
     Result<void> finalizeIrqchip(Vm& vm, std::span<Vcpu* const> vcpus) override;
     uint32_t pciIntxGsi(uint8_t slot) const override;
     std::optional<memory::AddressRange> pciIoPortWindow() const override;
+    Result<arch::ViommuSlot> viommuSlot(ViommuConfig::Type type) const override;
     Result<std::unique_ptr<arch::PlatformDevices>> createDevices(arch::DeviceContext context) override;
     Result<void> initVcpu(Vcpu& vcpu, unsigned count) override;
     Result<std::string> boot(const arch::BootContext& context) override;

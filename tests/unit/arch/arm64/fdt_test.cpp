@@ -3,6 +3,7 @@
 // as a diff in the failure. To accept an intended change, run the test with
 // CONDUIT_UPDATE_GOLDEN=1 and review the golden file's diff.
 #include "vmm/arch/arm64/fdt.h"
+#include "vmm/arch/arm64/vsmmu_fdt.h"
 
 #include <libfdt.h>
 #include <sys/wait.h>
@@ -25,6 +26,8 @@ namespace fs = std::filesystem;
 using memory::AddressRange;
 
 const fs::path kGolden = fs::path(CONDUIT_SOURCE_DIR) / "tests/unit/arch/arm64/golden/virt-2cpu.dts";
+// The same machine with the virtual SMMUv3 (issue 13): the smmuv3 node and the bridge's iommu-map.
+const fs::path kVsmmuGolden = fs::path(CONDUIT_SOURCE_DIR) / "tests/unit/arch/arm64/golden/virt-2cpu-vsmmu.dts";
 
 struct Command {
     int status;
@@ -83,10 +86,10 @@ std::string decompile(const std::vector<uint8_t>& blob, bool expectNoWarnings = 
 }
 
 // `diff -u golden actual`: empty when they are equal.
-std::string diffAgainstGolden(const std::string& actual) {
+std::string diffAgainstGolden(const std::string& actual, const fs::path& golden = kGolden) {
     ScratchDir dir;
     std::ofstream(dir / "actual.dts") << actual;
-    auto c = run("diff -u " + kGolden.string() + " " + (dir / "actual.dts").string());
+    auto c = run("diff -u " + golden.string() + " " + (dir / "actual.dts").string());
     return c.status == 0 ? std::string() : c.output;
 }
 
@@ -115,6 +118,50 @@ TEST(Arm64Fdt, MatchesTheGoldenSource) {
     ASSERT_TRUE(fs::exists(kGolden)) << kGolden;
     std::string diff = diffAgainstGolden(dts);
     EXPECT_TRUE(diff.empty()) << "the device tree differs from " << kGolden << ":\n" << diff;
+}
+
+VsmmuFdtParams vsmmuParams(const Layout& l) {
+    // Two fronted functions: 00:03.0 and 00:04.1.
+    return {l.vsmmu(), Layout::kVsmmuEventqSpi, Layout::kVsmmuGerrorSpi, Layout::kVsmmuCmdqSyncSpi, true, l.msiWindow(),
+            {0x18, 0x21}};
+}
+
+std::vector<uint8_t> vsmmuBlob(VsmmuFdtParams (*params)(const Layout&) = vsmmuParams) {
+    auto layout = Layout::create(256 * MiB, 2);
+    EXPECT_TRUE(layout);
+    VsmmuFdt ext(params(*layout));
+    FdtDescription d = describeBoard(*layout, goldenOptions());
+    d.extensions = {&ext};
+    auto blob = buildFdt(d);
+    EXPECT_TRUE(blob) << blob.error().describe();
+    return blob ? *blob : std::vector<uint8_t>{};
+}
+
+TEST(Arm64Fdt, WithTheVsmmuMatchesItsGoldenSource) {
+    std::string dts = decompile(vsmmuBlob());
+    if (std::getenv("CONDUIT_UPDATE_GOLDEN")) {
+        std::ofstream(kVsmmuGolden) << dts;
+        GTEST_SKIP() << "golden file rewritten: " << kVsmmuGolden;
+    }
+    ASSERT_TRUE(fs::exists(kVsmmuGolden)) << kVsmmuGolden;
+    std::string diff = diffAgainstGolden(dts, kVsmmuGolden);
+    EXPECT_TRUE(diff.empty()) << "the device tree differs from " << kVsmmuGolden << ":\n" << diff;
+    // Against the plain golden: exactly the vSMMU node and the iommu-map are new.
+    std::string plain = diffAgainstGolden(dts);
+    EXPECT_NE(plain.find("+\tsmmuv3@9050000 {"), std::string::npos) << plain;
+    EXPECT_NE(plain.find("+\t\tiommu-map = <0x00 0x03 0x00 0x10000>;"), std::string::npos) << plain;
+}
+
+TEST(Arm64Fdt, TheVsmmuNodeSaysCoherentOnlyWhenTheHostIs) {
+    auto dts = decompile(vsmmuBlob([](const Layout& l) {
+        auto p = vsmmuParams(l);
+        p.dmaCoherent = false;
+        return p;
+    }));
+    std::string diff = diffAgainstGolden(dts, kVsmmuGolden);
+    EXPECT_NE(diff.find("-\t\tdma-coherent;"), std::string::npos) << diff;
+    // One line removed from the smmuv3 node; the host bridge keeps its own dma-coherent.
+    EXPECT_NE(dts.find("pcie@30000000"), std::string::npos);
 }
 
 TEST(Arm64Fdt, TheGoldenComparisonFailsWithoutTheItsNode) {

@@ -1,5 +1,6 @@
 // The x86_64 platform's guest-physical map (vmm/arch/x86_64/layout.h).
 #include "vmm/arch/x86_64/layout.h"
+#include "vmm/arch/platform.h"
 
 #include <gtest/gtest.h>
 
@@ -52,3 +53,13 @@ TEST(AddressLayout, RefusesImpossibleSizes) {
 
 }  // namespace
 }  // namespace conduit::vmm::x86
+
+// The virtual IOMMU (config "viommu") is an arm64 device: x86 refuses it, saying why, before any
+// host object exists (Passthrough asks the platform first).
+TEST(X86Platform, HasNoVirtualIommuAndSaysWhy) {
+    auto platform = conduit::vmm::arch::hostPlatform();
+    auto slot = platform->viommuSlot(conduit::vmm::ViommuConfig::Type::SmmuV3);
+    ASSERT_FALSE(slot.ok());
+    EXPECT_EQ(slot.error().code(), EOPNOTSUPP);
+    EXPECT_NE(slot.error().describe().find("no IORT/DMAR/IVRS"), std::string::npos) << slot.error().describe();
+}
