@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# arm64-vsmmu.sh BUILD_DIR [CONFIG] - Conduit's virtual SMMUv3 (issue 13) with a Linux guest: Debian's
+# arm64 cloud kernel (its arm-smmu-v3 driver is built in) on Conduit's arm64 build, with the vsmmu
+# bed's NVMe passed through behind the vSMMU, whose stream table and stage-1 tables the guest owns
+# and L1's SMMUv3 walks in nested mode (ctest linux.vsmmu.nvme, label vsmmu, place vsmmu: inside
+# tests/bed/bed.sh --arch arm64 --vsmmu). CONFIG defaults to configs/arm64-vsmmu-nvme.json. The
+# guest is the arm64 guest kit (arm64-guest.sh; its /init, arm64-guest-init.sh, runs the vSMMU
+# steps when the NVMe has an IOMMU group), `quiet` console. Checks, from the guest's console,
+# Conduit's log (--log-level debug) and its --stats file:
+#   userspace      the guest's uptime when its userspace starts
+#   smmu-probe     the guest's arm-smmu-v3 driver probed the vSMMU (its features line)
+#   iommu-group    the NVMe is in an IOMMU group of its own whose default domain is DMA (stage 1)
+#   nvme-probe     the guest's nvme driver bound the device with MSI-X
+#   block-io       a 4 KiB O_DIRECT write and read-back through the guest's stage 1
+#   msi-x          the nvme queues' ITS-MSI lines counted interrupts, an I/O queue's among them:
+#                  the device's MSI writes went through stage 1 to the ITS doorbell
+#   fault          the guest-provoked translation fault (the admin queues at an unmapped IOVA, the
+#                  doorbell rung, nvme unbound) reached the guest's event queue: its kernel log has
+#                  "arm-smmu-v3 ...: event 0x10 received" (F_TRANSLATION); Conduit delivered it
+#                  (stats events_delivered, its log's vSMMU event line)
+#   ste-bypass     the group switched to identity: nvme bound again and its I/O worked
+#   ste-translate  back to DMA: nvme bound again and its I/O worked
+#   ste-states     Conduit moved the stream through abort, bypass and stage 1 (stats ste_changes,
+#                  and a log line for each)
+#   invalidations  Conduit forwarded invalidation commands in IOMMU_HWPT_INVALIDATE calls (stats
+#                  invalidation_commands_forwarded >= hwpt_invalidate_ioctls > 0), none refused
+#   power-off      the guest powered off by PSCI SYSTEM_OFF and Conduit exited 0
+#   nothing-left   no process holds /dev/vfio or /dev/iommu, the NVMe is still vfio-pci's
+# Prints "VS: PASS|FAIL <check>: <detail>"; exits 0 iff none failed. Runs under L1's static bash with
+# busybox's tools.
+#
+# What it expects of Conduit (issue 13's wiring): the config's top-level "viommu": {"type": "smmuv3"}
+# and the device's "viommu": true; in the --stats file an object with the keys ste_changes {abort,
+# bypass, s1}, invalidation_commands_forwarded, hwpt_invalidate_ioctls, hwpt_invalidate_errors,
+# events_delivered, events_lost; debug log lines "vSMMU: StreamID 0x.. -> abort|bypass|S1" and
+# "vSMMU: event F_TRANSLATION (0x10) StreamID ...".
+set -uo pipefail
+build=$(cd "$1" && pwd)
+here=$(cd "$(dirname "$0")" && pwd)
+config=${2:-$here/configs/arm64-vsmmu-nvme.json}
+conduit=$build/conduit
+NVME=0000:00:02.0
+CHECK_TAG=VS
+. "$here/checks.sh"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+kit=$("$here/arm64-guest.sh" --offline) || { echo "VS: FAIL kit: no arm64 guest kit prepared"; exit 1; }
+[ -x "$conduit" ] || { echo "VS: FAIL conduit: no $conduit (ARCH=arm64 scripts/build.sh)"; exit 1; }
+uptime_now() { cut -d' ' -f1 /proc/uptime; }
+t0=$(uptime_now)
+# A guest that hangs is stopped (SIGINT) before ctest's timeout, so its console still gets shown.
+timeout -s INT "${VS_TIMEOUT:-400}" "$conduit" --log-level debug run --config "$config" \
+    --kernel "$kit/Image" --initrd "$kit/initrd.cpio" --cmdline "console=ttyS0 quiet panic=-1" \
+    --stats "$work/stats.json" > "$work/serial.txt" 2> "$work/err.txt"
+rc=$?
+secs=$(awk -v a="$t0" -v b="$(uptime_now)" 'BEGIN{printf "%.1f", b-a}')
+tr -d '\r' < "$work/serial.txt" > "$work/out.txt"  # the guest's console writes CR LF
+if [ $rc = 0 ]; then grep -E '^GUEST' "$work/out.txt"; else tail -60 "$work/out.txt"; fi
+grep -vE '\] \[debug\] ' "$work/err.txt" | tail -8
+grep -E 'vSMMU' "$work/err.txt" | tail -30
+echo "VS: conduit exit $rc after ${secs}s"
+line() { sed -n "s/^GUEST: $1//p" "$work/out.txt" | head -1; }
+# A number from the stats file (the first "KEY": N in it); stats keys are unique but for the
+# ste_changes ones, which are asked for inside that object.
+jnum() { grep -oE "\"$1\": *[0-9]+" "$work/stats.json" 2>/dev/null | head -1 | grep -oE '[0-9]+$'; }
+ste() { tr -d '\n ' < "$work/stats.json" 2>/dev/null | grep -oE '"ste_changes":\{[^}]*\}' | grep -oE "\"$1\":[0-9]+" | grep -oE '[0-9]+$'; }
+
+check userspace "guest uptime $(line 'userspace at ')" grep -q '^GUEST: userspace at [0-9.]* s$' "$work/out.txt"
+check smmu-probe "$(line 'smmu ')" sh -c "echo '$(line 'smmu ')' | grep -q '^arm-smmu-v3 .*features'"
+grouptype=$(line 'iommu group ' | awk '{print $3}')
+check iommu-group "$(line 'iommu ')" sh -c "echo '$(line 'iommu ')' | grep -qE '^group [0-9]+ type DMA(-FQ)? devices 0000:00:01.0 \$'"
+check nvme-probe "$(line 'nvme ')" grep -q '^GUEST: nvme .* driver nvme msi mode msix $' "$work/out.txt"
+check block-io "4 KiB written and read back with O_DIRECT through stage 1 (group type ${grouptype:-?}): $(line 'block io ')" \
+    test "$(line 'block io ')" = ok
+irqs=$(line 'interrupts ' | cut -d' ' -f1)
+ioq=$(grep '^GUEST-IRQ: .* nvme0q[1-9][0-9]*$' "$work/out.txt" | awk '{for (i = 3; i <= 4; i++) t += $i} END {print t + 0}')
+check msi-x "$(line 'interrupts '); on the I/O queues $ioq" \
+    sh -c "[ '${irqs:-0}' -gt 0 ] && [ '${ioq:-0}' -gt 0 ] && [ '$(line 'interrupts ' | sed 's/.*lines: //')' = 'ITS-MSI ' ]"
+grep '^GUEST-SMMU: .*event 0x' "$work/out.txt" | head -8 | sed 's/^GUEST-SMMU: */VS: guest smmu /'
+events=$(grep -c '^GUEST-SMMU: .*arm-smmu-v3.*event 0x10 received' "$work/out.txt")
+hostev=$(grep -cE '\[debug\] vSMMU: event F_TRANSLATION \(0x10\) StreamID 0x8 ' "$work/err.txt")
+check fault "$(line 'fault '); guest log: $events \"event 0x10 received\"; Conduit: events_delivered $(jnum events_delivered), events_lost $(jnum events_lost), $hostev F_TRANSLATION log line(s) for StreamID 0x8" \
+    sh -c "[ $events -gt 0 ] && [ '$(jnum events_delivered)' -gt 0 ] 2>/dev/null && [ $hostev -gt 0 ]"
+check ste-bypass "$(line 'identity ')" sh -c "echo '$(line 'identity ')' | grep -q '^type identity bound block io ok\$'"
+check ste-translate "$(line 'dma ')" sh -c "echo '$(line 'dma ')' | grep -qE '^unbind unbound type DMA(-FQ)? bound block io ok\$'"
+logged() { grep -cE "\[debug\] vSMMU: StreamID 0x8 -> $1 " "$work/err.txt"; }
+check ste-states "stats ste_changes abort $(ste abort) bypass $(ste bypass) s1 $(ste s1); log lines: abort $(logged abort), bypass $(logged bypass), S1 $(logged S1)" \
+    sh -c "[ '$(ste abort)' -gt 0 ] && [ '$(ste bypass)' -gt 0 ] && [ '$(ste s1)' -gt 0 ] && [ $(logged abort) -gt 0 ] && [ $(logged bypass) -gt 0 ] && [ $(logged S1) -gt 0 ]" 2>/dev/null
+fwd=$(jnum invalidation_commands_forwarded) calls=$(jnum hwpt_invalidate_ioctls) ierr=$(jnum hwpt_invalidate_errors)
+check invalidations "commands forwarded ${fwd:-?} in ${calls:-?} IOMMU_HWPT_INVALIDATE ioctl(s), ${ierr:-?} refused" \
+    sh -c "[ '${calls:-0}' -gt 0 ] && [ '${fwd:-0}' -ge '${calls:-0}' ] && [ '${ierr:-x}' = 0 ]" 2>/dev/null
+check power-off "exit $rc, $(grep -o 'exit: guest powered off[^"]*' "$work/err.txt" | head -1)" \
+    sh -c "[ $rc = 0 ] && grep -q 'exit: guest powered off: .*(shutdown, PSCI SYSTEM_OFF)' '$work/err.txt'"
+check_nothing_left "$NVME"
+echo "VS: stats: $(tr -d '\n' < "$work/stats.json" 2>/dev/null | tr -s ' ' | cut -c1-1500)"
+exit $((failures > 0))
