@@ -79,7 +79,7 @@ check msi-x "$(line 'interrupts '); on the I/O queues $ioq" \
     sh -c "[ '${irqs:-0}' -gt 0 ] && [ '${ioq:-0}' -gt 0 ] && [ '$(line 'interrupts ' | sed 's/.*lines: //')' = 'ITS-MSI ' ]"
 grep '^GUEST-SMMU: .*event 0x' "$work/out.txt" | head -8 | sed 's/^GUEST-SMMU: */VS: guest smmu /'
 events=$(grep -c '^GUEST-SMMU: .*arm-smmu-v3.*event 0x10 received' "$work/out.txt")
-hostev=$(grep -cE '\[debug\] vSMMU: event F_TRANSLATION \(0x10\) StreamID 0x8 ' "$work/err.txt")
+hostev=$(grep -cE '\[debug\] vSMMU: event [A-Z_]+ \(0x10\) StreamID 0x8 ' "$work/err.txt")
 check fault "$(line 'fault '); guest log: $events \"event 0x10 received\"; Conduit: events_delivered $(jnum events_delivered), events_lost $(jnum events_lost), $hostev F_TRANSLATION log line(s) for StreamID 0x8" \
     sh -c "[ $events -gt 0 ] && [ '$(jnum events_delivered)' -gt 0 ] 2>/dev/null && [ $hostev -gt 0 ]"
 check ste-bypass "$(line 'identity ')" sh -c "echo '$(line 'identity ')' | grep -q '^type identity bound block io ok\$'"
