@@ -21,13 +21,16 @@ src=$(cd "$here/.." && pwd)
 build=$(cd "${1:-$src/build-arm64}" && pwd) || { echo "vsmmu-nvme: no build directory ${1:-$src/build-arm64}" >&2; exit 2; }
 RUNS=${RUNS:-3}
 BENCH_MIB=${BENCH_MIB:-32}
+# The two configs (env, for checking the bench itself: the same config twice gives the noise).
+NONE_CONFIG=${NONE_CONFIG:-$src/tests/realkernel/configs/arm64-nvme-iommufd.json}
+VSMMU_CONFIG=${VSMMU_CONFIG:-$src/tests/realkernel/configs/arm64-vsmmu-nvme.json}
 if [[ -z ${CONDUIT_IN_BED:-} ]]; then
     "$src/tests/realkernel/arm64-guest.sh" > /dev/null || { echo "vsmmu-nvme: preparing the arm64 guest kit failed" >&2; exit 2; }
     echo "vsmmu-nvme: running inside the vsmmu bed (both cases in the same L1 run)"
-    exec "$src/tests/bed/bed.sh" --arch arm64 --vsmmu run -- env RUNS="$RUNS" BENCH_MIB="$BENCH_MIB" "$0" "$build"
+    exec "$src/tests/bed/bed.sh" --arch arm64 --vsmmu run -- env RUNS="$RUNS" BENCH_MIB="$BENCH_MIB" \
+        NONE_CONFIG="$NONE_CONFIG" VSMMU_CONFIG="$VSMMU_CONFIG" "$0" "$build"
 fi
 kit=$("$src/tests/realkernel/arm64-guest.sh" --offline) || { echo "vsmmu-nvme: no arm64 guest kit" >&2; exit 2; }
-configs=$src/tests/realkernel/configs
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 echo "vsmmu-nvme: $(date -u '+%Y-%m-%d %H:%M UTC'), L1 $(uname -r) $(nproc) CPUs, $RUNS runs per case, $BENCH_MIB MiB each, 64 KiB O_DIRECT reads"
@@ -52,9 +55,9 @@ for i in $(seq "$RUNS"); do
     order=(none vsmmu); [ $((i % 2)) = 0 ] && order=(vsmmu none)
     for c in "${order[@]}"; do
         if [ "$c" = none ]; then
-            v=$(run none "$configs/arm64-nvme-iommufd.json" "$i") && none+=("$v")
+            v=$(run none "$NONE_CONFIG" "$i") && none+=("$v")
         else
-            v=$(run vsmmu "$configs/arm64-vsmmu-nvme.json" "$i") && vsmmu+=("$v")
+            v=$(run vsmmu "$VSMMU_CONFIG" "$i") && vsmmu+=("$v")
             s=$work/vsmmu-$i.stats
             echo "  vsmmu run $i: ${v:-failed} MiB/s; invalidation commands forwarded $(jnum invalidation_commands_forwarded "$s"), IOMMU_HWPT_INVALIDATE ioctls $(jnum hwpt_invalidate_ioctls "$s")"
         fi
