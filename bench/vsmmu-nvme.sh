@@ -27,13 +27,14 @@ VSMMU_CONFIG=${VSMMU_CONFIG:-$src/tests/realkernel/configs/arm64-vsmmu-nvme.json
 if [[ -z ${CONDUIT_IN_BED:-} ]]; then
     "$src/tests/realkernel/arm64-guest.sh" > /dev/null || { echo "vsmmu-nvme: preparing the arm64 guest kit failed" >&2; exit 2; }
     echo "vsmmu-nvme: running inside the vsmmu bed (both cases in the same L1 run)"
-    exec "$src/tests/bed/bed.sh" --arch arm64 --vsmmu run -- env RUNS="$RUNS" BENCH_MIB="$BENCH_MIB" \
+    exec "$src/tests/bed/bed.sh" --arch arm64 --vsmmu run -- env RUNS="$RUNS" BENCH_MIB="$BENCH_MIB" BENCH_DATE="$(date -u '+%Y-%m-%d %H:%M UTC')" \
         NONE_CONFIG="$NONE_CONFIG" VSMMU_CONFIG="$VSMMU_CONFIG" "$0" "$build"
 fi
 kit=$("$src/tests/realkernel/arm64-guest.sh" --offline) || { echo "vsmmu-nvme: no arm64 guest kit" >&2; exit 2; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-echo "vsmmu-nvme: $(date -u '+%Y-%m-%d %H:%M UTC'), L1 $(uname -r) $(nproc) CPUs, $RUNS runs per case, $BENCH_MIB MiB each, 64 KiB O_DIRECT reads"
+# L1 has no clock of its own (no RTC): the date comes from the host.
+echo "vsmmu-nvme: ${BENCH_DATE:-$(date -u '+%Y-%m-%d %H:%M UTC')}, L1 $(uname -r) $(nproc) CPUs, $RUNS runs per case, $BENCH_MIB MiB each, 64 KiB O_DIRECT reads"
 
 # run CASE CONFIG N: one boot; prints the guest's MiB/s (or nothing) and keeps the stats file.
 run() {

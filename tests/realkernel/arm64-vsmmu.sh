@@ -63,8 +63,9 @@ echo "VS: conduit exit $rc after ${secs}s"
 line() { sed -n "s/^GUEST: $1//p" "$work/out.txt" | head -1; }
 # A number from the stats file (the first "KEY": N in it); stats keys are unique but for the
 # ste_changes ones, which are asked for inside that object.
-jnum() { grep -oE "\"$1\": *[0-9]+" "$work/stats.json" 2>/dev/null | head -1 | grep -oE '[0-9]+$'; }
-ste() { tr -d '\n ' < "$work/stats.json" 2>/dev/null | grep -oE '"ste_changes":\{[^}]*\}' | grep -oE "\"$1\":[0-9]+" | grep -oE '[0-9]+$'; }
+touch "$work/stats.json"  # none when Conduit failed early: every number below is then empty
+jnum() { grep -oE "\"$1\": *[0-9]+" "$work/stats.json" | head -1 | grep -oE '[0-9]+$'; }
+ste() { tr -d '\n ' < "$work/stats.json" | grep -oE '"ste_changes":\{[^}]*\}' | grep -oE "\"$1\":[0-9]+" | grep -oE '[0-9]+$'; }
 
 check userspace "guest uptime $(line 'userspace at ')" grep -q '^GUEST: userspace at [0-9.]* s$' "$work/out.txt"
 check smmu-probe "$(line 'smmu ')" sh -c "echo '$(line 'smmu ')' | grep -q '^arm-smmu-v3 .*features'"
@@ -93,5 +94,5 @@ check invalidations "commands forwarded ${fwd:-?} in ${calls:-?} IOMMU_HWPT_INVA
 check power-off "exit $rc, $(grep -o 'exit: guest powered off[^"]*' "$work/err.txt" | head -1)" \
     sh -c "[ $rc = 0 ] && grep -q 'exit: guest powered off: .*(shutdown, PSCI SYSTEM_OFF)' '$work/err.txt'"
 check_nothing_left "$NVME"
-echo "VS: stats: $(tr -d '\n' < "$work/stats.json" 2>/dev/null | tr -s ' ' | cut -c1-1500)"
+echo "VS: stats: $(tr -d '\n' < "$work/stats.json" | tr -s ' ' | cut -c1-1500)"
 exit $((failures > 0))
