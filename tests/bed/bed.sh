@@ -30,6 +30,13 @@
 # default 6G), BED_APPEND (more L1 kernel arguments), BED_KERNEL (an L1 bzImage to boot instead),
 # BED_LANES (L1 machines of one vCPU that share the tests of a fixture run, default 2).
 #
+# bed.sh --arch arm64 --vsmmu ... (or BED_VSMMU=1): the arm64 bed's flavour for issue 13's virtual
+# SMMUv3: the same L1 kernel and initramfs booted through UEFI (qemu-efi-aarch64) with acpi=force,
+# QEMU's SMMUv3 with both stages (-global arm-smmuv3.stage=nested), and QEMU's own IORT with CANWBS
+# set on the root complex handed in through the initrd's ACPI table upgrade (prepare_vsmmu), so
+# L1's iommufd allocates vIOMMUs. Fixture results under BUILD_DIR/bed-vsmmu; it runs the tests
+# placed vsmmu.
+#
 # A run that does not reach its end (L1 never boots, panics, or the time is up) prints which job
 # was running and the tail of L1's console, and fails; QEMU never outlives this script.
 set -euo pipefail
