@@ -5,11 +5,14 @@
 // an IOAS; a NEST_PARENT HWPT over it, attached; IOMMU_VIOMMU_ALLOC(ARM_SMMUV3) (Linux allows it only
 // with CANWBS or S2FWB: this is what the IORT upgrade is for); IOMMU_VDEVICE_ALLOC with a virtual
 // StreamID; IOMMU_VEVENTQ_ALLOC; a nested HWPT from a bypass STE, attached by replacement; then an
-// abort STE the same way; back to the parent and everything destroyed. No DMA: the device is not
-// programmed. Prints "VIOMMU: PASS|FAIL <step>: <detail>" per step and stops at the first failure
+// abort STE the same way; then a stage-1 STE over an empty stage-1 table, and the NVMe made to
+// fetch an admin command (a stage-1 translation fault, which must come out of the vEVENTQ with the
+// virtual StreamID: nestedFault below); back to the parent and everything destroyed. Prints "VIOMMU: PASS|FAIL <step>: <detail>" per step and stops at the first failure
 // (each step needs the one before); exits 0 iff all passed.
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -43,6 +46,137 @@ constexpr uint64_t steConfig(uint64_t c) { return c << 1; }
 constexpr uint64_t kCfgAbort = 0, kCfgBypass = 4;
 // The virtual StreamID the vDEVICE gets: not the physical one (0x10 for 00:02.0), so the mapping is real.
 constexpr uint64_t kVirtualSid = 0x42;
+
+// The NVMe's registers (NVMe base specification) that make it fetch an admin command.
+constexpr uint32_t kCc = 0x14, kCsts = 0x1c, kAqa = 0x24, kAsq = 0x28, kAcq = 0x30, kSq0Doorbell = 0x1000;
+// Where the probe's "guest memory" sits in the IOAS (an IPA), and the stage-1 address the NVMe is
+// sent to: nothing maps it, as the stage-1 table is empty.
+constexpr uint64_t kIpa = 0x100000, kUnmappedIova = 0xdead0000;
+
+struct Regions {
+    uint64_t config = 0, bar0 = 0;
+};
+bool regions(int dev, Regions& out) {
+    for (auto [index, where] : {std::pair{VFIO_PCI_CONFIG_REGION_INDEX, &out.config},
+                                std::pair{VFIO_PCI_BAR0_REGION_INDEX, &out.bar0}}) {
+        vfio_region_info info{};
+        info.argsz = sizeof(info);
+        info.index = index;
+        if (ioctl(dev, VFIO_DEVICE_GET_REGION_INFO, &info) != 0) return false;
+        *where = info.offset;
+    }
+    return true;
+}
+uint32_t rd32(int dev, uint64_t at) {
+    uint32_t v = ~0u;
+    if (pread(dev, &v, 4, static_cast<off_t>(at)) != 4) return ~0u;
+    return v;
+}
+void wr32(int dev, uint64_t at, uint32_t v) {
+    if (pwrite(dev, &v, 4, static_cast<off_t>(at)) != 4) std::printf("VIOMMU: pwrite at 0x%llx: %s\n", static_cast<unsigned long long>(at), std::strerror(errno));
+}
+bool waitReady(int dev, uint64_t bar0, uint32_t want) {
+    for (int i = 0; i < 200; i++) {
+        if ((rd32(dev, bar0 + kCsts) & 1) == want) return true;
+        usleep(10000);
+    }
+    return false;
+}
+
+// The whole nested path on the bed's own device, without a VMM: a stage-1 STE whose context
+// descriptor (in the probe's memory, mapped in the IOAS at an IPA, so L1's SMMU reads it through
+// stage 2) has an empty translation table; the NVMe, told through its BAR to fetch an admin command
+// from an address, takes a stage-1 translation fault; the record must come out of the vEVENTQ with
+// the virtual StreamID (what a VMM copies into its guest's event queue).
+template <class Attach>
+bool nestedFault(int iommufd, int dev, uint32_t devId, uint32_t ioasId, uint32_t viommuId, int veventqFd, uint32_t oas,
+                 Attach& attach, std::vector<uint32_t>& nested) {
+    void* mem = mmap(nullptr, 0x2000, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) return step(false, "nested-s1-fault", "mmap: %s", std::strerror(errno));
+    auto* cd = static_cast<uint64_t*>(mem);  // the CD at +0; the (empty) level-0 table at +0x1000
+    // CD dword 0: T0SZ 16 (48-bit input), TG0 4 KiB, IRGN0/ORGN0 write-back, SH0 inner shareable,
+    // EPD1 (no TTB1), V, IPS = the SMMU's OAS, AA64, R (record faults), A (abort them), ASID 5.
+    cd[0] = 16 | (1ull << 8) | (1ull << 10) | (3ull << 12) | (1ull << 30) | (1ull << 31) |
+            (static_cast<uint64_t>(oas) << 32) | (1ull << 41) | (1ull << 45) | (1ull << 46) | (5ull << 48);
+    cd[1] = (kIpa + 0x1000) & 0x000ffffffffffff0ull;  // TTB0
+    cd[3] = 0xff;                                      // MAIR: attr 0 normal write-back
+    iommu_ioas_map map{};
+    map.size = sizeof(map);
+    map.flags = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE;
+    map.ioas_id = ioasId;
+    map.user_va = reinterpret_cast<uintptr_t>(mem);
+    map.length = 0x2000;
+    map.iova = kIpa;
+    int r = ioctl(iommufd, IOMMU_IOAS_MAP, &map);
+    if (!step(r == 0, "ioas-map", "IOMMU_IOAS_MAP(the CD and an empty table at IPA 0x%llx): %s",
+              static_cast<unsigned long long>(kIpa), why(r)))
+        return false;
+    // STE: V, Config S1 translate, S1ContextPtr = the CD's IPA, S1CDMax 0; S1CIR/S1COR WB, S1CSH inner.
+    iommu_hwpt_arm_smmuv3 ste{};
+    ste.ste[0] = kSteValid | steConfig(5) | (kIpa & 0x000fffffffffffc0ull);
+    ste.ste[1] = (1ull << 2) | (1ull << 4) | (3ull << 6);
+    iommu_hwpt_alloc hwpt{};
+    hwpt.size = sizeof(hwpt);
+    hwpt.dev_id = devId;
+    hwpt.pt_id = viommuId;
+    hwpt.data_type = IOMMU_HWPT_DATA_ARM_SMMUV3;
+    hwpt.data_len = sizeof(ste);
+    hwpt.data_uptr = reinterpret_cast<uintptr_t>(&ste);
+    r = ioctl(iommufd, IOMMU_HWPT_ALLOC, &hwpt);
+    int ra = r == 0 ? attach(hwpt.out_hwpt_id) : -1;
+    if (r == 0) nested.push_back(hwpt.out_hwpt_id);
+    if (!step(r == 0 && ra == 0, "nested-s1", "IOMMU_HWPT_ALLOC(vIOMMU, STE 0x%llx 0x%llx): %s, id %u; attached: %s",
+              static_cast<unsigned long long>(ste.ste[0]), static_cast<unsigned long long>(ste.ste[1]), why(r),
+              hwpt.out_hwpt_id, r == 0 ? why(ra) : "-"))
+        return false;
+
+    Regions reg;
+    if (!step(regions(dev, reg), "regions", "VFIO_DEVICE_GET_REGION_INFO(config, BAR0): %s", std::strerror(errno)))
+        return false;
+    uint16_t command = 0;
+    if (pread(dev, &command, 2, static_cast<off_t>(reg.config + 4)) != 2) command = 0;
+    uint16_t on = command | 6;  // memory space, bus master
+    if (pwrite(dev, &on, 2, static_cast<off_t>(reg.config + 4)) != 2) return step(false, "nested-s1-fault", "config write: %s", std::strerror(errno));
+    uint64_t b = reg.bar0;
+    wr32(dev, b + kCc, 0);
+    bool off = waitReady(dev, b, 0);
+    wr32(dev, b + kAqa, 0x000f000f);
+    wr32(dev, b + kAsq, static_cast<uint32_t>(kUnmappedIova));
+    wr32(dev, b + kAsq + 4, 0);
+    wr32(dev, b + kAcq, static_cast<uint32_t>(kUnmappedIova + 0x10000));
+    wr32(dev, b + kAcq + 4, 0);
+    wr32(dev, b + kCc, 0x00460001);  // IOCQES 16 B, IOSQES 64 B, EN
+    bool ready = waitReady(dev, b, 1);
+    wr32(dev, b + kSq0Doorbell, 1);
+
+    // The records: a header (flags, sequence) and the SMMUv3 event's four dwords each.
+    pollfd pfd{.fd = veventqFd, .events = POLLIN, .revents = 0};
+    int n = poll(&pfd, 1, 3000);
+    alignas(8) unsigned char buf[64 * 40];
+    ssize_t got = n > 0 ? read(veventqFd, buf, sizeof(buf)) : -1;
+    int records = 0, matching = 0;
+    uint64_t first[4] = {};
+    uint32_t firstSeq = 0;
+    for (ssize_t at = 0; got > 0 && at + 40 <= got; at += 40, records++) {
+        iommufd_vevent_header h;
+        iommu_vevent_arm_smmuv3 e;
+        std::memcpy(&h, buf + at, sizeof(h));
+        std::memcpy(&e, buf + at + sizeof(h), sizeof(e));
+        if (records == 0) { std::memcpy(first, e.evt, sizeof(first)); firstSeq = h.sequence; }
+        if ((e.evt[0] & 0xff) == 0x10 && (e.evt[0] >> 32) == kVirtualSid) matching++;
+    }
+    wr32(dev, b + kCc, 0);
+    waitReady(dev, b, 0);
+    if (pwrite(dev, &command, 2, static_cast<off_t>(reg.config + 4)) != 2) std::printf("VIOMMU: restoring the command register failed\n");
+    munmap(mem, 0x2000);
+    return step(off && ready && matching > 0, "nested-s1-fault",
+                "NVMe disabled %s, enabled %s with its admin queues at IOVA 0x%llx, doorbell rung: %d vEVENTQ record(s), "
+                "%d F_TRANSLATION (0x10) for virtual StreamID 0x%llx; the first: seq %u, %016llx %016llx %016llx %016llx",
+                off ? "ok" : "never", ready ? "ok" : "never", static_cast<unsigned long long>(kUnmappedIova), records,
+                matching, static_cast<unsigned long long>(kVirtualSid), firstSeq,
+                static_cast<unsigned long long>(first[0]), static_cast<unsigned long long>(first[1]),
+                static_cast<unsigned long long>(first[2]), static_cast<unsigned long long>(first[3]));
+}
 
 }  // namespace
 
@@ -141,6 +275,10 @@ int main(int argc, char** argv) {
                   static_cast<unsigned long long>(ste.ste[0]), why(r), hwpt.out_hwpt_id, r == 0 ? why(ra) : "-"))
             return 1;
     }
+
+    if (!nestedFault(iommufd, dev, bind.out_devid, ioas.out_ioas_id, viommu.out_viommu_id,
+                     static_cast<int>(veventq.out_veventq_fd), smmu.idr[5] & 7, attach, nested))
+        return 1;
 
     r = attach(parent.out_hwpt_id);
     int bad = 0;
