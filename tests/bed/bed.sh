@@ -188,7 +188,7 @@ prepare_arm64() {
 # through the kernel's initrd ACPI table upgrade: an uncompressed cpio holding
 # kernel/firmware/acpi/IORT.aml in front of the gzip'd initramfs. QEMU's IORT is dumped once, by a
 # first ACPI boot of L1 (init.sh's bed.acpidump=IORT copies /sys/firmware/acpi/tables/IORT to the
-# results folder and powers off, about 10 s), and cached beside the kernel, keyed by QEMU's
+# results folder and powers off, about 7 s), and cached beside the kernel, keyed by QEMU's
 # version, the firmware and the machine's arguments (all that shapes the table); so is the patched
 # table and the initrd that carries it.
 iort_tool() {  # the host build of iort_canwbs.c (one C file, no dependencies), cached like kvm_probe
