@@ -75,6 +75,11 @@ if waitdisk; then
     if [ -e "$dev/iommu_group" ]; then
         grp=$(basename "$(readlink "$dev/iommu_group")")
         g "iommu group $grp type $(cat /sys/kernel/iommu_groups/$grp/type) devices $(ls /sys/kernel/iommu_groups/$grp/devices | tr '\n' ' ')"
+        # The group's reserved regions: "msi" is the driver's own software MSI window (IOVA
+        # 0x8000000, never mapped in a DMA domain); "direct" ones are identity-mapped at stage 1
+        # (the MSI doorbell's way through a nested stage 1, docs/vsmmu.md).
+        sed 's/^/GUEST-IOMMU-REGION: /' "/sys/kernel/iommu_groups/$grp/reserved_regions"
+        echo "GUEST-IOMMU-REGION: device-tree node $(readlink "$dev/of_node" 2>/dev/null | sed 's|.*/firmware/devicetree/base||' || true)"
     else
         g "iommu none"
     fi
