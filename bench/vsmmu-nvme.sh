@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # vsmmu-nvme.sh [ARM64_BUILD_DIR] - what the virtual SMMUv3 (issue 13) costs a Linux guest's NVMe
-# reads: Conduit's arm64 build boots the arm64 guest kit (Debian's arm64 cloud kernel,
-# tests/realkernel/arm64-guest.sh) with the vsmmu bed's NVMe passed through, alternately without the
+# reads: Conduit's arm64 build boots the vsmmu guest (Debian trixie's arm64 cloud kernel 6.12 with
+# the arm64 guest kit's initramfs, tests/realkernel/arm64-guest.sh) with the vsmmu bed's NVMe passed through, alternately without the
 # vSMMU (tests/realkernel/configs/arm64-nvme-iommufd.json: the guest's DMA goes to guest physical
 # addresses through the VMM's stage 2 only) and behind it (configs/arm64-vsmmu-nvme.json: the
 # guest's own arm-smmu-v3 driver maps every request in its stage 1, strict invalidation, which
@@ -26,11 +26,16 @@ NONE_CONFIG=${NONE_CONFIG:-$src/tests/realkernel/configs/arm64-nvme-iommufd.json
 VSMMU_CONFIG=${VSMMU_CONFIG:-$src/tests/realkernel/configs/arm64-vsmmu-nvme.json}
 if [[ -z ${CONDUIT_IN_BED:-} ]]; then
     "$src/tests/realkernel/arm64-guest.sh" > /dev/null || { echo "vsmmu-nvme: preparing the arm64 guest kit failed" >&2; exit 2; }
+    "$src/tests/integration/fetch-debian-kernel.sh" --arch arm64 --suite trixie > /dev/null ||
+        { echo "vsmmu-nvme: fetching the guest kernel failed" >&2; exit 2; }
     echo "vsmmu-nvme: running inside the vsmmu bed (both cases in the same L1 run)"
     exec "$src/tests/bed/bed.sh" --arch arm64 --vsmmu run -- env RUNS="$RUNS" BENCH_MIB="$BENCH_MIB" BENCH_DATE="$(date -u '+%Y-%m-%d %H:%M UTC')" \
         NONE_CONFIG="$NONE_CONFIG" VSMMU_CONFIG="$VSMMU_CONFIG" "$0" "$build"
 fi
 kit=$("$src/tests/realkernel/arm64-guest.sh" --offline) || { echo "vsmmu-nvme: no arm64 guest kit" >&2; exit 2; }
+# Both cases boot the vsmmu guest's kernel (Debian trixie's 6.12, tests/realkernel/arm64-vsmmu.sh says why).
+kernel=${VS_KERNEL:-$("$src/tests/integration/fetch-debian-kernel.sh" --offline --arch arm64 --suite trixie)/Image}
+[ -s "$kernel" ] || { echo "vsmmu-nvme: no guest kernel $kernel" >&2; exit 2; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # L1 has no clock of its own (no RTC): the date comes from the host.
@@ -39,7 +44,7 @@ echo "vsmmu-nvme: ${BENCH_DATE:-$(date -u '+%Y-%m-%d %H:%M UTC')}, L1 $(uname -r
 # run CASE CONFIG N: one boot; prints the guest's MiB/s (or nothing) and keeps the stats file.
 run() {
     local out=$work/$1-$3
-    timeout -s INT 600 "$build/conduit" run --config "$2" --kernel "$kit/Image" --initrd "$kit/initrd.cpio" \
+    timeout -s INT 600 "$build/conduit" run --config "$2" --kernel "$kernel" --initrd "$kit/initrd.cpio" \
         --cmdline "console=ttyS0 quiet panic=-1 guest.bench=$BENCH_MIB" --stats "$out.stats" > "$out.serial" 2> "$out.err"
     local rc=$?
     local line

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# arm64-vsmmu.sh BUILD_DIR [CONFIG] - Conduit's virtual SMMUv3 (issue 13) with a Linux guest: Debian's
-# arm64 cloud kernel (its arm-smmu-v3 driver is built in) on Conduit's arm64 build, with the vsmmu
+# arm64-vsmmu.sh BUILD_DIR [CONFIG] - Conduit's virtual SMMUv3 (issue 13) with a Linux guest: Debian
+# trixie's arm64 cloud kernel 6.12 (its arm-smmu-v3 driver is built in; VS_KERNEL for another Image)
+# with the arm64 guest kit's initramfs, on Conduit's arm64 build, with the vsmmu
 # bed's NVMe passed through behind the vSMMU, whose stream table and stage-1 tables the guest owns
 # and L1's SMMUv3 walks in nested mode (ctest linux.vsmmu.nvme, label vsmmu, place vsmmu: inside
 # tests/bed/bed.sh --arch arm64 --vsmmu). CONFIG defaults to configs/arm64-vsmmu-nvme.json. The
@@ -46,14 +47,21 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 kit=$("$here/arm64-guest.sh" --offline) || { echo "VS: FAIL kit: no arm64 guest kit prepared"; exit 1; }
+# The guest's kernel: Debian trixie's arm64 cloud kernel (6.12; ctest's fixture vsmmu_guest_kernel
+# fetches it), which honours reserved-memory iommu-addresses; the kit's bookworm 6.1 does not, and
+# without the MSI doorbell's identity map at stage 1 its NVMe's MSI writes fault (2026-12-03).
+if [ -z "${VS_KERNEL:-}" ]; then
+    kdir=$("$here/../integration/fetch-debian-kernel.sh" --offline --arch arm64 --suite trixie) ||
+        { echo "VS: FAIL kernel: no trixie arm64 cloud kernel (tests/integration/fetch-debian-kernel.sh --arch arm64 --suite trixie)"; exit 1; }
+    VS_KERNEL=$kdir/Image
+fi
 [ -x "$conduit" ] || { echo "VS: FAIL conduit: no $conduit (ARCH=arm64 scripts/build.sh)"; exit 1; }
 uptime_now() { cut -d' ' -f1 /proc/uptime; }
 t0=$(uptime_now)
 # A guest that hangs is stopped (SIGINT) before ctest's timeout, so its console still gets shown.
-# VS_KERNEL: another arm64 Image for the guest (the kit's initramfs stays), e.g. a kernel that
-# honours reserved-memory iommu-addresses (Linux >= 6.3; the kit's 6.1 does not).
+# VS_KERNEL: another arm64 Image for the guest (the kit's initramfs stays).
 timeout -s INT "${VS_TIMEOUT:-300}" "$conduit" --log-level debug run --config "$config" \
-    --kernel "${VS_KERNEL:-$kit/Image}" --initrd "$kit/initrd.cpio" --cmdline "console=ttyS0 quiet panic=-1" \
+    --kernel "$VS_KERNEL" --initrd "$kit/initrd.cpio" --cmdline "console=ttyS0 quiet panic=-1" \
     --stats "$work/stats.json" > "$work/serial.txt" 2> "$work/err.txt"
 rc=$?
 secs=$(awk -v a="$t0" -v b="$(uptime_now)" 'BEGIN{printf "%.1f", b-a}')
@@ -61,7 +69,7 @@ tr -d '\r' < "$work/serial.txt" > "$work/out.txt"  # the guest's console writes 
 if [ $rc = 0 ]; then grep -E '^GUEST' "$work/out.txt"; else tail -60 "$work/out.txt"; fi
 grep -vE '\] \[debug\] ' "$work/err.txt" | tail -8
 grep -E 'vSMMU' "$work/err.txt" | tail -30
-echo "VS: conduit exit $rc after ${secs}s"
+echo "VS: conduit exit $rc after ${secs}s (guest kernel $VS_KERNEL)"
 line() { sed -n "s/^GUEST: $1//p" "$work/out.txt" | head -1; }
 # A number from the stats file (the first "KEY": N in it); stats keys are unique but for the
 # ste_changes ones, which are asked for inside that object.
