@@ -25,6 +25,8 @@ packages=(
 )
 # The arm64 build: cross compilers, the arm64 builds of the libraries above, qemu-user for its tests.
 packages+=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross device-tree-compiler)
+# The vsmmu bed (bed.sh --arch arm64 --vsmmu) boots its L1 through UEFI: EDK2's QEMU_EFI.fd.
+packages+=(qemu-efi-aarch64)
 packages+=(libspdlog-dev:arm64 libfmt-dev:arm64 libgtest-dev:arm64 libgmock-dev:arm64
            liblz4-dev:arm64 zlib1g-dev:arm64 liblzma-dev:arm64 libzstd-dev:arm64 libboost-dev:arm64)
 backports=(qemu-user qemu-system-arm)         # from bookworm-backports (QEMU 10)

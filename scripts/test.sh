@@ -71,7 +71,7 @@ fi
 
 # Where the KVM tests ran (tests/bed/kvm-test.sh files one line per test: host|bed|skip, run|skip).
 shopt -s nullglob
-tally=(build/bed/tally/* build/bed-arm64/tally/* build-asan/bed/tally/*)
+tally=(build/bed/tally/* build/bed-arm64/tally/* build/bed-vsmmu/tally/* build-asan/bed/tally/*)
 host=0 bed=0 skipped=0
 for f in "${tally[@]}"; do
   read -r where outcome < "$f"

@@ -11,11 +11,13 @@ function(conduit_kvm_tests target)
     DISCOVERY_TIMEOUT 60)
 endfunction()
 
-# conduit_bed_test(NAME name LABEL label [ARCH arm64] COMMAND ...): a test that runs only inside the
-# bed (it needs L1's real VFIO devices), whatever this machine has. ARCH arm64: inside the arm64 bed
-# (fixture kvm_bed_arm64; the command runs in an arm64 L1, so it names arm64 programs or scripts).
+# conduit_bed_test(NAME name LABEL label [ARCH arm64 [BED vsmmu]] COMMAND ...): a test that runs only
+# inside the bed (it needs L1's real VFIO devices), whatever this machine has. ARCH arm64: inside the
+# arm64 bed (fixture kvm_bed_arm64; the command runs in an arm64 L1, so it names arm64 programs or
+# scripts). BED vsmmu: inside the arm64 bed's UEFI + ACPI flavour with the nested SMMUv3 (fixture
+# kvm_bed_vsmmu, bed.sh --arch arm64 --vsmmu; issue 13).
 function(conduit_bed_test)
-  cmake_parse_arguments(arg "" "NAME;LABEL;TIMEOUT;ARCH" "COMMAND" ${ARGN})
+  cmake_parse_arguments(arg "" "NAME;LABEL;TIMEOUT;ARCH;BED" "COMMAND" ${ARGN})
   set(place bed)
   set(fixture kvm_bed)
   if(arg_ARCH STREQUAL "arm64")
@@ -23,6 +25,12 @@ function(conduit_bed_test)
     set(fixture kvm_bed_arm64)
   elseif(arg_ARCH)
     message(FATAL_ERROR "conduit_bed_test(${arg_NAME}): no bed for ARCH ${arg_ARCH}")
+  endif()
+  if(arg_BED STREQUAL "vsmmu" AND place STREQUAL "arm64")
+    set(place vsmmu)
+    set(fixture kvm_bed_vsmmu)
+  elseif(arg_BED)
+    message(FATAL_ERROR "conduit_bed_test(${arg_NAME}): no bed ${arg_BED} for ARCH ${arg_ARCH} (BED vsmmu needs ARCH arm64)")
   endif()
   add_test(NAME ${arg_NAME} COMMAND ${CONDUIT_BED_DIR}/kvm-test.sh ${PROJECT_BINARY_DIR} ${place} ${arg_COMMAND})
   set_tests_properties(${arg_NAME} PROPERTIES LABELS "${arg_LABEL}" FIXTURES_REQUIRED ${fixture})

@@ -30,19 +30,39 @@
 # default 6G), BED_APPEND (more L1 kernel arguments), BED_KERNEL (an L1 bzImage to boot instead),
 # BED_LANES (L1 machines of one vCPU that share the tests of a fixture run, default 2).
 #
+# bed.sh --arch arm64 --vsmmu ... (or BED_VSMMU=1): the arm64 bed's flavour for issue 13's virtual
+# SMMUv3: the same L1 kernel and initramfs booted through UEFI (qemu-efi-aarch64) with acpi=force,
+# QEMU's SMMUv3 with both stages (-global arm-smmuv3.stage=nested), and QEMU's own IORT with CANWBS
+# set on the root complex handed in through the initrd's ACPI table upgrade (prepare_vsmmu), so
+# L1's iommufd allocates vIOMMUs. Fixture results under BUILD_DIR/bed-vsmmu; it runs the tests
+# placed vsmmu.
+#
 # A run that does not reach its end (L1 never boots, panics, or the time is up) prints which job
 # was running and the tail of L1's console, and fails; QEMU never outlives this script.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 arch=${BED_ARCH:-x86_64}
-if [ "${1:-}" = --arch ]; then arch=${2:-}; shift 2 || true; fi
+vsmmu=${BED_VSMMU:-0}
+while :; do
+    case ${1:-} in
+        --arch) arch=${2:-}; shift 2 || true ;;
+        --vsmmu) vsmmu=1; shift ;;
+        *) break ;;
+    esac
+done
 # Per architecture: the QEMU, and where a build directory keeps the bed's last run.
 case $arch in
     x86_64) qemu_bin=qemu-system-x86_64 bed_dir=bed ;;
     arm64) qemu_bin=qemu-system-aarch64 bed_dir=bed-arm64 ;;
     *) echo "bed.sh: no bed for architecture '$arch' (x86_64 or arm64)" >&2; exit 2 ;;
 esac
+if [ "$vsmmu" = 1 ]; then
+    [ "$arch" = arm64 ] || { echo "bed.sh: --vsmmu is an arm64 bed (bed.sh --arch arm64 --vsmmu)" >&2; exit 2; }
+    bed_dir=bed-vsmmu
+fi
+# The vsmmu bed's firmware (Debian's qemu-efi-aarch64).
+EFI_FD=/usr/share/qemu-efi-aarch64/QEMU_EFI.fd
 cache=${CONDUIT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/conduit}/bed
 mkdir -p "$cache/logs"
 t_start=$(date +%s.%N)
@@ -100,6 +120,9 @@ install_packages_arm64() {
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
     done
     dpkg --print-foreign-architectures | grep -qx arm64 || need+=(arch:arm64)
+    local efi=()
+    [ "$vsmmu" = 1 ] && efi=(qemu-efi-aarch64)
+    [ ${#efi[@]} -gt 0 ] && [ ! -f "$EFI_FD" ] && need+=("${efi[@]}")
     [ ${#need[@]} -eq 0 ] && return 0
     say "installing ${need[*]} (Debian packages; QEMU from bookworm-backports)"
     if ! grep -rqs '^[^#]*bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
@@ -110,7 +133,7 @@ install_packages_arm64() {
         $sudo_ dpkg --add-architecture arm64 &&
         $sudo_ apt-get update -qq &&
         $sudo_ apt-get install -y -qq --no-install-recommends gcc-aarch64-linux-gnu libc6-dev-arm64-cross \
-            cpio flex bison bc libelf-dev libssl-dev make gcc xz-utils &&
+            cpio flex bison bc libelf-dev libssl-dev make gcc xz-utils "${efi[@]}" &&
         $sudo_ apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-system-arm
     } > "$cache/logs/apt.log" 2>&1 || { tail -20 "$cache/logs/apt.log"; echo "bed.sh: installing packages failed" >&2; exit 1; }
     [ "$(qemu_major)" -ge 10 ] 2>/dev/null || { echo "bed.sh: need $qemu_bin >= 10, have $($qemu_bin --version | head -1)" >&2; exit 1; }
@@ -156,6 +179,64 @@ prepare_arm64() {
         (cd "$stage" && find . | cpio -o -H newc --quiet | gzip -1 > "$initrd.tmp") && mv "$initrd.tmp" "$initrd"
         rm -rf "$stage"
     fi
+    [ "$vsmmu" = 1 ] && prepare_vsmmu
+    return 0
+}
+
+# The vsmmu bed's L1 (issue 13): the same Image and initramfs, booted through UEFI with ACPI, and
+# QEMU's own IORT with CANWBS set on the root complex (tests/bed/iort_canwbs.c says why) handed in
+# through the kernel's initrd ACPI table upgrade: an uncompressed cpio holding
+# kernel/firmware/acpi/IORT.aml in front of the gzip'd initramfs. QEMU's IORT is dumped once, by a
+# first ACPI boot of L1 (init.sh's bed.acpidump=IORT copies /sys/firmware/acpi/tables/IORT to the
+# results folder and powers off, about 7 s), and cached beside the kernel, keyed by QEMU's
+# version, the firmware and the machine's arguments (all that shapes the table); so is the patched
+# table and the initrd that carries it.
+iort_tool() {  # the host build of iort_canwbs.c (one C file, no dependencies), cached like kvm_probe
+    if [ ! -x "$cache/iort_canwbs" ] || [ "$here/iort_canwbs.c" -nt "$cache/iort_canwbs" ]; then
+        gcc -O2 -Wall -o "$cache/iort_canwbs" "$here/iort_canwbs.c"
+    fi
+    echo "$cache/iort_canwbs"
+}
+prepare_vsmmu() {
+    local dir key iort log a skip=0 shape=()
+    dir=$(mktemp -d "$cache/iort.XXXXXX")
+    machine_arm64 "$dir" "bed.acpidump=IORT"
+    # The machine's shape: its arguments without the run's own paths, kernel, initrd, command line, RAM and CPUs.
+    for a in "${qemu_cmd[@]}"; do
+        [ $skip = 1 ] && { skip=0; continue; }
+        case $a in -kernel|-initrd|-append|-m|-smp) skip=1; continue ;; esac
+        shape+=("$(echo "$a" | sed 's/\(file\|path\)=[^,]*/\1=/g')")
+    done
+    key=$({ $qemu_bin --version | head -1; sha256sum < "$EFI_FD"; printf '%s\n' "${shape[@]}"; } | sha256sum | cut -c1-12)
+    iort=$cache/iort-canwbs-$key.aml
+    if [ ! -s "$iort" ]; then
+        log=$cache/logs/iort-dump.log
+        say "dumping QEMU's IORT: a first ACPI boot of L1 (console: $log)"
+        BED_TIMEOUT=${BED_IORT_TIMEOUT:-300} start "$log"
+        finish "$log" "$started_pid" || true
+        if [ ! -s "$dir/IORT" ]; then
+            broken "$log" "the IORT dump boot (bed.acpidump=IORT) left no IORT" >&2
+            rm -rf "$dir"; exit 1
+        fi
+        "$(iort_tool)" "$dir/IORT" "$iort.tmp" > "$cache/logs/iort-canwbs-$key.txt" ||
+            { cat "$cache/logs/iort-canwbs-$key.txt" >&2; rm -rf "$dir"; exit 1; }
+        mv "$iort.tmp" "$iort"
+        say "IORT with CANWBS cached as $iort ($(grep -c 'CANWBS' "$cache/logs/iort-canwbs-$key.txt") root complex, L1 boot $(sed -n 's/^BED: acpidump .* at \([0-9.]*\)s.*/\1/p' "$log") s)"
+    fi
+    rm -rf "$dir"
+    local vinitrd
+    vinitrd=$cache/initrd-vsmmu-$(cat "$iort" "$initrd" | sha256sum | cut -c1-12).img
+    if [ ! -f "$vinitrd" ]; then
+        local stage
+        stage=$(mktemp -d "$cache/stage.XXXXXX")
+        mkdir -p "$stage/kernel/firmware/acpi"
+        cp "$iort" "$stage/kernel/firmware/acpi/IORT.aml"
+        # The table upgrade reads only an uncompressed cpio at the very start of the initrd.
+        { (cd "$stage" && find kernel | cpio -o -H newc --quiet) && cat "$initrd"; } > "$vinitrd.tmp" &&
+            mv "$vinitrd.tmp" "$vinitrd"
+        rm -rf "$stage"
+    fi
+    initrd=$vinitrd
 }
 
 # ---- one L1 run
@@ -224,6 +305,13 @@ machine_arm64() {  # machine_arm64 RESULTS_DIR KERNEL_ARGS [VCPUS]
         -device virtio-9p-pci,fsdev=results,mount_tag=results,addr=04.0
         -kernel "$kernel" -initrd "$initrd"
         -append "console=ttyAMA0 iommu.passthrough=1 panic=-1 quiet bed.tree=paths bed.vfio=$ARM64_NVME bed.results=$1 bed.keep=$(kept_paths) $2 ${BED_APPEND:-}")
+    # The vsmmu bed: the SMMUv3 with both stages (FEAT_NESTING: nest-parent HWPTs, vIOMMUs), booted
+    # through UEFI (EDK2 loads the kernel's EFI stub from -kernel through fw_cfg) with ACPI forced,
+    # so the IORT, whose CANWBS only ACPI can express, describes the SMMU and the root complex.
+    if [ "$vsmmu" = 1 ]; then
+        qemu_cmd=("${qemu_cmd[@]:0:1}" -global arm-smmuv3.stage=nested -bios "$EFI_FD" "${qemu_cmd[@]:1}")
+        qemu_cmd[-1]="acpi=force ${qemu_cmd[-1]}"
+    fi
 }
 
 # The job script's head: the caller's environment that tests read, then `job` (one test through
@@ -285,7 +373,9 @@ finish() {  # finish LOG PID : waits for that QEMU; LOG gets the console without
     return $rc
 }
 describe_boot() {
-    say "booting $1 ($(basename "$(dirname "$kernel")"), $($qemu_bin --version | head -1 | cut -d'(' -f1), time limit ${BED_TIMEOUT:-3600}s)"
+    local how=""
+    [ "$vsmmu" = 1 ] && how="UEFI + ACPI with the CANWBS IORT, nested SMMUv3, "
+    say "booting $1 ($how$(basename "$(dirname "$kernel")"), $($qemu_bin --version | head -1 | cut -d'(' -f1), time limit ${BED_TIMEOUT:-3600}s)"
 }
 
 # A run that did not end as it should: which job was running, and L1's console tail.
@@ -306,9 +396,12 @@ cmd_fixture() {
     rm -rf "$dir/results" "$dir/tally" "$dir/status" "$dir/status.long" "$dir/retried" "$dir"/console-*.log*
     mkdir -p "$dir/results" "$dir/tally"
     local w places
-    if [ "$arch" = arm64 ]; then w=arm64; else w=$(where "$build"); fi
+    if [ "$vsmmu" = 1 ]; then w=vsmmu; elif [ "$arch" = arm64 ]; then w=arm64; else w=$(where "$build"); fi
     echo "$w" > "$dir/where"
-    if [ "$w" = arm64 ]; then
+    if [ "$w" = vsmmu ]; then
+        places=vsmmu
+        say "the vsmmu bed (arm64, UEFI + ACPI, nested SMMUv3) runs the tests placed vsmmu"
+    elif [ "$w" = arm64 ]; then
         places=arm64
         say "the arm64 bed runs the tests placed arm64"
     elif [ "$w" = host ]; then
@@ -554,6 +647,7 @@ cmd_run() {
     machine "$dir" "bed.job=$dir/job.sh"
     local log=$cache/logs/run.log rc=0
     [ "$arch" = arm64 ] && log=$cache/logs/run-arm64.log
+    [ "$vsmmu" = 1 ] && log=$cache/logs/run-vsmmu.log
     describe_boot "L1 (console: $log)"
     start "$log"
     local pid=$started_pid

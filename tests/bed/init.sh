@@ -19,6 +19,9 @@
 # host and arm64 programs built there run by path: statically linked ones anywhere, dynamically
 # linked ones through the host's multiarch arm64 libraries (libc6:arm64), which /lib and
 # /usr/lib/aarch64-linux-gnu point at.
+# A line of its own first: UEFI firmware (the vsmmu bed) leaves terminal escapes on the console
+# with no newline after them, and bed.sh looks for "BED: ..." at the start of a line.
+/bin/busybox echo
 /bin/busybox mkdir -p /proc /sys /dev /bin /sbin /usr/bin /usr/sbin /host
 /bin/busybox --install -s
 mount -t proc proc /proc
@@ -27,6 +30,18 @@ mount -t devtmpfs devtmpfs /dev
 # The last value of a kernel argument wins, so BED_APPEND can override one (bed.vfio= binds nothing).
 arg() { local v=; for a in $(cat /proc/cmdline); do case $a in "$1"=*) v=${a#*=} ;; esac; done; echo "$v"; }
 die() { echo "BED: failed: $*"; poweroff -f; }
+
+# bed.acpidump=TABLE (the vsmmu bed's first boot, bed.sh prepare_vsmmu): copy that ACPI table as
+# the firmware gave it into the results folder, and power off.
+t=$(arg bed.acpidump)
+if [ -n "$t" ]; then
+    mkdir -p /results
+    mount -t 9p -o trans=virtio,version=9p2000.L results /results || die "mounting the results folder (9p results)"
+    cp "/sys/firmware/acpi/tables/$t" "/results/$t" || die "no ACPI table $t (booted without ACPI?)"
+    umount /results
+    echo "BED: acpidump $t at $(cut -d' ' -f1 /proc/uptime)s"
+    poweroff -f
+fi
 
 for d in $(arg bed.vfio | tr , ' '); do
     [ -e /sys/bus/pci/devices/$d ] || die "no PCI device $d in L1 (bed.vfio)"
@@ -85,9 +100,12 @@ results=$(arg bed.results)
 mkdir -p "$R$results" 2>/dev/null  # exists on the host; under /tmp only in L1's tmpfs so far
 mount -t 9p -o "$p9" results "$R$results" || die "mounting the results folder $results (9p results)"
 
+# The vsmmu bed's IORT came in through the initrd (ACPI table upgrade): say so on the ready line.
+acpi=
+[ -d /sys/firmware/acpi/tables ] && acpi=" ACPI$(dmesg | grep -q 'Table Upgrade: override \[IORT' && echo ', IORT upgraded')"
 if [ "$tree" = paths ]; then
     echo "BED: ready at $(cut -d' ' -f1 /proc/uptime)s: $(uname -r) $(uname -m), $(nproc) CPUs, $(ls /dev/kvm 2>/dev/null)," \
-         "vfio groups: $(ls /dev/vfio | grep -v vfio | grep -v devices | tr '\n' ' ')cdevs: $(ls /dev/vfio/devices 2>/dev/null | tr '\n' ' ')$(ls /dev/iommu 2>/dev/null)"
+         "vfio groups: $(ls /dev/vfio | grep -v vfio | grep -v devices | tr '\n' ' ')cdevs: $(ls /dev/vfio/devices 2>/dev/null | tr '\n' ' ')$(ls /dev/iommu 2>/dev/null)$acpi"
 else
     echo "BED: ready at $(cut -d' ' -f1 /proc/uptime)s: $(uname -r), $(nproc) CPUs, $(ls /dev/kvm 2>/dev/null)," \
          "vfio groups: $(ls /dev/vfio | grep -v vfio | tr '\n' ' ')"

@@ -10,6 +10,8 @@
 #   PLACE arm64  the test runs inside the arm64 bed (bed.sh --arch arm64 fixture, ctest's fixture
 #              kvm_bed_arm64), whose results live under BUILD_DIR/bed-arm64; inside that L1 this
 #              script runs under a static arm64 bash with busybox's tools
+#   PLACE vsmmu  the same in the arm64 bed's nested-SMMUv3 flavour (bed.sh --arch arm64 --vsmmu,
+#              fixture kvm_bed_vsmmu), results under BUILD_DIR/bed-vsmmu
 #
 # The bed runs as ctest's fixture `kvm_bed` (bed.sh fixture) before any of these tests: it boots L1
 # once, runs every bed test there through this same script (CONDUIT_BED_INSIDE=1: run the test and
@@ -29,6 +31,7 @@ shift 2
 here=$(cd "$(dirname "$0")" && pwd)
 bed=$build/bed
 [ "$place" = arm64 ] && bed=$build/bed-arm64
+[ "$place" = vsmmu ] && bed=$build/bed-vsmmu
 
 for a in "$@"; do  # gtest_discover_tests lists a binary's tests through here at build time
     [ "$a" = --gtest_list_tests ] && exec "$@"

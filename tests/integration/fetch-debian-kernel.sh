@@ -17,12 +17,13 @@
 # no network and apt's caches are slow to read.
 set -euo pipefail
 
-offline=0 arch=amd64
+offline=0 arch=amd64 suite=
 while [ $# -gt 0 ]; do
   case $1 in
     --offline) offline=1 ;;
     --arch) arch=${2:?--arch needs amd64 or arm64}; shift ;;
-    *) echo "usage: fetch-debian-kernel.sh [--offline] [--arch amd64|arm64]" >&2; exit 2 ;;
+    --suite) suite=${2:?--suite needs a Debian suite}; shift ;;
+    *) echo "usage: fetch-debian-kernel.sh [--offline] [--arch amd64|arm64] [--suite SUITE]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -32,6 +33,20 @@ case $arch in
   *) echo "fetch-debian-kernel: no cloud kernel for '$arch' (amd64 or arm64)" >&2; exit 2 ;;
 esac
 cache_root="${CONDUIT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/conduit}/debian-kernel"
+# --suite SUITE (arm64 only; the vsmmu guest, tests/realkernel/arm64-vsmmu.sh): that suite's cloud
+# kernel instead of the one the machine's apt sources give, through apt lists of our own under the
+# cache (as tests/bed/kernel.sh fetches its source), the machine's sources untouched. trixie's 6.12
+# honours reserved-memory iommu-addresses (Linux >= 6.3), which bookworm's 6.1 ignores.
+apt_=(apt-get) aptc_=(apt-cache)
+if [ -n "$suite" ]; then
+  [ "$arch" = arm64 ] || { echo "fetch-debian-kernel: --suite is for --arch arm64" >&2; exit 2; }
+  current="current-arm64-$suite"
+  lists="$cache_root/apt-$suite"
+  aptx=(-o Dir::Etc::SourceList="$lists/sources.list" -o Dir::Etc::SourceParts=/dev/null
+        -o Dir::State::Lists="$lists/lists" -o Dir::Cache="$lists/cache"
+        -o APT::Architectures::=arm64 -o APT::Architecture=arm64 -o Debug::NoLocking=1)
+  apt_=(apt-get "${aptx[@]}") aptc_=(apt-cache "${aptx[@]}")
+fi
 # What a prepared kernel of this architecture has.
 complete() {
   if [ "$arch" = arm64 ]; then [ -s "$1/Image" ]; return; fi
@@ -45,14 +60,18 @@ if [ $offline = 1 ]; then
   echo "$dir"; exit 0
 fi
 mkdir -p "$cache_root"
+if [ -n "$suite" ]; then
+  mkdir -p "$lists/lists/partial" "$lists/cache/archives/partial"
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $suite main" > "$lists/sources.list"
+fi
 
 meta=linux-image-cloud-$arch
-resolve() { apt-cache depends "$meta:$arch" 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {sub(/:.*/, "", $2); print $2; exit}'; }
-pkg=$(resolve)
+resolve() { "${aptc_[@]}" depends "$meta:$arch" 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {sub(/:.*/, "", $2); print $2; exit}'; }
+pkg=$(resolve || true)
 if [ -z "$pkg" ]; then
   # The package lists may be missing on a fresh machine.
-  apt-get update -qq >&2 || true
-  pkg=$(resolve)
+  "${apt_[@]}" update -qq >&2 || true
+  pkg=$(resolve || true)
 fi
 if [ -z "$pkg" ]; then
   [ "$arch" = arm64 ] && ! dpkg --print-foreign-architectures | grep -qx arm64 &&
@@ -65,7 +84,7 @@ if complete "$dir"; then ln -sfn "$pkg" "$cache_root/$current"; echo "$dir"; exi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-(cd "$work" && apt-get download -q "$pkg:$arch" >&2 2>/dev/null || apt-get download "$pkg:$arch" >&2)
+(cd "$work" && "${apt_[@]}" download -q "$pkg:$arch" >&2 2>/dev/null || "${apt_[@]}" download "$pkg:$arch" >&2)
 dpkg-deb -x "$work"/"$pkg"_*.deb "$work/root"
 if [ "$arch" = arm64 ]; then
   img=$(ls "$work"/root/boot/vmlinuz-* | head -1)
