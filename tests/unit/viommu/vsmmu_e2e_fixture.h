@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <mutex>
@@ -46,15 +47,19 @@ constexpr uint32_t kSid = 0x18;  // 00:03.0 on the guest's bus 0
 constexpr uint64_t kStrtab = devices::smmuv3::test::kLinear;  // linear, 1024 STEs
 constexpr uint64_t kCdTable = kRam + 0x110000;
 
-// Every iommufd/VFIO call Conduit makes on the simulated host while it lives.
+// Every iommufd/VFIO call Conduit makes on the simulated host while it lives. Given the host, also
+// which kind of object each IOMMU_DESTROY removed (SimHost::iommufdObjectKinds() before it and
+// before the next call).
 class CallLog final : public hostsim::HostCallObserver {
 public:
-    CallLog() { hostsim::setHostCallObserver(this); }
+    explicit CallLog(const hostsim::SimHost* host = nullptr) : host_(host) { hostsim::setHostCallObserver(this); }
     ~CallLog() override { hostsim::setHostCallObserver(nullptr); }
     int beforeCall(const std::string& call) override {
         if (call == "read") return 0;  // the event thread draining the vEVENTQ, whenever it runs
         std::lock_guard lock(m_);
         calls_.push_back(call);
+        resolveDestroy();
+        if (host_ && call == "IOMMU_DESTROY") before_ = host_->iommufdObjectKinds();
         return 0;
     }
     void hostDestroyed(const hostsim::SimHostLeftovers&) override {}
@@ -62,10 +67,29 @@ public:
         std::lock_guard lock(m_);
         return std::exchange(calls_, {});
     }
+    // The kinds the IOMMU_DESTROYs since the last destroyed() removed, in order.
+    Calls destroyed() {
+        std::lock_guard lock(m_);
+        resolveDestroy();
+        return std::exchange(destroyed_, {});
+    }
 
 private:
+    void resolveDestroy() {
+        if (!before_) return;
+        Calls gone = *before_;
+        for (const auto& k : host_->iommufdObjectKinds()) {
+            if (auto it = std::find(gone.begin(), gone.end(), k); it != gone.end()) gone.erase(it);
+        }
+        destroyed_.insert(destroyed_.end(), gone.begin(), gone.end());
+        before_.reset();
+    }
+
+    const hostsim::SimHost* host_;
     std::mutex m_;
     Calls calls_;
+    std::optional<Calls> before_;
+    Calls destroyed_;
 };
 
 // An edge-counting line raised from the binding's event thread.

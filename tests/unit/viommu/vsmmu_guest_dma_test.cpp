@@ -223,7 +223,7 @@ TEST_F(VsmmuGuestDma, TheMsiDoorbellNeedsTheGuestsIdentityMap) {
 // CFGI_STE and CMD_SYNC themselves never reach the host; teardown puts the device back on the
 // IOAS before it destroys children before parents.
 TEST_F(VsmmuGuestDma, TheIommufdCallsOfEachGuestAction) {
-    CallLog log;
+    CallLog log(&host);
     // Enable (arm_smmu_device_reset()): CR0 = 0 attaches GBPA's bypass, the TLBI_NSNH_ALL is
     // forwarded, SMMUEN turns the stream's (invalid) STE into the shared abort HWPT.
     probeLikeLinux();
@@ -252,12 +252,14 @@ TEST_F(VsmmuGuestDma, TheIommufdCallsOfEachGuestAction) {
     // CFGI_STE to another CD table: the new HWPT attached by replacement, then the old destroyed.
     attach(s1Ste(kTables + 0x1000, 3));
     EXPECT_EQ(log.take(), (Calls{"IOMMU_HWPT_ALLOC", "VFIO_DEVICE_ATTACH_IOMMUFD_PT", "IOMMU_DESTROY"}));
+    EXPECT_EQ(log.destroyed(), Calls{"nested-s1"});
 
     // CFGI_STE to abort (Config abort): the shared abort HWPT, the S1 one destroyed; then bypass:
     // the shared bypass HWPT, nothing to destroy.
     writeSte(kSid, {v::kSte0V | v::prep(v::kSte0Cfg, v::kCfgAbort), 0});
     issue({cfgiSte(kSid), cmdSync()});
     EXPECT_EQ(log.take(), (Calls{"VFIO_DEVICE_ATTACH_IOMMUFD_PT", "IOMMU_DESTROY"}));
+    EXPECT_EQ(log.destroyed(), Calls{"nested-s1"});
     EXPECT_FALSE(write32(kVa, 2, 1));
     writeSte(kSid, {v::kSte0V | v::prep(v::kSte0Cfg, v::kCfgBypass), 0});
     issue({cfgiSte(kSid), cmdSync()});
@@ -271,6 +273,7 @@ TEST_F(VsmmuGuestDma, TheIommufdCallsOfEachGuestAction) {
                                  "IOMMU_DESTROY",                  // the vEVENTQ
                                  "IOMMU_DESTROY",                  // the vIOMMU
                                  "IOMMU_DESTROY"}));               // the NEST_PARENT HWPT
+    EXPECT_EQ(log.destroyed(), (Calls{"vdevice", "nested-abort", "nested-bypass", "veventq", "viommu", "nest-parent"}));
     EXPECT_EQ(host.iommufdObjectCount(), baseObjects);
 }
 
