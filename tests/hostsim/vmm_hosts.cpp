@@ -61,7 +61,8 @@ SimDeviceConfig simDeviceConfig(const vmm::SimulatedDeviceConfig& c) {
         // PCIe capabilities, then the PASID extended capability (PCI_PASID_CAP: bit 1 Exec,
         // bit 2 Priv, bits 12:8 Max PASID Width).
         d.pcieCaps = true;
-        d.extCaps = {{0x1b, 1, 0x100, {uint8_t((c.pasidExec ? 0x02 : 0) | (c.pasidPriv ? 0x04 : 0)), uint8_t(c.pasidWidth), 0, 0}}};
+        const auto features = uint8_t((c.pasidExec ? 0x02 : 0) | (c.pasidPriv ? 0x04 : 0));
+        d.extCaps = {{0x1b, 1, 0x100, {features, uint8_t(c.pasidWidth), 0, 0}}};
     }
     return d;
 }

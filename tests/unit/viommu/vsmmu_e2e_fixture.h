@@ -124,7 +124,8 @@ protected:
                                                     {&evtqIrq, &gerrorIrq, &syncIrq})
                    .value();
         auto* model = smmu.get();
-        EXPECT_TRUE(binding->startEvents([model](std::span<const Event> e, uint32_t lost) { model->deliverEvents(e, lost); }).ok());
+        EXPECT_TRUE(binding->startEvents([model](std::span<const Event> e, uint32_t lost) { model->deliverEvents(e, lost); })
+                        .ok());
     }
     ~VsmmuEndToEnd() override {
         teardown();
@@ -138,30 +139,18 @@ protected:
         binding.reset();
     }
 
-    uint32_t r32(uint64_t off) {
-        uint32_t x = 0;
-        smmu->read(off, std::span(reinterpret_cast<uint8_t*>(&x), 4));
-        return x;
-    }
-    void w32(uint64_t off, uint32_t x) { smmu->write(off, std::span(reinterpret_cast<const uint8_t*>(&x), 4)); }
-    void w64(uint64_t off, uint64_t x) { smmu->write(off, std::span(reinterpret_cast<const uint8_t*>(&x), 8)); }
+    uint32_t r32(uint64_t off) { return devices::smmuv3::test::mmioRead32(*smmu, off); }
+    void w32(uint64_t off, uint32_t x) { devices::smmuv3::test::mmioWrite32(*smmu, off, x); }
+    void w64(uint64_t off, uint64_t x) { devices::smmuv3::test::mmioWrite64(*smmu, off, x); }
     void writeSync(uint32_t off, uint32_t ack, uint32_t value) {
-        w32(off, value);
-        EXPECT_EQ(r32(ack), value) << "register " << std::hex << off;
+        devices::smmuv3::test::writeSync(*smmu, off, ack, value);
     }
     void writeSte(uint32_t sid, const Ste& ste) {
         // Dwords 2..7 zero (no stage 2, as Linux writes a stage-1 STE).
         std::array<uint64_t, 8> full{ste[0], ste[1]};
         ASSERT_TRUE(mem.writeObj(kStrtab + uint64_t{sid} * 64, full).ok());
     }
-    void issue(const std::vector<Command>& cmds) {
-        uint32_t prod = r32(reg::kCmdqProd);
-        for (const auto& c : cmds) {
-            ASSERT_TRUE(mem.writeObj(kCmdq + (prod & 0xff) * 16, c).ok());
-            prod = (prod + 1) & 0x1ff;
-        }
-        w32(reg::kCmdqProd, prod);
-    }
+    void issue(const std::vector<Command>& cmds) { devices::smmuv3::test::issueCommands(*smmu, mem, cmds); }
     // arm_smmu_device_reset() of Linux 7.3, linear stream table of 1024 STEs.
     void probeLikeLinux() {
         writeSync(reg::kCr0, reg::kCr0Ack, 0);

@@ -62,6 +62,16 @@ protected:
         return host.dmaWrite(sim(), va, &value, 4, pasid);
     }
     uint32_t at(uint64_t ipa) { return mem.readObj<uint32_t>(ipa).value(); }
+    // The probe, then one CD (ASID `asid`, no substreams) whose tables map `va` to `ipa`, and the
+    // stream attached to it.
+    GuestStage1 probeWithOneCd(uint16_t asid, uint64_t va, uint64_t ipa) {
+        probeLikeLinux();
+        GuestStage1 s1(mem, nextTable);
+        s1.map(va, ipa);
+        s1.writeCd(kTables, asid);
+        attach(s1Ste(kTables));
+        return s1;
+    }
     // The guest's event record `index`: its id, StreamID and SubstreamID.
     void expectEvent(uint32_t index, uint8_t id, std::optional<uint32_t> ssid = std::nullopt) {
         const Event e = guestEvent(index);
@@ -79,12 +89,8 @@ protected:
 // 1: no PASID, S1CDMax 0: the DMA to a stage-1 VA lands in the page the guest's tables name, not
 // at the IPA equal to the VA (stage 2 alone) nor in the neighbouring page.
 TEST_F(VsmmuGuestDma, DmaWithoutAPasidLandsWhereTheGuestsStage1Says) {
-    probeLikeLinux();
-    GuestStage1 s1(mem, nextTable);
-    s1.map(kVa, kPageA);
+    GuestStage1 s1 = probeWithOneCd(1, kVa, kPageA);
     s1.map(kVa + 0x1000, kPageB);
-    s1.writeCd(kTables, 1);
-    attach(s1Ste(kTables));
     ASSERT_TRUE(write32(kVa + 0x10, 0xa5a5a5a5)) << (host.dmaFaults().empty() ? "" : host.dmaFaults()[0].reason);
     ASSERT_TRUE(write32(kVa + 0x1020, 0x5a5a5a5a));
     EXPECT_EQ(at(kPageA + 0x10), 0xa5a5a5a5u);
@@ -147,11 +153,7 @@ TEST_F(VsmmuGuestDma, PasidDmaThroughATwoLevelCdTable) {
 // 3: the guest moves a PTE. Without a TLBI the device keeps the old page (the SMMU's TLB); the
 // guest's TLBI_NH_VA + CMD_SYNC is one IOMMU_HWPT_INVALIDATE and the next DMA goes to the new page.
 TEST_F(VsmmuGuestDma, APteChangeTakesEffectAfterTheGuestsTlbi) {
-    probeLikeLinux();
-    GuestStage1 s1(mem, nextTable);
-    s1.map(kVa, kPageA);
-    s1.writeCd(kTables, 3);
-    attach(s1Ste(kTables));
+    GuestStage1 s1 = probeWithOneCd(3, kVa, kPageA);
     ASSERT_TRUE(write32(kVa, 1));
     EXPECT_EQ(at(kPageA), 1u);
 
@@ -172,11 +174,7 @@ TEST_F(VsmmuGuestDma, APteChangeTakesEffectAfterTheGuestsTlbi) {
 // 4: DMA to a VA the guest never mapped: F_TRANSLATION in the guest's EVTQ (guest StreamID, the
 // VA in word 2) with the eventq interrupt pulsed.
 TEST_F(VsmmuGuestDma, AnUnmappedVaIsFTranslationInTheGuestsEvtq) {
-    probeLikeLinux();
-    GuestStage1 s1(mem, nextTable);
-    s1.map(kVa, kPageA);
-    s1.writeCd(kTables, 4);
-    attach(s1Ste(kTables));
+    GuestStage1 s1 = probeWithOneCd(4, kVa, kPageA);
     const int edges = evtqIrq.edges;
     EXPECT_FALSE(write32(kVa + 0x3000, 1));
     ASSERT_EQ(waitEvents(1), 1u);
@@ -190,11 +188,7 @@ TEST_F(VsmmuGuestDma, AnUnmappedVaIsFTranslationInTheGuestsEvtq) {
 // with the window identity-mapped the interrupt arrives; once the guest unmaps it (and invalidates
 // through its CMDQ) the interrupt is lost and F_TRANSLATION at 0x08000040 reaches the guest.
 TEST_F(VsmmuGuestDma, TheMsiDoorbellNeedsTheGuestsIdentityMap) {
-    probeLikeLinux();
-    GuestStage1 s1(mem, nextTable);
-    s1.map(kMsiWindow, kMsiWindow);
-    s1.writeCd(kTables, 5);
-    attach(s1Ste(kTables));
+    GuestStage1 s1 = probeWithOneCd(5, kMsiWindow, kMsiWindow);
     const int efd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     ASSERT_GE(efd, 0);
     const int32_t fds[1] = {efd};
@@ -309,7 +303,8 @@ TEST(VsmmuPasidCapability, TheFrontedDeviceShowsTheHostsPasidWidthAndFeatures) {
         FakeVmm vmm;
         ASSERT_TRUE(vmm.createDevice(*backend, "0000:00:03.0").ok());
         vfio::VfioOps& ops = *backend;
-        auto binding = vmm::NestedSmmuBinding::create(*ops.nesting().value(), {{&vmm.device->vfioDevice(), kSid}}).value();
+        auto binding =
+            vmm::NestedSmmuBinding::create(*ops.nesting().value(), {{&vmm.device->vfioDevice(), kSid}}).value();
 
         auto added = vmm::addVsmmuPasidCapability(*binding, *vmm.device);
         ASSERT_TRUE(added.ok()) << added.error().describe();
@@ -323,12 +318,13 @@ TEST(VsmmuPasidCapability, TheFrontedDeviceShowsTheHostsPasidWidthAndFeatures) {
         // The guest's SMMU offers the same substream width.
         memory::GuestMemory mem = memory::GuestMemory::create({{kRam, kRamSize}}, {}).value();
         AtomicEdgeLine line;
-        auto smmu = devices::smmuv3::VirtualSmmu::create("smmuv3", binding->hostIds(), mem, *binding, {&line, &line, &line}).value();
+        auto smmu =
+            devices::smmuv3::VirtualSmmu::create("smmuv3", binding->hostIds(), mem, *binding, {&line, &line, &line}).value();
         EXPECT_EQ(v::field(smmu->idrs()[1], reg::kIdr1SsidSize), c.capRegister >> 8);
     }
     // Substreams are an SMMUv3's.
-    auto refused = vmm::parseConfig(R"({"payload": {"path": "p.bin"}, "vfio_host": {"kind": "simulated", "smmu_ssid_bits": 8}})",
-                                    file);
+    auto refused = vmm::parseConfig(
+        R"({"payload": {"path": "p.bin"}, "vfio_host": {"kind": "simulated", "smmu_ssid_bits": 8}})", file);
     ASSERT_FALSE(refused.ok());
     EXPECT_NE(refused.error().describe().find("smmu_ssid_bits"), std::string::npos) << refused.error().describe();
 }
