@@ -92,6 +92,11 @@ struct SimulatedDeviceConfig {
     bool sparseMmap = false;     // report sparse mmap areas around the MSI-X table/PBA instead
     uint64_t memoryBarSize = 1 << 20;  // BAR2 (64-bit, prefetchable, mmappable): power of two >= 16 KiB
     bool reset = true;           // VFIO_DEVICE_FLAGS_RESET
+    // A PCIe PASID extended capability with this Max PASID Width (0: none), Exec and Privileged
+    // Mode supported or not: what IOMMU_GET_HW_INFO's max_pasid_log2 and PASID_EXEC/PRIV derive
+    // from on an SMMUv3 host with substreams (VfioHostConfig::smmuSsidBits).
+    unsigned pasidWidth = 0;
+    bool pasidExec = false, pasidPriv = false;
 };
 
 // Which host kernel VFIO devices come from: the real one, or the simulated host (a test/demo host
@@ -105,6 +110,9 @@ struct VfioHostConfig {
     // SMMUv3 is QEMU's stage=nested one, with nesting, for the virtual SMMUv3)
     enum class SimIommu { IntelVtd, SmmuV3 };
     SimIommu iommu = SimIommu::IntelVtd;
+    // simulated SMMUv3: IDR1.SSIDSIZE (0: QEMU's, no substreams; > 0 also IDR0.CD2L), so the
+    // guest's CD tables with S1CDMax > 0 and PASID DMA can be exercised ("smmu_ssid_bits")
+    unsigned smmuSsidBits = 0;
     std::vector<SimulatedDeviceConfig> devices;
 };
 

@@ -647,7 +647,7 @@ Result<void> Validator::vfioHost(const Json& v, const std::string& ptr, VfioHost
     for (const auto& [key, value] : v.items()) {
         const std::string p = child(ptr, key);
         if (key == "kind") continue;
-        if (!sim && (key == "devices" || key == "iommufd" || key == "type1" || key == "iommu"))
+        if (!sim && (key == "devices" || key == "iommufd" || key == "type1" || key == "iommu" || key == "smmu_ssid_bits"))
             return error(p, "only used with \"kind\": \"simulated\"", true);
         if (key == "iommufd") {
             out.iommufd = TRY(boolean(value, p));
@@ -656,6 +656,8 @@ Result<void> Validator::vfioHost(const Json& v, const std::string& ptr, VfioHost
         } else if (key == "iommu") {
             out.iommu = TRY(choice<VfioHostConfig::SimIommu>(
                 value, p, {{"intel-vtd", VfioHostConfig::SimIommu::IntelVtd}, {"smmuv3", VfioHostConfig::SimIommu::SmmuV3}}));
+        } else if (key == "smmu_ssid_bits") {
+            out.smmuSsidBits = static_cast<unsigned>(TRY(integer(value, p, 0, 20)));
         } else if (key == "devices") {
             if (!value.is_array()) return error(p, "expected an array, got " + describeValue(value));
             for (size_t i = 0; i < value.size(); ++i) {
@@ -667,9 +669,11 @@ Result<void> Validator::vfioHost(const Json& v, const std::string& ptr, VfioHost
                 out.devices.push_back(std::move(d));
             }
         } else {
-            return unknownKey(p, key, {"kind", "devices", "iommufd", "type1", "iommu"});
+            return unknownKey(p, key, {"kind", "devices", "iommufd", "type1", "iommu", "smmu_ssid_bits"});
         }
     }
+    if (out.smmuSsidBits && out.iommu != VfioHostConfig::SimIommu::SmmuV3)
+        return error(child(ptr, "smmu_ssid_bits"), "only used with \"iommu\": \"smmuv3\"", true);
     return success();
 }
 
@@ -704,9 +708,15 @@ Result<SimulatedDeviceConfig> Validator::simDevice(const Json& v, const std::str
                 return error(p, fmt::format("must be a power of two between 16 KiB and 1 GiB, got {:#x}", out.memoryBarSize));
         } else if (key == "reset") {
             out.reset = TRY(boolean(value, p));
+        } else if (key == "pasid_width") {
+            out.pasidWidth = static_cast<unsigned>(TRY(integer(value, p, 0, 20)));
+        } else if (key == "pasid_exec") {
+            out.pasidExec = TRY(boolean(value, p));
+        } else if (key == "pasid_priv") {
+            out.pasidPriv = TRY(boolean(value, p));
         } else {
             return unknownKey(p, key, {"bdf", "group", "model", "msi_vectors", "msix_vectors", "msix_mappable", "sparse_mmap",
-                                       "memory_bar_size", "reset"});
+                                       "memory_bar_size", "reset", "pasid_width", "pasid_exec", "pasid_priv"});
         }
     }
     if (!haveBdf) return error(ptr, "missing \"bdf\"");

@@ -54,20 +54,26 @@ Result<void> VirtualIommu::build(const ViommuConfig& config) {
 
     // PASID: the guest's CD tables with S1CDMax > 0 are walked by the host SMMU, so a device whose
     // host SMMU and function do PASID gets the capability the guest's driver looks for.
-    const auto& hw = binding_->hwInfo();
     const uint8_t pasidBits = binding_->hostIds().maxPasidLog2;
     for (const auto& a : env_.passthrough.devices()) {
-        if (!a.viommu || pasidBits == 0) continue;
+        if (!a.viommu) continue;
         // Without it the device still works behind the vSMMU, on PASID 0 only: say so, go on.
-        if (auto r = a.device->addPasidCapability(pasidBits, hw.capabilities & IOMMU_HW_CAP_PCI_PASID_EXEC,
-                                                  hw.capabilities & IOMMU_HW_CAP_PCI_PASID_PRIV);
-            !r)
+        if (auto r = addVsmmuPasidCapability(*binding_, *a.device); !r)
             log::get("vmm").warn("vSMMU: no PASID for the guest: {}", r.error().describe());
     }
     auto idrs = smmu_->idrs();
     log::get("vmm").info("vSMMU: {} at {} (IDR0 {:#x} IDR1 {:#x} to the guest), {} stream(s), PASID bits {}",
                          smmu_->name(), slot_.mmio.toString(), idrs[0], idrs[1], binding_->streams().size(), pasidBits);
     return success();
+}
+
+Result<bool> addVsmmuPasidCapability(const NestedSmmuBinding& binding, devices::vfio_pci::VfioPciDevice& device) {
+    const uint8_t pasidBits = binding.hostIds().maxPasidLog2;
+    if (pasidBits == 0) return false;
+    const auto& hw = binding.hwInfo();
+    TRY(device.addPasidCapability(pasidBits, hw.capabilities & IOMMU_HW_CAP_PCI_PASID_EXEC,
+                                  hw.capabilities & IOMMU_HW_CAP_PCI_PASID_PRIV));
+    return true;
 }
 
 arch::ViommuDescription VirtualIommu::description() const {

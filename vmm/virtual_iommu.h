@@ -29,6 +29,11 @@ namespace conduit::vmm {
 
 class Vm;
 
+// The PCIe PASID capability the guest's arm-smmu-v3 driver looks for, on a device the vSMMU fronts
+// over `binding`: Max PASID Width the binding's max_pasid_log2 (what host SMMU and function both
+// do), EXEC/PRIV as IOMMU_GET_HW_INFO reports them. false: the host offers no PASID, nothing added.
+Result<bool> addVsmmuPasidCapability(const NestedSmmuBinding& binding, devices::vfio_pci::VfioPciDevice& device);
+
 class VirtualIommu {
 public:
     struct Env {

@@ -2138,6 +2138,30 @@ size_t SimHost::iommufdObjectCount() const {
     return n;
 }
 
+std::vector<std::string> SimHost::iommufdObjectKinds() const {
+    std::vector<std::string> out;
+    for (auto& ctx : impl_->ctxs) {
+        for (auto& [id, o] : ctx.objs) {
+            switch (o.type) {
+                case Impl::Obj::Ioas: out.push_back("ioas"); break;
+                case Impl::Obj::Device: out.push_back("device"); break;
+                case Impl::Obj::Hwpt:
+                    if (o.nestParent) out.push_back("nest-parent");
+                    else if (!o.nested) out.push_back("hwpt");
+                    else if (smmu::steConfig(o.ste) == smmu::kCfgS1Trans) out.push_back("nested-s1");
+                    else if (smmu::steConfig(o.ste) == smmu::kCfgBypass) out.push_back("nested-bypass");
+                    else out.push_back("nested-abort");
+                    break;
+                case Impl::Obj::Viommu: out.push_back("viommu"); break;
+                case Impl::Obj::Vdevice: out.push_back("vdevice"); break;
+                case Impl::Obj::Veventq: out.push_back("veventq"); break;
+                case Impl::Obj::Fault: out.push_back("fault"); break;
+            }
+        }
+    }
+    return out;
+}
+
 std::string SimHost::ioctlNameFor(int fd, unsigned long req) const {
     auto it = impl_->handles.find(fd);
     int kind = it == impl_->handles.end() ? 0 : it->second.kind;

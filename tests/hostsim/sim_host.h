@@ -297,6 +297,10 @@ public:
     size_t mmapCount() const { return mmaps_.size(); }
     size_t dmaMappingCount() const;
     size_t iommufdObjectCount() const;
+    // The live iommufd objects by kind, in id order: "ioas", "device", "hwpt" (paging),
+    // "nest-parent", "nested-abort" / "nested-bypass" / "nested-s1" (by the vSTE's Config),
+    // "viommu", "vdevice", "veventq", "fault"; for tests of the order objects go in.
+    std::vector<std::string> iommufdObjectKinds() const;
 
     // Device-side DMA through the simulated IOMMU (the edu DMA engine uses these too). `pasid`: the
     // transaction carries a PCIe PASID prefix (the SMMU's SubstreamID); only a nested SMMU domain

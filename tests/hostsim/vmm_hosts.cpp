@@ -57,6 +57,13 @@ SimDeviceConfig simDeviceConfig(const vmm::SimulatedDeviceConfig& c) {
     d.msixMappable = c.msixMappable && !c.sparseMmap;
     if (c.sparseMmap) d.bars[2].sparseAreas = {{0, c.memoryBarSize - 0x2000}};
     d.resetSupported = c.reset;
+    if (c.pasidWidth) {
+        // PCIe capabilities, then the PASID extended capability (PCI_PASID_CAP: bit 1 Exec,
+        // bit 2 Priv, bits 12:8 Max PASID Width).
+        d.pcieCaps = true;
+        const auto features = uint8_t((c.pasidExec ? 0x02 : 0) | (c.pasidPriv ? 0x04 : 0));
+        d.extCaps = {{0x1b, 1, 0x100, {features, uint8_t(c.pasidWidth), 0, 0}}};
+    }
     return d;
 }
 
@@ -68,6 +75,11 @@ public:
         sc.cdev = config.iommufd;
         sc.type1v2 = config.type1;
         if (config.iommu == vmm::VfioHostConfig::SimIommu::SmmuV3) sc.hwInfoType = IOMMU_HW_INFO_TYPE_ARM_SMMUV3;
+        if (config.smmuSsidBits) {
+            sc.smmuIdr[0] |= 1u << 19;  // CD2L: 2-level CD tables
+            sc.smmuIdr[1] = (sc.smmuIdr[1] & ~(0x1fu << vfio::smmuv3::kIdr1SsidSizeShift)) |
+                            (config.smmuSsidBits << vfio::smmuv3::kIdr1SsidSizeShift);
+        }
         sim_ = std::make_unique<SimHost>(sc);
         for (auto& d : config.devices) sim_->addDevice(simDeviceConfig(d));
         locked_ = std::make_unique<LockedHost>(*sim_);

@@ -382,6 +382,27 @@ TEST_F(ConfigTest, SimulatedHostIommu) {
     EXPECT_EQ(r.error().what(), expand("{F}:1:62: /vfio_host/iommu: only used with \"kind\": \"simulated\""));
 }
 
+// The simulated SMMUv3's substreams and a simulated device's PASID capability (docs/config.md).
+TEST_F(ConfigTest, SimulatedHostPasid) {
+    auto r = parseConfig(R"({"payload": {"path": "p.bin"}, "vfio_host": {"kind": "simulated", "iommu": "smmuv3",
+        "smmu_ssid_bits": 16, "devices": [{"bdf": "0000:00:03.0", "pasid_width": 8, "pasid_exec": true}]}})",
+                         file);
+    ASSERT_TRUE(r.ok()) << r.error().what();
+    EXPECT_EQ(r->vfioHost.smmuSsidBits, 16u);
+    EXPECT_EQ(r->vfioHost.devices[0].pasidWidth, 8u);
+    EXPECT_TRUE(r->vfioHost.devices[0].pasidExec);
+    EXPECT_FALSE(r->vfioHost.devices[0].pasidPriv);
+    r = parseConfig(R"({"payload": {"path": "p.bin"}, "vfio_host": {"kind": "simulated", "smmu_ssid_bits": 16}})", file);
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(std::string(r.error().what()).find("/vfio_host/smmu_ssid_bits: only used with \"iommu\": \"smmuv3\""),
+              std::string::npos)
+        << r.error().what();
+    r = parseConfig(R"({"payload": {"path": "p.bin"}, "vfio_host": {"kind": "simulated", "iommu": "smmuv3",
+        "devices": [{"bdf": "0000:00:03.0", "pasid_width": 21}]}})",
+                    file);
+    ASSERT_FALSE(r.ok());
+}
+
 TEST_F(ConfigTest, SysfsDevicePathsInBothForms) {
     for (const char* host : {"/sys/bus/pci/devices/0000:01:00.0", "/sys/devices/pci0000:00/0000:00:1c.0/0000:01:00.0"}) {
         auto r = parseConfig(fmt::format("{{\"payload\": {{\"path\": \"p.bin\"}}, \"devices\": [{{\"type\": \"vfio-pci\", \"host\": \"{}\"}}]}}", host), file);

@@ -121,6 +121,40 @@ inline Ste s1Ste(uint64_t cdTable, uint8_t cdMax = 0) {
             v::prep(v::kSte1S1Cir, 1) | v::prep(v::kSte1S1Cor, 1) | v::prep(v::kSte1S1Csh, 3)};
 }
 
+// A guest driver's 32- and 64-bit accesses to the SMMU's registers, and arm_smmu_write_reg_sync():
+// write, then the ACK register must read the same.
+inline uint32_t mmioRead32(BusDevice& d, uint64_t off) {
+    uint32_t x = 0;
+    d.read(off, std::span(reinterpret_cast<uint8_t*>(&x), 4));
+    return x;
+}
+inline uint64_t mmioRead64(BusDevice& d, uint64_t off) {
+    uint64_t x = 0;
+    d.read(off, std::span(reinterpret_cast<uint8_t*>(&x), 8));
+    return x;
+}
+inline void mmioWrite32(BusDevice& d, uint64_t off, uint32_t x) {
+    d.write(off, std::span(reinterpret_cast<const uint8_t*>(&x), 4));
+}
+inline void mmioWrite64(BusDevice& d, uint64_t off, uint64_t x) {
+    d.write(off, std::span(reinterpret_cast<const uint8_t*>(&x), 8));
+}
+inline void writeSync(BusDevice& d, uint32_t off, uint32_t ack, uint32_t value) {
+    mmioWrite32(d, off, value);
+    EXPECT_EQ(mmioRead32(d, ack), value) << "register " << std::hex << off;
+}
+
+// Writes commands at PROD of the CMDQ at kCmdq (256 entries) and publishes them with one CMDQ_PROD
+// write, like arm_smmu_cmdq_issue_cmdlist().
+inline void issueCommands(BusDevice& d, const memory::GuestMemory& mem, const std::vector<Command>& cmds) {
+    uint32_t prod = mmioRead32(d, reg::kCmdqProd);
+    for (const auto& c : cmds) {
+        ASSERT_TRUE(mem.writeObj(kCmdq + (prod & 0xff) * 16, c).ok());
+        prod = (prod + 1) & 0x1ff;
+    }
+    mmioWrite32(d, reg::kCmdqProd, prod);
+}
+
 class SmmuFixture : public ::testing::Test {
 protected:
     SmmuFixture() : mem(take(memory::GuestMemory::create({{kRam, kRamSize}}, {}))) {}
@@ -132,23 +166,11 @@ protected:
         smmu = std::move(*r);
     }
 
-    uint32_t r32(uint64_t off) {
-        uint32_t v = 0;
-        smmu->read(off, std::span(reinterpret_cast<uint8_t*>(&v), 4));
-        return v;
-    }
-    uint64_t r64(uint64_t off) {
-        uint64_t v = 0;
-        smmu->read(off, std::span(reinterpret_cast<uint8_t*>(&v), 8));
-        return v;
-    }
-    void w32(uint64_t off, uint32_t v) { smmu->write(off, std::span(reinterpret_cast<const uint8_t*>(&v), 4)); }
-    void w64(uint64_t off, uint64_t v) { smmu->write(off, std::span(reinterpret_cast<const uint8_t*>(&v), 8)); }
-    // arm_smmu_write_reg_sync(): write, then the ACK must equal it.
-    void writeSync(uint32_t off, uint32_t ack, uint32_t value) {
-        w32(off, value);
-        EXPECT_EQ(r32(ack), value) << "register " << std::hex << off;
-    }
+    uint32_t r32(uint64_t off) { return mmioRead32(*smmu, off); }
+    uint64_t r64(uint64_t off) { return mmioRead64(*smmu, off); }
+    void w32(uint64_t off, uint32_t v) { mmioWrite32(*smmu, off, v); }
+    void w64(uint64_t off, uint64_t v) { mmioWrite64(*smmu, off, v); }
+    void writeSync(uint32_t off, uint32_t ack, uint32_t value) { test::writeSync(*smmu, off, ack, value); }
 
     // arm_smmu_device_hw_probe() and arm_smmu_device_reset() in Linux 7.3, in its order and access
     // sizes (CMDQS 8, EVTQS 8; the stream table 2-level with SPLIT 8 over SIDSIZE 16, or linear).
@@ -201,16 +223,7 @@ protected:
         ASSERT_TRUE(mem.writeObj(addr, ste).ok());
     }
 
-    // Writes commands at PROD and publishes them with one CMDQ_PROD write, like
-    // arm_smmu_cmdq_issue_cmdlist().
-    void issue(const std::vector<Command>& cmds) {
-        uint32_t prod = r32(reg::kCmdqProd);
-        for (const auto& c : cmds) {
-            ASSERT_TRUE(mem.writeObj(kCmdq + (prod & 0xff) * 16, c).ok());
-            prod = (prod + 1) & 0x1ff;
-        }
-        w32(reg::kCmdqProd, prod);
-    }
+    void issue(const std::vector<Command>& cmds) { issueCommands(*smmu, mem, cmds); }
 
     Event readEvent(uint32_t index) { return take(mem.readObj<Event>(kEvtq + (index & 0xff) * 32)); }
 
