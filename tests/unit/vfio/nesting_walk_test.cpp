@@ -37,10 +37,10 @@ constexpr uint64_t kOffA = 0x0, kOffB = 0x1000, kOffSrc = 0x2000, kOffCd = 0x100
 constexpr uint64_t kVaDst = 0x04000000, kVaSrc = 0x04001000, kVaUnmapped = 0x05000000, kVaS2Fault = 0x04002000;
 constexpr uint64_t kMsiWindow = 0x08000000;
 constexpr uint64_t kCd0 = 0x00056204c0003519;  // T0SZ 25, TG0 4K, WBWA, IS, EPD1, V, IPS 44, AA64, R, A, ASID 5
-constexpr uint64_t kLeafAttrs = (1ull << 6) | (3ull << 8) | (1ull << 10);  // AP=01 (RW, EL0), SH=IS, AF
+constexpr uint64_t kLeafAttrs = walk::kPteApUnpriv | (3ull << 8) | walk::kPteAf;  // AP=01 (RW, EL0), SH=IS, AF
 // Linux's io-pgtable also sets nG: the entry belongs to the CD's ASID. Without it a translation is
 // global and a TLB hit for every ASID (the REPORT's tables are global).
-constexpr uint64_t kLeafAttrsNg = kLeafAttrs | (1ull << 11);
+constexpr uint64_t kLeafAttrsNg = kLeafAttrs | walk::kPteNg;
 constexpr smmu::Ste kS1Ste{0x11000b, 0xd4};  // V, Cfg S1, S1ContextPtr 0x110000, S1CDMax 0; CIR/COR WBRA, CSH IS
 constexpr smmu::Ste kBypassSte{0x9, 0};
 constexpr smmu::Ste kAbortSte{smmu::kSte0V, 0};
