@@ -178,6 +178,12 @@ protected:
             std::this_thread::sleep_for(std::chrono::milliseconds(2));
         return r32(reg::kEvtqProd) & 0xff;
     }
+    // The event thread raises the EVTQ interrupt after it has moved PROD (as the hardware does), so
+    // a test that has seen the records waits (up to a second) for the edge too; returns the count.
+    int waitEdges(const AtomicEdgeLine& line, int count) {
+        for (int i = 0; i < 500 && line.edges < count; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        return line.edges;
+    }
     Event guestEvent(uint32_t index) { return mem.readObj<Event>(kEvtq + (index & 0xff) * 32).value(); }
     hostsim::SimDevice& sim() { return *host.device("0000:00:03.0"); }
     bool dma(uint64_t iova) {
