@@ -183,6 +183,8 @@ nlohmann::json Passthrough::stats() const {
         d["backend"] = vfio::backendKindName(a.backend);
         d["irq_mode"] = devices::vfio_pci::irqModeName(s.irqMode);
         d["vectors"] = s.vectors;
+        d["peak_irq_mode"] = devices::vfio_pci::irqModeName(s.peakIrqMode);
+        d["peak_vectors"] = s.peakVectors;
         d["config_reads"] = s.configReads;
         d["config_writes"] = s.configWrites;
         d["msix_table_reads"] = s.msixTableReads;

@@ -731,6 +731,7 @@ void VfioPciDevice::enableIntx() {
     }
     intx_ = std::move(route).value();
     intxOn_ = true;
+    notePeakIrq();
 }
 
 void VfioPciDevice::disableIntx() {
@@ -749,6 +750,7 @@ void VfioPciDevice::msixControlChanged() {
     else if (!wasOn && msix_->table->enabled())
         logger().debug("{}: MSI-X on, {} of {} vectors in use", name_, msixVectorsInUse(), msix_->vectors());
     if (wasOn && !msix_->table->enabled()) enableIntx();  // the guest turned MSI-X off
+    notePeakIrq();
     if (auto r = batch->finish(); !r) logger().error("{}: MSI-X routes: {}", name_, r.error().describe());
 }
 
@@ -810,6 +812,7 @@ void VfioPciDevice::useMsixVector(unsigned v) {
         return;
     }
     msix_->routes[v] = std::move(route).value();
+    notePeakIrq();
 }
 
 bool VfioPciDevice::msixEntryInUse(unsigned v) const { return !msix_->table->entryMasked(v); }
@@ -893,6 +896,7 @@ void VfioPciDevice::msiApply() {
                 if (auto r = msi_->routes[v]->setMessage(msiMessage(v)); !r)
                     logger().error("{}: MSI {}: {}", name_, v, r.error().describe());
         msi_->enabled = true;
+        notePeakIrq();
     } else if (!enable && msi_->enabled) {
         disableMsi();
         enableIntx();
@@ -958,6 +962,21 @@ void VfioPciDevice::irqsOff() {
     if (msix_) msix_->table->disable();
     if (msi_ && msi_->enabled) disableMsi();
     disableIntx();
+}
+
+unsigned VfioPciDevice::vectorsInUse() const {
+    switch (irqMode()) {
+        case IrqMode::Msix: return msixVectorsInUse();
+        case IrqMode::Msi: return static_cast<unsigned>(msi_->routes.size());
+        case IrqMode::Intx:  // one line, no message vectors
+        case IrqMode::None: return 0;
+    }
+    return 0;
+}
+
+void VfioPciDevice::notePeakIrq() {
+    stats_.peakIrqMode = std::max(stats_.peakIrqMode, irqMode());
+    stats_.peakVectors = std::max(stats_.peakVectors, vectorsInUse());
 }
 
 IrqMode VfioPciDevice::irqMode() const {
@@ -1129,9 +1148,7 @@ VfioPciStats VfioPciDevice::stats() const {
         s.msixTableWrites = t.tableWrites;
         s.pbaReads = t.pbaReads;
     }
-    s.vectors = msix_ && msix_->table->enabled() ? msixVectorsInUse()
-                : msi_ && msi_->enabled   ? static_cast<unsigned>(msi_->routes.size())
-                                          : 0;
+    s.vectors = vectorsInUse();
     for (auto& st : barState_) {
         for (auto& a : st.areas) {
             s.memslots += a.slot ? 1 : 0;

@@ -89,8 +89,12 @@ struct VfioPciStats {
     uint64_t resets = 0;
     uint64_t relocations = 0;   // BAR activations at an address other than the previous one
     size_t memslots = 0, p2pMappings = 0, trappedRanges = 0;
-    IrqMode irqMode = IrqMode::None;
+    IrqMode irqMode = IrqMode::None;  // now: a guest that shut down has turned its interrupts off
     unsigned vectors = 0;
+    // The most the guest ever used (modes ranked none < INTx < MSI < MSI-X), so stats written at
+    // exit still say how the device ran.
+    IrqMode peakIrqMode = IrqMode::None;
+    unsigned peakVectors = 0;
 };
 
 class VfioPciDevice final : public pci::PciDevice,
@@ -223,6 +227,8 @@ private:
     void useMsixVector(unsigned vector);
     bool msixEntryInUse(unsigned vector) const;
     unsigned msixVectorsInUse() const;
+    unsigned vectorsInUse() const;  // of the mode on now
+    void notePeakIrq();             // after any interrupt mode or vector change
     void msiChanged();
     void msiApply();  // msiChanged() inside its route batch
     void disableMsi();

@@ -138,6 +138,11 @@ TEST_P(PassthroughTest, EduPayloadPassesEveryStepWithTheExpectedExits) {
     EXPECT_EQ(devA->value("vectors", 0u), 8u);
     EXPECT_EQ(devB->value("irq_mode", ""), "msi");
     EXPECT_EQ(devB->value("vectors", 0u), 4u);
+    // The payload leaves its interrupts on, so the peak is the state at exit.
+    EXPECT_EQ(devA->value("peak_irq_mode", ""), "msix");
+    EXPECT_EQ(devA->value("peak_vectors", 0u), 8u);
+    EXPECT_EQ(devB->value("peak_irq_mode", ""), "msi");
+    EXPECT_EQ(devB->value("peak_vectors", 0u), 4u);
     // Masking went through the routes, not through VFIO_DEVICE_SET_IRQS: A masked and unmasked
     // (the function mask at enable, vector 1 in msix-mask) and issued no more SET_IRQS than B,
     // which never masked anything, beyond one per MSI-X vector it put in use after vector 0 (the

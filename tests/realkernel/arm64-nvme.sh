@@ -19,6 +19,7 @@
 #                 ITS exists), each MSI route to the ITS doorbell (GITS_TRANSLATER, 0x8000040) with
 #                 the function's requester id 0x8 (00:01.0) as device id, as the guest's msi-map says
 #   power-off     the guest powered off by PSCI SYSTEM_OFF and Conduit exited 0
+#   stats-peak-irq  Conduit's --stats: the NVMe's peak interrupt mode msix (intx in mode intx)
 #   nothing-left  no process holds /dev/vfio or /dev/iommu, the NVMe is still vfio-pci's
 # Prints "A64: PASS|FAIL <check>: <detail>"; exits 0 iff none failed.
 # Runs under L1's static bash with busybox's tools.
@@ -31,23 +32,14 @@ conduit=$build/conduit
 NVME=0000:00:02.0
 CHECK_TAG=A64
 . "$here/checks.sh"
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 
 kit=$("$here/arm64-guest.sh" --offline) || { echo "A64: FAIL kit: no arm64 guest kit prepared"; exit 1; }
 [ -x "$conduit" ] || { echo "A64: FAIL conduit: no $conduit (ARCH=arm64 scripts/build.sh)"; exit 1; }
-uptime_now() { cut -d' ' -f1 /proc/uptime; }
-t0=$(uptime_now)
-# A guest that hangs is stopped (SIGINT) before ctest's timeout, so its console still gets shown.
-timeout -s INT "${A64_TIMEOUT:-240}" "$conduit" --log-level debug run --config "$here/configs/arm64-nvme-$backend.json" \
-    --kernel "$kit/Image" --initrd "$kit/initrd.cpio" --cmdline "$cmdline" --stats "$work/stats.json" > "$work/serial.txt" 2> "$work/err.txt"
-rc=$?
-secs=$(awk -v a="$t0" -v b="$(uptime_now)" 'BEGIN{printf "%.1f", b-a}')
-tr -d '\r' < "$work/serial.txt" > "$work/out.txt"  # the guest's console writes CR LF
+guest_run "${A64_TIMEOUT:-240}" --log-level debug run --config "$here/configs/arm64-nvme-$backend.json" \
+    --kernel "$kit/Image" --initrd "$kit/initrd.cpio" --cmdline "$cmdline" --stats "$work/stats.json"
 if [ $rc = 0 ]; then grep -E '^GUEST' "$work/out.txt"; else tail -40 "$work/out.txt"; fi
 grep -vE '\] \[debug\] ' "$work/err.txt" | tail -8
 echo "A64: $mode: conduit exit $rc after ${secs}s"
-line() { sed -n "s/^GUEST: $1//p" "$work/out.txt" | head -1; }
 
 check userspace "guest uptime $(line 'userspace at ')" grep -q '^GUEST: userspace at [0-9.]* s$' "$work/out.txt"
 check cpus "cpus online $(line 'cpus online ')" test "$(line 'cpus online ')" = 0-1
@@ -70,8 +62,8 @@ check its-devid "$(grep -o 'GSI routing: MSI routes .*' "$work/err.txt" | head -
     sh -c "grep -q 'GSI routing: MSI routes carry device ids' '$work/err.txt' && [ $routes -gt 0 ]"
 fi
 grep '^GUEST-IRQ: ' "$work/out.txt" | sed "s/^GUEST-IRQ: */A64: $mode: guest irq /" | tr -s ' '
-check power-off "exit $rc, $(grep -o 'exit: guest powered off[^"]*' "$work/err.txt" | head -1)" \
-    sh -c "[ $rc = 0 ] && grep -q 'exit: guest powered off: .*(shutdown, PSCI SYSTEM_OFF)' '$work/err.txt'"
+check_power_off 'exit: guest powered off: .*(shutdown, PSCI SYSTEM_OFF)'
+if [ "$mode" = intx ]; then check_peak_irq intx; else check_peak_irq msix; fi
 check_nothing_left "$NVME"
-echo "A64: $mode: $(grep -oE '"(backend|irq_mode|vectors|resets|memslots|trapped_ranges)": *[^,}]*' "$work/stats.json" 2>/dev/null | tr '\n' ' ')"
+echo "A64: $mode: $(stats_line backend irq_mode vectors peak_irq_mode peak_vectors resets memslots trapped_ranges)"
 exit $((failures > 0))

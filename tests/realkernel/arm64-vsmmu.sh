@@ -44,8 +44,6 @@ conduit=$build/conduit
 NVME=0000:00:02.0
 CHECK_TAG=VS
 . "$here/checks.sh"
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 
 kit=$("$here/arm64-guest.sh" --offline) || { echo "VS: FAIL kit: no arm64 guest kit prepared"; exit 1; }
 # The guest's kernel: Debian trixie's arm64 cloud kernel (6.12; ctest's fixture vsmmu_guest_kernel
@@ -57,21 +55,14 @@ if [ -z "${VS_KERNEL:-}" ]; then
     VS_KERNEL=$kdir/Image
 fi
 [ -x "$conduit" ] || { echo "VS: FAIL conduit: no $conduit (ARCH=arm64 scripts/build.sh)"; exit 1; }
-uptime_now() { cut -d' ' -f1 /proc/uptime; }
-t0=$(uptime_now)
-# A guest that hangs is stopped (SIGINT) before ctest's timeout, so its console still gets shown.
 # VS_KERNEL: another arm64 Image for the guest (the kit's initramfs stays).
-timeout -s INT "${VS_TIMEOUT:-300}" "$conduit" --log-level debug run --config "$config" \
+guest_run "${VS_TIMEOUT:-300}" --log-level debug run --config "$config" \
     --kernel "$VS_KERNEL" --initrd "$kit/initrd.cpio" --cmdline "console=ttyS0 quiet panic=-1" \
-    --stats "$work/stats.json" > "$work/serial.txt" 2> "$work/err.txt"
-rc=$?
-secs=$(awk -v a="$t0" -v b="$(uptime_now)" 'BEGIN{printf "%.1f", b-a}')
-tr -d '\r' < "$work/serial.txt" > "$work/out.txt"  # the guest's console writes CR LF
+    --stats "$work/stats.json"
 if [ $rc = 0 ]; then grep -E '^GUEST' "$work/out.txt"; else tail -60 "$work/out.txt"; fi
 grep -vE '\] \[debug\] ' "$work/err.txt" | tail -8
 grep -E 'vSMMU' "$work/err.txt" | tail -30
 echo "VS: conduit exit $rc after ${secs}s (guest kernel $VS_KERNEL)"
-line() { sed -n "s/^GUEST: $1//p" "$work/out.txt" | head -1; }
 # A number from the stats file (the first "KEY": N in it); stats keys are unique but for the
 # ste_changes ones, which are asked for inside that object.
 touch "$work/stats.json"  # none when Conduit failed early: every number below is then empty
@@ -112,8 +103,7 @@ check ste-states "StreamID 0x8 went: ${seq:-nowhere}; stats ste_changes abort $(
 fwd=$(jnum invalidation_commands_forwarded) calls=$(jnum hwpt_invalidate_ioctls) ierr=$(jnum hwpt_invalidate_errors)
 check invalidations "commands forwarded ${fwd:-?} in ${calls:-?} IOMMU_HWPT_INVALIDATE ioctl(s), ${ierr:-?} refused" \
     sh -c "[ '${calls:-0}' -gt 0 ] && [ '${fwd:-0}' -ge '${calls:-0}' ] && [ '${ierr:-x}' = 0 ]" 2>/dev/null
-check power-off "exit $rc, $(grep -o 'exit: guest powered off[^"]*' "$work/err.txt" | head -1)" \
-    sh -c "[ $rc = 0 ] && grep -q 'exit: guest powered off: .*(shutdown, PSCI SYSTEM_OFF)' '$work/err.txt'"
+check_power_off 'exit: guest powered off: .*(shutdown, PSCI SYSTEM_OFF)'
 check_nothing_left "$NVME"
 echo "VS: stats: $(tr -d '\n' < "$work/stats.json" | tr -s ' ' | cut -c1-1500)"
 exit $((failures > 0))

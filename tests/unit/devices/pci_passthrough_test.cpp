@@ -449,6 +449,13 @@ TEST_P(PassthroughDevice, MsiMultipleVectorsPerVectorMask) {
     cfgWrite(kMsix + PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE, 2);
     EXPECT_EQ(device->irqMode(), IrqMode::Msix);
     EXPECT_EQ(sim->device(kBdf)->activeIrqIndex(), uint32_t(VFIO_PCI_MSIX_IRQ_INDEX));
+    // MSI-X off again (as a guest that shuts down): INTx now, but the stats keep the peak.
+    cfgWrite(kMsix + PCI_MSIX_FLAGS, 0, 2);
+    const auto st = device->stats();
+    EXPECT_EQ(st.irqMode, IrqMode::Intx);
+    EXPECT_EQ(st.vectors, 0u);
+    EXPECT_EQ(st.peakIrqMode, IrqMode::Msix);
+    EXPECT_EQ(st.peakVectors, 4u) << "MSI's 4 vectors";
 }
 
 TEST_P(PassthroughDevice, IntxResampleUnmasksDevice) {
