@@ -27,8 +27,9 @@ public:
     // "real", "simulated": `stats` reports it as passthrough.host.
     virtual std::string name() const = 0;
     // What the host adds to the stats of one assigned device, and to the passthrough stats.
-    virtual void addDeviceStats(const std::string& hostBdf, nlohmann::json& device) const {}
-    virtual void addStats(nlohmann::json& passthrough) const {}
+    // The kernel's host adds nothing.
+    virtual void addDeviceStats(const std::string& /*hostBdf*/, nlohmann::json& /*device*/) const {}
+    virtual void addStats(nlohmann::json& /*passthrough*/) const {}
 };
 
 // Opens the host a config asks for.

@@ -413,7 +413,7 @@ void VfioPciDevice::configWrite(uint32_t offset, std::span<const uint8_t> data) 
     if (msix_ && touches(msix_->cap + PCI_MSIX_FLAGS, 2)) msixControlChanged();
     if (touches(PCI_COMMAND, 2) || touches(PCI_BASE_ADDRESS_0, 24) || touches(PCI_ROM_ADDRESS, 4)) updateBars();
     // vfio-pci acts on a write that starts at PMCSR (vfio_pm_config_write(): offset == PCI_PM_CTRL).
-    if (pmCap_ && offset == *pmCap_ + PCI_PM_CTRL && config_.forwarded(offset))
+    if (pmCap_ && offset == uint32_t{*pmCap_} + PCI_PM_CTRL && config_.forwarded(offset))
         powerStateWritten(out[0] & PCI_PM_CTRL_STATE_MASK);
     if (flr) {
         logger().info("{}: guest initiated a function level reset", name_);

@@ -78,7 +78,9 @@ protected:
         EXPECT_EQ(v::field(e[0], v::kEvt0Id), id) << "event " << index;
         EXPECT_EQ(v::field(e[0], v::kEvt0Sid), kSid) << "event " << index << ": not the guest StreamID";
         EXPECT_EQ((e[0] & walk::kEvt0Ssv) != 0, ssid.has_value()) << "event " << index;
-        if (ssid) EXPECT_EQ(v::field(e[0], walk::kEvt0Ssid), *ssid) << "event " << index;
+        if (ssid) {
+            EXPECT_EQ(v::field(e[0], walk::kEvt0Ssid), *ssid) << "event " << index;
+        }
     }
 
     uint64_t nextTable = kTables + 0x10000;  // the first 64 KiB hold the CD tables

@@ -82,6 +82,8 @@ TEST(GsiRouting, X86KvmTakesNoDeviceIds) {
     ASSERT_TRUE(gsi.ok()) << gsi.error().describe();
     EXPECT_FALSE(table.deviceIds());
     for (auto& e : table.entries())
-        if (e.gsi == *gsi) EXPECT_EQ(e.flags, 0u);
+        if (e.gsi == *gsi) {
+            EXPECT_EQ(e.flags, 0u);
+        }
     EXPECT_TRUE(table.addMsi({0xfee00000, 0x42}).ok()) << "a message without a device id is fine too";
 }
