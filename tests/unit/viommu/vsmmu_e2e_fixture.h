@@ -171,17 +171,22 @@ protected:
         writeSync(reg::kIrqCtrl, reg::kIrqCtrlAck, reg::kIrqCtrlEvtqIrqEn | reg::kIrqCtrlGerrorIrqEn);
         writeSync(reg::kCr0, reg::kCr0Ack, reg::kCr0CmdqEn | reg::kCr0EvtqEn | reg::kCr0SmmuEn);
     }
-    // Waits (up to a second) for the event thread to have written `count` records in all into the
-    // guest's EVTQ; returns how many there are.
+    // Polls `done` every 2 ms for up to a second: what the binding's event thread does arrives
+    // asynchronously.
+    template <typename Pred>
+    static void waitUntil(Pred done) {
+        for (int i = 0; i < 500 && !done(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    // Waits for the event thread to have written `count` records in all into the guest's EVTQ;
+    // returns how many there are.
     uint32_t waitEvents(uint32_t count) {
-        for (int i = 0; i < 500 && (r32(reg::kEvtqProd) & 0xff) < count; ++i)
-            std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        waitUntil([&] { return (r32(reg::kEvtqProd) & 0xff) >= count; });
         return r32(reg::kEvtqProd) & 0xff;
     }
     // The event thread raises the EVTQ interrupt after it has moved PROD (as the hardware does), so
-    // a test that has seen the records waits (up to a second) for the edge too; returns the count.
+    // a test that has seen the records waits for the edge too; returns the count.
     int waitEdges(const AtomicEdgeLine& line, int count) {
-        for (int i = 0; i < 500 && line.edges < count; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        waitUntil([&] { return line.edges >= count; });
         return line.edges;
     }
     Event guestEvent(uint32_t index) { return mem.readObj<Event>(kEvtq + (index & 0xff) * 32).value(); }

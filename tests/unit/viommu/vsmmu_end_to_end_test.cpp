@@ -44,7 +44,7 @@ TEST_F(VsmmuEndToEnd, EachGuestActionCostsTheIommufdCallsItShould) {
     const int edges = evtqIrq.edges;
     EXPECT_EQ(host.raiseSmmuEvent(sim(), {v::kEvtFTranslation | v::prep(v::kEvt0Sid, 0x8), 0, 0xdead000, 0}),
               SmmuEventFate::Forwarded);
-    for (int i = 0; i < 500 && r32(reg::kEvtqProd) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    waitEvents(1);
     ASSERT_EQ(r32(reg::kEvtqProd) & 0xff, 1u);
     auto ev = mem.readObj<Event>(kEvtq).value();
     EXPECT_EQ(v::field(ev[0], v::kEvt0Id), v::kEvtFTranslation);
